@@ -1,0 +1,76 @@
+use std::path::PathBuf;
+
+/// Errors a user can act on. Every message says what was wrong and, where
+/// there is one, what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed (shapes, devices, dtypes).
+    #[error("{}", candle_message(.0))]
+    Candle(#[from] candle_core::Error),
+
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its content is not what it claims to be.
+    #[error("{}: {message}", .path.display())]
+    BadFile { path: PathBuf, message: String },
+
+    /// A weights file does not fit the architecture it is loaded into.
+    #[error("{} does not fit architecture `{arch}`:\n{}\nCheck --arch / --input-shape, or that the file holds this network's state_dict.", .path.display(), .mismatches.join("\n"))]
+    WeightsMismatch {
+        path: PathBuf,
+        arch: String,
+        mismatches: Vec<String>,
+    },
+
+    /// Settings that cannot work (absurd hyper-parameters, unknown names, empty data).
+    #[error("{0}")]
+    Config(String),
+
+    /// Training produced a NaN or infinite loss.
+    #[error("{0}")]
+    Numerical(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config(message.into())
+    }
+
+    pub fn bad_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Candle's `Display` carries a backtrace when `RUST_BACKTRACE` is set; a
+/// user needs only the messages.
+fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_message(inner))
+        }
+        candle_core::Error::WithPath { inner, path } => {
+            format!("{}: {}", path.display(), candle_message(inner))
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,52 @@
+//! The tutorial's test accuracy, plus per-class accuracy and a confusion matrix.
+use candle_core::{Device, D};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::model::{Mode, Student};
+use crate::Result;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Percent correct, as the tutorial prints it.
+    pub accuracy: f64,
+    pub samples: usize,
+    pub classes: Vec<String>,
+    /// Percent correct per true class (`NaN`-free: classes with no samples get 0).
+    pub per_class: Vec<f64>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// Runs `model` in eval mode over `data` in order.
+pub fn evaluate(model: &dyn Student, data: &Dataset, batch_size: usize, device: &Device) -> Result<Evaluation> {
+    let k = data.num_classes();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for indices in data.batch_indices(batch_size, None) {
+        let batch = data.batch(&indices, device)?;
+        let logits = model.forward_t(&batch.images, Mode::Eval)?.logits;
+        let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (&i, p) in indices.iter().zip(predicted) {
+            let truth = data.labels[i] as usize;
+            if (p as usize) < k {
+                confusion[truth][p as usize] += 1;
+            }
+        }
+    }
+    let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let n: u64 = row.iter().sum();
+            if n == 0 { 0.0 } else { 100.0 * row[i] as f64 / n as f64 }
+        })
+        .collect();
+    Ok(Evaluation {
+        accuracy: 100.0 * correct as f64 / data.len() as f64,
+        samples: data.len(),
+        classes: data.classes.clone(),
+        per_class,
+        confusion,
+    })
+}

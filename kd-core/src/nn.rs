@@ -1,0 +1,107 @@
+//! Layers with PyTorch's parameter names and semantics, small enough to read
+//! at a glance (the scale of `candle_nn::conv`).
+use candle_core::{Module, Tensor, D};
+use candle_nn::VarBuilder;
+use rand::Rng;
+
+use crate::model::Mode;
+use crate::Result;
+
+/// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias` (out).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        padding: usize,
+        stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        // Values are overwritten by `init::pytorch_default`; the hint only sizes them.
+        let init = candle_nn::Init::Const(0.0);
+        let weight = vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let bias = vb.get_with_hints(out_channels, "bias", init)?;
+        Ok(Self {
+            weight,
+            bias,
+            padding,
+            stride,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// `nn.Linear`: `weight` (out, in) and `bias` (out).
+pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
+    let init = candle_nn::Init::Const(0.0);
+    let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
+    let bias = vb.get_with_hints(out_features, "bias", init)?;
+    Ok(candle_nn::Linear::new(weight, Some(bias)))
+}
+
+/// `nn.MaxPool2d(k, stride=k)`. Built from a reshape and two max reductions,
+/// so that its gradient goes to the maximum with weight 1 as in PyTorch
+/// (Candle 0.11's own `max_pool2d` backward scales it by 1/k²). Odd trailing
+/// rows and columns are dropped, as PyTorch does.
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / k, w / k);
+    let x = if ho * k != h || wo * k != w {
+        x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?.contiguous()?
+    } else {
+        x.contiguous()?
+    };
+    let x = x.reshape((n, c, ho, k, wo, k))?;
+    Ok(x.max(D::Minus1)?.max(3)?)
+}
+
+/// `nn.Dropout(p)`. Masks come from kd's seeded generator, keyed by the
+/// step's seed and this layer's name, so a training run is reproducible.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    p: f32,
+    name: String,
+}
+
+impl Dropout {
+    pub fn new(p: f32, name: impl Into<String>) -> Self {
+        Self {
+            p,
+            name: name.into(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let Mode::Train { seed } = mode else {
+            return Ok(x.clone());
+        };
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mut rng = crate::init::rng_for(seed, &self.name);
+        let scale = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.gen::<f32>() < self.p { 0.0 } else { scale })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok(x.mul(&mask)?)
+    }
+}

@@ -1,0 +1,126 @@
+//! Link-time registries: plugin crates `inventory::submit!` these structs and
+//! kd finds them by name. Iteration order is unspecified, so every listing
+//! here is sorted.
+use candle_nn::VarBuilder;
+
+use crate::loss::{DistillLoss, MethodContext};
+use crate::model::{ArchConfig, Network};
+use crate::{Error, Result};
+
+/// One hyper-parameter a method takes.
+#[derive(Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub default: f64,
+    pub help: &'static str,
+    /// Values <= 0 are rejected.
+    pub positive: bool,
+}
+
+/// A distillation method. `build` returns `None` for plain supervised
+/// training (no teacher, cross-entropy only).
+pub struct MethodPlugin {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub params: &'static [ParamSpec],
+    /// Taps the teacher must provide (besides logits); shown in `kd list`.
+    pub teacher_taps: &'static [&'static str],
+    pub needs_teacher: bool,
+    pub build: fn(&MethodContext) -> Result<Option<Box<dyn DistillLoss>>>,
+}
+
+/// A network architecture; variable paths follow PyTorch's module paths.
+pub struct ArchPlugin {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub build: fn(&ArchConfig, VarBuilder) -> Result<Box<dyn Network>>,
+}
+
+/// One run of a recipe.
+#[derive(Debug)]
+pub struct RecipeRun {
+    /// The phase name in reports (`teacher`, `ce`, `kd`, ...).
+    pub name: &'static str,
+    /// Trains the recipe's teacher architecture when true, else its student.
+    pub trains_teacher: bool,
+    pub method: &'static str,
+    pub params: &'static [(&'static str, f64)],
+    pub ce_weight: f64,
+    pub distill_weight: f64,
+}
+
+/// A named sequence of runs that `kd reproduce` executes.
+pub struct RecipePlugin {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub teacher_arch: &'static str,
+    pub student_arch: &'static str,
+    pub runs: &'static [RecipeRun],
+}
+
+inventory::collect!(MethodPlugin);
+inventory::collect!(ArchPlugin);
+inventory::collect!(RecipePlugin);
+
+pub fn methods() -> Vec<&'static MethodPlugin> {
+    let mut v: Vec<_> = inventory::iter::<MethodPlugin>.into_iter().collect();
+    v.sort_by_key(|m| m.name);
+    v
+}
+
+pub fn archs() -> Vec<&'static ArchPlugin> {
+    let mut v: Vec<_> = inventory::iter::<ArchPlugin>.into_iter().collect();
+    v.sort_by_key(|m| m.name);
+    v
+}
+
+pub fn recipes() -> Vec<&'static RecipePlugin> {
+    let mut v: Vec<_> = inventory::iter::<RecipePlugin>.into_iter().collect();
+    v.sort_by_key(|m| m.name);
+    v
+}
+
+pub fn method(name: &str) -> Result<&'static MethodPlugin> {
+    let all = methods();
+    let names: Vec<_> = all.iter().map(|m| m.name).collect();
+    all.into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| unknown("method", name, &names))
+}
+
+pub fn arch(name: &str) -> Result<&'static ArchPlugin> {
+    let all = archs();
+    let names: Vec<_> = all.iter().map(|m| m.name).collect();
+    all.into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| unknown("architecture", name, &names))
+}
+
+pub fn recipe(name: &str) -> Result<&'static RecipePlugin> {
+    let all = recipes();
+    let names: Vec<_> = all.iter().map(|m| m.name).collect();
+    all.into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| unknown("recipe", name, &names))
+}
+
+/// "unknown method `kdd`; did you mean `kd`? Known: ce, cosine, ..."
+pub fn unknown(kind: &str, name: &str, known: &[&str]) -> Error {
+    let nearest = known
+        .iter()
+        .map(|k| (strsim::levenshtein(name, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 2).max(2));
+    let hint = match nearest {
+        Some((_, k)) => format!(" Did you mean `{k}`?"),
+        None => String::new(),
+    };
+    let known = if known.is_empty() {
+        "none are linked in (a binary must `use kd_plugins as _;`)".to_string()
+    } else {
+        known.join(", ")
+    };
+    Error::config(format!(
+        "unknown {kind} `{name}`.{hint} Known {kind}s: {known}. `kd list` shows them all."
+    ))
+}

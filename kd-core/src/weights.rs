@@ -1,0 +1,244 @@
+//! Safetensors in and out, with PyTorch `state_dict` names and kd's metadata.
+//!
+//! Files kd writes load in PyTorch with `safetensors.torch.load_file` +
+//! `load_state_dict(strict=True)`; the `__metadata__` header carries
+//! `format: pt` and what kd needs to use the file again without flags.
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Normalization;
+use crate::loss::Params;
+use crate::model::{ArchConfig, Model, Student as _};
+use crate::{Error, Result};
+
+/// What kd records about a model, stored as `kd.*` metadata entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub arch: Option<String>,
+    pub config: Option<ArchConfig>,
+    pub method: Option<String>,
+    pub params: Params,
+    pub dataset: Option<String>,
+    pub classes: Option<Vec<String>>,
+    pub normalization: Option<Normalization>,
+    /// Test accuracy in percent, as measured at the end of training.
+    pub accuracy: Option<f64>,
+    /// The resolved run configuration (TOML text), when trained by kd.
+    pub run_config: Option<String>,
+}
+
+impl ModelInfo {
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), "pt".into());
+        m.insert("kd.version".into(), crate::VERSION.into());
+        if let Some(a) = &self.arch {
+            m.insert("kd.arch".into(), a.clone());
+        }
+        if let Some(c) = &self.config {
+            m.insert("kd.arch_config".into(), json(c));
+        }
+        if let Some(x) = &self.method {
+            m.insert("kd.method".into(), x.clone());
+        }
+        if !self.params.is_empty() {
+            m.insert("kd.params".into(), json(&self.params));
+        }
+        if let Some(x) = &self.dataset {
+            m.insert("kd.dataset".into(), x.clone());
+        }
+        if let Some(x) = &self.classes {
+            m.insert("kd.classes".into(), json(x));
+        }
+        if let Some(x) = &self.normalization {
+            m.insert("kd.normalization".into(), json(x));
+        }
+        if let Some(x) = self.accuracy {
+            m.insert("kd.accuracy".into(), format!("{x:.2}"));
+        }
+        if let Some(x) = &self.run_config {
+            m.insert("kd.run_config".into(), x.clone());
+        }
+        m
+    }
+
+    /// Reads the `kd.*` entries; files from elsewhere simply have none.
+    pub fn from_metadata(path: &Path, m: &BTreeMap<String, String>) -> Result<Self> {
+        fn parse<T: serde::de::DeserializeOwned>(path: &Path, m: &BTreeMap<String, String>, key: &str) -> Result<Option<T>> {
+            m.get(key)
+                .map(|s| {
+                    serde_json::from_str(s).map_err(|e| {
+                        Error::bad_file(path, format!("metadata `{key}` is not valid ({e}): the file was edited or damaged"))
+                    })
+                })
+                .transpose()
+        }
+        Ok(Self {
+            arch: m.get("kd.arch").cloned(),
+            config: parse(path, m, "kd.arch_config")?,
+            method: m.get("kd.method").cloned(),
+            params: parse(path, m, "kd.params")?.unwrap_or_default(),
+            dataset: m.get("kd.dataset").cloned(),
+            classes: parse(path, m, "kd.classes")?,
+            normalization: parse(path, m, "kd.normalization")?,
+            accuracy: m.get("kd.accuracy").and_then(|s| s.parse().ok()),
+            run_config: m.get("kd.run_config").cloned(),
+        })
+    }
+}
+
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+/// A safetensors file read whole: tensors (on the CPU, as stored) and metadata.
+pub struct WeightsFile {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, Tensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Reads and validates a safetensors file. A truncated or corrupt file, or one
+/// with dtypes kd cannot read, is an error naming the file and the problem.
+pub fn read(path: &Path) -> Result<WeightsFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let corrupt = |what: String| {
+        Error::bad_file(
+            path,
+            format!("not a valid safetensors file: {what}. It may be truncated or damaged: export or download it again."),
+        )
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(describe(&e)))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(describe(&e)))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| {
+            corrupt(format!("tensor `{name}` ({:?}) cannot be read: {}", view.dtype(), Error::from(e)))
+        })?;
+        tensors.insert(name, t);
+    }
+    Ok(WeightsFile {
+        path: path.to_path_buf(),
+        tensors,
+        metadata,
+    })
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeaderLength | E::HeaderTooSmall => "its header length does not fit the file".into(),
+        E::HeaderTooLarge => "its header is larger than 100 MB".into(),
+        E::InvalidHeader(_) => "its header is not UTF-8 text".into(),
+        E::InvalidHeaderDeserialization(e) => format!("its header is not valid JSON or names an unknown dtype ({e})"),
+        E::InvalidOffset(name) => format!("the data offsets of tensor `{name}` overlap or leave gaps"),
+        E::MetadataIncompleteBuffer => "the tensors' data does not cover the file exactly".into(),
+        E::TensorInvalidInfo | E::InvalidTensorView(..) => "a tensor's shape and dtype do not match its byte size".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Writes `tensors` with `metadata` atomically: a temporary file in the same
+/// folder, flushed to disk, then renamed over `path`. An interruption leaves
+/// either the old file or the new one, never a torn one.
+pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    let data: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(data, Some(metadata))
+        .map_err(|e| Error::bad_file(path, format!("cannot serialise: {e:?}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Replaces `path` with `bytes` atomically (same-folder temporary + fsync + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::config(format!(
+            "cannot write {}: the folder {} does not exist; create it first or choose another --out",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("create a file in", &dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io("flush", path, e))?;
+    tmp.persist(path).map_err(|e| Error::io("replace", path, e.error))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Copies `file`'s tensors into `model`, checking first that every expected
+/// tensor is there with its shape and a float dtype and that nothing is left
+/// over; all mismatches are reported at once, by name.
+pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
+    let expected = model.tensors();
+    let mut mismatches = Vec::new();
+    for (name, t) in &expected {
+        match file.tensors.get(name) {
+            None => mismatches.push(format!("  missing   {name} (expected shape {:?})", t.dims())),
+            Some(f) if f.dims() != t.dims() => mismatches.push(format!(
+                "  shape     {name}: file has {:?}, architecture expects {:?}",
+                f.dims(),
+                t.dims()
+            )),
+            Some(f) if !f.dtype().is_float() => mismatches.push(format!("  dtype     {name}: {:?} is not a float type", f.dtype())),
+            _ => {}
+        }
+    }
+    for name in file.tensors.keys() {
+        if !expected.iter().any(|(n, _)| n == name) {
+            mismatches.push(format!("  unexpected {name}"));
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(Error::WeightsMismatch {
+            path: file.path.clone(),
+            arch: model.arch.name.to_string(),
+            mismatches,
+        });
+    }
+    let vars = model.varmap().data().lock().unwrap();
+    for (name, var) in vars.iter() {
+        let t = file.tensors[name].to_dtype(DType::F32)?.to_device(var.device())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// Builds the model a file describes and loads it. Files without kd's
+/// metadata (a PyTorch `state_dict`) need `fallback`: architecture name and config.
+pub fn load_model(path: &Path, fallback: Option<(&str, ArchConfig)>, device: &Device) -> Result<(Model, ModelInfo)> {
+    let file = read(path)?;
+    let info = ModelInfo::from_metadata(path, &file.metadata)?;
+    let (arch, config) = match (&info.arch, &info.config, fallback) {
+        (_, _, Some((a, c))) => (a.to_string(), c),
+        (Some(a), Some(c), None) => (a.clone(), c.clone()),
+        _ => {
+            return Err(Error::config(format!(
+                "{} carries no kd metadata (architecture, input shape): name them with --arch NAME (and --input-shape C,H,W if not the data set's)",
+                path.display()
+            )))
+        }
+    };
+    let model = Model::new(&arch, config, 0, device)?;
+    load_into(&model, &file)?;
+    Ok((model, info))
+}
+

@@ -1,0 +1,62 @@
+//! FitNets hints (Romero et al.): a trainable regressor maps the student's
+//! last conv features to the teacher's channel count, and MSE pulls them
+//! together. The regressor trains with the student but is saved apart from
+//! it, under the tutorial's names `regressor.0.weight` / `regressor.0.bias`.
+use kd_core::candle::{Module, Tensor};
+use kd_core::loss::MethodContext;
+use kd_core::nn::Conv2d;
+use kd_core::registry::MethodPlugin;
+use kd_core::{DistillLoss, Error, Outputs, Result};
+
+pub struct Hint {
+    regressor: Conv2d,
+}
+
+impl Hint {
+    /// The regressor `Conv2d(student_channels, teacher_channels, 3, padding=1)`
+    /// at `vb.pp("regressor").pp(0)`.
+    pub fn new(ctx: &MethodContext) -> Result<Self> {
+        let (s, t) = (ctx.student.tap("features")?.dims(), ctx.teacher.tap("features")?.dims());
+        if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
+            return Err(Error::config(format!(
+                "fitnets: student features {s:?} and teacher features {t:?} must both be N x C x H x W with the same H x W"
+            )));
+        }
+        let regressor = Conv2d::new(s[1], t[1], 3, 1, 1, ctx.vb.pp("regressor").pp(0))?;
+        Ok(Self { regressor })
+    }
+}
+
+impl DistillLoss for Hint {
+    fn teacher_taps(&self) -> &[&str] {
+        &["features"]
+    }
+
+    fn loss(&self, student: &Outputs, teacher: &Outputs) -> Result<Tensor> {
+        let hint = self.regressor.forward(student.tap("features")?)?;
+        let target = teacher.tap("features")?;
+        if hint.dims() != target.dims() {
+            return Err(Error::config(format!(
+                "fitnets: regressor output {:?} and teacher features {:?} differ",
+                hint.dims(),
+                target.dims()
+            )));
+        }
+        Ok((hint - target)?.sqr()?.mean_all()?)
+    }
+}
+
+fn build(ctx: &MethodContext) -> Result<Option<Box<dyn DistillLoss>>> {
+    Ok(Some(Box::new(Hint::new(ctx)?)))
+}
+
+kd_core::inventory::submit! {
+    MethodPlugin {
+        name: "fitnets",
+        summary: "FitNets hint: a trainable 3x3 conv regressor maps student features to the teacher's, MSE between them",
+        params: &[],
+        teacher_taps: &["features"],
+        needs_teacher: true,
+        build,
+    }
+}

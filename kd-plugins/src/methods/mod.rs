@@ -1,0 +1,4 @@
+pub mod ce;
+pub mod cosine;
+pub mod fitnets;
+pub mod kd;

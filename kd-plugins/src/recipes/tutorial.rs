@@ -1,0 +1,31 @@
+//! The whole tutorial as one recipe: the teacher with cross-entropy, then the
+//! student with cross-entropy, CE + KD, CE + cosine and CE + FitNets, every
+//! student from the same seeded initialisation.
+use kd_core::registry::{RecipePlugin, RecipeRun};
+
+const fn run(name: &'static str, trains_teacher: bool, method: &'static str) -> RecipeRun {
+    RecipeRun {
+        name,
+        trains_teacher,
+        method,
+        params: &[],
+        ce_weight: 0.75,
+        distill_weight: 0.25,
+    }
+}
+
+kd_core::inventory::submit! {
+    RecipePlugin {
+        name: "tutorial",
+        summary: "PyTorch's Knowledge Distillation Tutorial: DeepNN teacher, LightNN students with CE, KD (T=2), cosine and FitNets",
+        teacher_arch: "deep_nn",
+        student_arch: "light_nn",
+        runs: &[
+            run("teacher", true, "ce"),
+            run("ce", false, "ce"),
+            RecipeRun { params: &[("temperature", 2.0)], ..run("kd", false, "kd") },
+            run("cosine", false, "cosine"),
+            run("fitnets", false, "fitnets"),
+        ],
+    }
+}
