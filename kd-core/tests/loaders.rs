@@ -1,0 +1,152 @@
+//! Loaders read files written here in the real formats, and refuse bad ones clearly.
+use std::io::Write;
+use std::path::Path;
+
+use kd_core::data::{load_cifar10_dir, load_idx_dir, read_idx_images, read_idx_labels};
+
+fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
+    let mut r = vec![label];
+    r.extend(std::iter::repeat(fill).take(3072));
+    r
+}
+
+fn write_cifar(dir: &Path, per_file: usize) {
+    for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        let mut bytes = Vec::new();
+        for i in 0..per_file {
+            bytes.extend(cifar_record((i % 10) as u8, (i * 7) as u8));
+        }
+        std::fs::write(dir.join(f), bytes).unwrap();
+    }
+}
+
+#[test]
+fn cifar10_binary_records_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar(dir.path(), 4);
+    let s = load_cifar10_dir(dir.path()).unwrap();
+    assert_eq!(s.train.len(), 20);
+    assert_eq!(s.test.len(), 4);
+    assert_eq!(s.train.shape, [3, 32, 32]);
+    assert_eq!(&s.train.labels[..4], &[0, 1, 2, 3]);
+    assert_eq!(s.train.images[3072], 7, "second image's first red pixel");
+    assert_eq!(s.train.normalization.mean, vec![0.485, 0.456, 0.406]);
+    let b = s.train.batch(&[1], &kd_core::candle::Device::Cpu).unwrap();
+    let v = b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!((v[0] - (7.0 / 255.0 - 0.485) / 0.229).abs() < 1e-6);
+}
+
+#[test]
+fn cifar10_truncated_file_and_bad_label_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar(dir.path(), 2);
+    let p = dir.path().join("data_batch_3.bin");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("data_batch_3.bin") && err.contains("truncated"), "{err}");
+
+    write_cifar(dir.path(), 2);
+    let mut bad = cifar_record(12, 0);
+    bad.extend(cifar_record(1, 0));
+    std::fs::write(dir.path().join("test_batch.bin"), bad).unwrap();
+    let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("test_batch.bin") && err.contains("label 12"), "{err}");
+}
+
+#[test]
+fn cifar10_missing_folder_lists_expected_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("data_batch_1.bin") && err.contains("test_batch.bin"), "{err}");
+}
+
+fn idx_images(n: usize, h: usize, w: usize) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, 3];
+    for d in [n, h, w] {
+        b.extend((d as u32).to_be_bytes());
+    }
+    b.extend((0..n * h * w).map(|i| (i % 251) as u8));
+    b
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, 1];
+    b.extend((labels.len() as u32).to_be_bytes());
+    b.extend(labels);
+    b
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn idx_raw_and_gzipped_load_alike() {
+    let classes = ["a", "b", "c"];
+    let raw = tempfile::tempdir().unwrap();
+    let zipped = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx_images(6, 5, 4)),
+        ("train-labels-idx1-ubyte", idx_labels(&[0, 1, 2, 0, 1, 2])),
+        ("t10k-images-idx3-ubyte", idx_images(2, 5, 4)),
+        ("t10k-labels-idx1-ubyte", idx_labels(&[2, 1])),
+    ] {
+        std::fs::write(raw.path().join(name), &bytes).unwrap();
+        std::fs::write(zipped.path().join(format!("{name}.gz")), gz(&bytes)).unwrap();
+    }
+    let a = load_idx_dir(raw.path(), "t", &classes).unwrap();
+    let b = load_idx_dir(zipped.path(), "t", &classes).unwrap();
+    assert_eq!(a.train.images, b.train.images);
+    assert_eq!(a.train.shape, [1, 5, 4]);
+    assert_eq!(a.test.labels, vec![2, 1]);
+    assert_eq!(a.train.normalization, b.train.normalization);
+    let mean = a.train.images.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / a.train.images.len() as f64;
+    assert!((a.train.normalization.mean[0] as f64 - mean).abs() < 1e-5);
+}
+
+#[test]
+fn idx_errors_name_file_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x-images");
+    let mut bytes = idx_images(3, 4, 4);
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&p, &bytes).unwrap();
+    let err = read_idx_images(&p).unwrap_err().to_string();
+    assert!(err.contains("x-images") && err.contains("truncated"), "{err}");
+
+    let mut bytes = idx_images(1, 2, 2);
+    bytes[3] = 9;
+    std::fs::write(&p, &bytes).unwrap();
+    let err = read_idx_images(&p).unwrap_err().to_string();
+    assert!(err.contains("magic number"), "{err}");
+
+    let l = dir.path().join("labels");
+    std::fs::write(&l, idx_labels(&[0, 1])[..9].to_vec()).unwrap();
+    assert!(read_idx_labels(&l).unwrap_err().to_string().contains("promises 2 labels"));
+
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx_images(2, 2, 2)),
+        ("train-labels-idx1-ubyte", idx_labels(&[0, 7])),
+        ("t10k-images-idx3-ubyte", idx_images(1, 2, 2)),
+        ("t10k-labels-idx1-ubyte", idx_labels(&[0])),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let err = load_idx_dir(dir.path(), "t", &["a", "b"]).unwrap_err().to_string();
+    assert!(err.contains("label 7") && err.contains("train-labels-idx1-ubyte"), "{err}");
+}
+
+#[test]
+fn subsets_and_shuffles_are_checked_and_seeded() {
+    let s = kd_core::data::synthetic(&kd_core::data::SyntheticSpec { train: 50, test: 10, shape: [1, 8, 8], classes: 3, seed: 1 }).unwrap();
+    assert_eq!(s.train.first(20).unwrap().len(), 20);
+    let err = s.train.first(51).unwrap_err().to_string();
+    assert!(err.contains("51") && err.contains("50"), "{err}");
+    let a = s.train.batch_indices(16, Some((7, 0)));
+    assert_eq!(a, s.train.batch_indices(16, Some((7, 0))));
+    assert_ne!(a, s.train.batch_indices(16, Some((7, 1))));
+    assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![16, 16, 16, 2]);
+}
