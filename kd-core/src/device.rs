@@ -36,7 +36,10 @@ fn cuda(n: usize) -> Result<Device> {
         )));
     }
     Device::new_cuda(n).map_err(|e| {
-        Error::config(format!("cannot open CUDA device {n}: {}", crate::Error::from(e)))
+        Error::config(format!(
+            "cannot open CUDA device {n}: {}",
+            crate::Error::from(e)
+        ))
     })
 }
 

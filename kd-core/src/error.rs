@@ -8,12 +8,13 @@ pub enum Error {
     #[error("{}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
 
-    #[error("cannot {action} {}: {source}", .path.display())]
+    // The cause is part of the message, not a `source`, so that error chains
+    // do not print it twice.
+    #[error("cannot {action} {}: {cause}", .path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A file exists but its content is not what it claims to be.
@@ -51,11 +52,11 @@ impl Error {
         }
     }
 
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
             action,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

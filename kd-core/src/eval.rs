@@ -6,6 +6,10 @@ use crate::data::Dataset;
 use crate::model::{Mode, Student};
 use crate::Result;
 
+/// Evaluation always uses one batch size, so that an accuracy measured at the
+/// end of training and one measured later by `kd eval` agree to the image.
+pub const EVAL_BATCH: usize = 256;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Percent correct, as the tutorial prints it.
@@ -19,7 +23,12 @@ pub struct Evaluation {
 }
 
 /// Runs `model` in eval mode over `data` in order.
-pub fn evaluate(model: &dyn Student, data: &Dataset, batch_size: usize, device: &Device) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &dyn Student,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation> {
     let k = data.num_classes();
     let mut confusion = vec![vec![0u64; k]; k];
     for indices in data.batch_indices(batch_size, None) {
@@ -39,7 +48,11 @@ pub fn evaluate(model: &dyn Student, data: &Dataset, batch_size: usize, device: 
         .enumerate()
         .map(|(i, row)| {
             let n: u64 = row.iter().sum();
-            if n == 0 { 0.0 } else { 100.0 * row[i] as f64 / n as f64 }
+            if n == 0 {
+                0.0
+            } else {
+                100.0 * row[i] as f64 / n as f64
+            }
         })
         .collect();
     Ok(Evaluation {

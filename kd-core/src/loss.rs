@@ -43,13 +43,20 @@ impl MethodContext<'_> {
 
 /// Fills in defaults and rejects names a method does not declare.
 pub fn resolve_params(specs: &[ParamSpec], given: &Params, method: &str) -> Result<Params> {
-    let mut out: Params = specs.iter().map(|p| (p.name.to_string(), p.default)).collect();
+    let mut out: Params = specs
+        .iter()
+        .map(|p| (p.name.to_string(), p.default))
+        .collect();
     for (name, value) in given {
         let Some(spec) = specs.iter().find(|p| p.name == name) else {
             let known: Vec<_> = specs.iter().map(|p| p.name).collect();
             return Err(Error::config(format!(
                 "method `{method}` has no hyper-parameter `{name}`; it takes: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         if !value.is_finite() || (spec.positive && *value <= 0.0) {
@@ -66,5 +73,8 @@ pub fn resolve_params(specs: &[ParamSpec], given: &Params, method: &str) -> Resu
 
 /// Mean cross-entropy of `logits` (N x K) against `labels` (N, u32), stable.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::loss::cross_entropy(logits, &labels.to_dtype(DType::U32)?)?)
+    Ok(candle_nn::loss::cross_entropy(
+        logits,
+        &labels.to_dtype(DType::U32)?,
+    )?)
 }

@@ -27,7 +27,8 @@ impl Conv2d {
     ) -> Result<Self> {
         // Values are overwritten by `init::pytorch_default`; the hint only sizes them.
         let init = candle_nn::Init::Const(0.0);
-        let weight = vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let weight =
+            vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
         let bias = vb.get_with_hints(out_channels, "bias", init)?;
         Ok(Self {
             weight,
@@ -50,7 +51,11 @@ impl Module for Conv2d {
 }
 
 /// `nn.Linear`: `weight` (out, in) and `bias` (out).
-pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
+pub fn linear(
+    in_features: usize,
+    out_features: usize,
+    vb: VarBuilder,
+) -> Result<candle_nn::Linear> {
     let init = candle_nn::Init::Const(0.0);
     let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
     let bias = vb.get_with_hints(out_features, "bias", init)?;
@@ -99,7 +104,13 @@ impl Dropout {
         let mut rng = crate::init::rng_for(seed, &self.name);
         let scale = 1.0 / (1.0 - self.p);
         let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.gen::<f32>() < self.p { 0.0 } else { scale })
+            .map(|_| {
+                if rng.gen::<f32>() < self.p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok(x.mul(&mask)?)

@@ -56,7 +56,9 @@ impl Adam {
         let bias2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
         let step_size = self.lr / bias1;
         for (i, (_, p)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(p.as_tensor()) else { continue };
+            let Some(g) = grads.get(p.as_tensor()) else {
+                continue;
+            };
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((v.sqrt()? / bias2_sqrt)? + self.eps)?;
@@ -83,9 +85,9 @@ impl Adam {
         for (i, (name, p)) in self.params.iter().enumerate() {
             for (slot, kind) in [(&mut self.m[i], "m"), (&mut self.v[i], "v")] {
                 let key = format!("adam.{kind}.{name}");
-                let t = state.get(&key).ok_or_else(|| {
-                    Error::config(format!("optimizer state lacks `{key}`"))
-                })?;
+                let t = state
+                    .get(&key)
+                    .ok_or_else(|| Error::config(format!("optimizer state lacks `{key}`")))?;
                 if t.dims() != p.dims() {
                     return Err(Error::config(format!(
                         "optimizer state `{key}` has shape {:?}, the parameter {:?}",

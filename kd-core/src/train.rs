@@ -48,20 +48,41 @@ impl TrainConfig {
     /// Rejects settings that cannot train, naming the setting and a sane value.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, v: String, hint: &str| {
-            Err(Error::config(format!("{what} = {v} is out of range: {hint}")))
+            Err(Error::config(format!(
+                "{what} = {v} is out of range: {hint}"
+            )))
         };
         if self.epochs == 0 {
-            return bad("epochs", "0".into(), "train for at least 1 epoch (the tutorial uses 10)");
+            return bad(
+                "epochs",
+                "0".into(),
+                "train for at least 1 epoch (the tutorial uses 10)",
+            );
         }
         if self.batch_size == 0 {
-            return bad("batch size", "0".into(), "use at least 1 (the tutorial uses 128)");
+            return bad(
+                "batch size",
+                "0".into(),
+                "use at least 1 (the tutorial uses 128)",
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("learning rate", self.lr.to_string(), "it must be greater than 0 (the tutorial uses 0.001)");
+            return bad(
+                "learning rate",
+                self.lr.to_string(),
+                "it must be greater than 0 (the tutorial uses 0.001)",
+            );
         }
-        for (what, w) in [("ce weight", self.ce_weight), ("distill weight", self.distill_weight)] {
+        for (what, w) in [
+            ("ce weight", self.ce_weight),
+            ("distill weight", self.distill_weight),
+        ] {
             if !(w >= 0.0 && w.is_finite()) {
-                return bad(what, w.to_string(), "loss weights must be finite and not negative (the tutorial uses 0.75 / 0.25)");
+                return bad(
+                    what,
+                    w.to_string(),
+                    "loss weights must be finite and not negative (the tutorial uses 0.75 / 0.25)",
+                );
             }
         }
         Ok(())
@@ -153,7 +174,11 @@ impl<'a> Trainer<'a> {
         let distill = (method.build)(&ctx)?;
         crate::init::pytorch_default(&adapters, config.seed)?;
         let mut vars: Vec<(String, Var)> = named_vars(student.varmap());
-        vars.extend(named_vars(&adapters).into_iter().map(|(n, v)| (format!("adapter.{n}"), v)));
+        vars.extend(
+            named_vars(&adapters)
+                .into_iter()
+                .map(|(n, v)| (format!("adapter.{n}"), v)),
+        );
         let optimizer = Adam::new(vars, config.lr)?;
         Ok(Self {
             student,
@@ -212,14 +237,19 @@ impl<'a> Trainer<'a> {
         for (b, indices) in batches.iter().enumerate() {
             let batch = train.batch(indices, &self.device)?;
             let seed = crate::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
-            let out = self.student.forward_t(&batch.images, Mode::Train { seed })?;
+            let out = self
+                .student
+                .forward_t(&batch.images, Mode::Train { seed })?;
             let ce = cross_entropy(&out.logits, &batch.labels)?;
             let mut terms = vec![("ce", ce.clone())];
             let total = match (&self.distill, self.teacher) {
                 (Some(distill), Some(teacher)) => {
                     let t_out = teacher.outputs(&batch)?;
                     let d = distill.loss(&out, &t_out)?;
-                    terms = vec![("ce", (ce * cfg.ce_weight)?), (self.method_name, (d * cfg.distill_weight)?)];
+                    terms = vec![
+                        ("ce", (ce * cfg.ce_weight)?),
+                        (self.method_name, (d * cfg.distill_weight)?),
+                    ];
                     (&terms[0].1 + &terms[1].1)?
                 }
                 _ => ce,
@@ -228,7 +258,15 @@ impl<'a> Trainer<'a> {
             if !loss.is_finite() {
                 let parts: Vec<String> = terms
                     .iter()
-                    .map(|(n, t)| format!("{n} = {}", t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map(|v| v.to_string()).unwrap_or_else(|_| "?".into())))
+                    .map(|(n, t)| {
+                        format!(
+                            "{n} = {}",
+                            t.to_dtype(DType::F64)
+                                .and_then(|t| t.to_scalar::<f64>())
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|_| "?".into())
+                        )
+                    })
                     .collect();
                 return Err(Error::Numerical(format!(
                     "the loss became {loss} at epoch {}, batch {} ({}). No weights were written from this step. Lower --lr (now {}), or check the inputs for NaN or extreme values.",
@@ -242,7 +280,8 @@ impl<'a> Trainer<'a> {
             self.optimizer.step(&grads)?;
             total_sum += loss;
             for (n, t) in &terms {
-                *sums.entry(n.to_string()).or_default() += t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                *sums.entry(n.to_string()).or_default() +=
+                    t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
             observer.batch_done(&BatchUpdate {
                 epoch: epoch + 1,
@@ -255,7 +294,9 @@ impl<'a> Trainer<'a> {
         let seconds = start.elapsed().as_secs_f64();
         let n = batches.len().max(1) as f64;
         let test_accuracy = match test {
-            Some(t) => Some(evaluate(self.student, t, cfg.batch_size.max(256), &self.device)?.accuracy),
+            Some(t) => {
+                Some(evaluate(self.student, t, crate::eval::EVAL_BATCH, &self.device)?.accuracy)
+            }
             None => None,
         };
         self.epochs_done += 1;
@@ -274,7 +315,7 @@ impl<'a> Trainer<'a> {
 
     /// Evaluates the student on `data`.
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
-        evaluate(self.student, data, self.config.batch_size.max(256), &self.device)
+        evaluate(self.student, data, crate::eval::EVAL_BATCH, &self.device)
     }
 }
 

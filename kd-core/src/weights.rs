@@ -68,7 +68,11 @@ impl ModelInfo {
 
     /// Reads the `kd.*` entries; files from elsewhere simply have none.
     pub fn from_metadata(path: &Path, m: &BTreeMap<String, String>) -> Result<Self> {
-        fn parse<T: serde::de::DeserializeOwned>(path: &Path, m: &BTreeMap<String, String>, key: &str) -> Result<Option<T>> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            path: &Path,
+            m: &BTreeMap<String, String>,
+            key: &str,
+        ) -> Result<Option<T>> {
             m.get(key)
                 .map(|s| {
                     serde_json::from_str(s).map_err(|e| {
@@ -113,7 +117,8 @@ pub fn read(path: &Path) -> Result<WeightsFile> {
         )
     };
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(describe(&e)))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(describe(&e)))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(describe(&e)))?;
     let metadata: BTreeMap<String, String> = header
         .metadata()
         .clone()
@@ -123,7 +128,11 @@ pub fn read(path: &Path) -> Result<WeightsFile> {
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let t = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| {
-            corrupt(format!("tensor `{name}` ({:?}) cannot be read: {}", view.dtype(), Error::from(e)))
+            corrupt(format!(
+                "tensor `{name}` ({:?}) cannot be read: {}",
+                view.dtype(),
+                Error::from(e)
+            ))
         })?;
         tensors.insert(name, t);
     }
@@ -137,13 +146,21 @@ pub fn read(path: &Path) -> Result<WeightsFile> {
 fn describe(e: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
     match e {
-        E::InvalidHeaderLength | E::HeaderTooSmall => "its header length does not fit the file".into(),
+        E::InvalidHeaderLength | E::HeaderTooSmall => {
+            "its header length does not fit the file".into()
+        }
         E::HeaderTooLarge => "its header is larger than 100 MB".into(),
         E::InvalidHeader(_) => "its header is not UTF-8 text".into(),
-        E::InvalidHeaderDeserialization(e) => format!("its header is not valid JSON or names an unknown dtype ({e})"),
-        E::InvalidOffset(name) => format!("the data offsets of tensor `{name}` overlap or leave gaps"),
+        E::InvalidHeaderDeserialization(e) => {
+            format!("its header is not valid JSON or names an unknown dtype ({e})")
+        }
+        E::InvalidOffset(name) => {
+            format!("the data offsets of tensor `{name}` overlap or leave gaps")
+        }
         E::MetadataIncompleteBuffer => "the tensors' data does not cover the file exactly".into(),
-        E::TensorInvalidInfo | E::InvalidTensorView(..) => "a tensor's shape and dtype do not match its byte size".into(),
+        E::TensorInvalidInfo | E::InvalidTensorView(..) => {
+            "a tensor's shape and dtype do not match its byte size".into()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -151,7 +168,11 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
 /// Writes `tensors` with `metadata` atomically: a temporary file in the same
 /// folder, flushed to disk, then renamed over `path`. An interruption leaves
 /// either the old file or the new one, never a torn one.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let data: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
@@ -174,10 +195,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             dir.display()
         )));
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("create a file in", &dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io("flush", path, e))?;
-    tmp.persist(path).map_err(|e| Error::io("replace", path, e.error))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(|e| Error::io("create a file in", &dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("flush", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("replace", path, e.error))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -192,13 +218,19 @@ pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
     let mut mismatches = Vec::new();
     for (name, t) in &expected {
         match file.tensors.get(name) {
-            None => mismatches.push(format!("  missing   {name} (expected shape {:?})", t.dims())),
+            None => mismatches.push(format!(
+                "  missing   {name} (expected shape {:?})",
+                t.dims()
+            )),
             Some(f) if f.dims() != t.dims() => mismatches.push(format!(
                 "  shape     {name}: file has {:?}, architecture expects {:?}",
                 f.dims(),
                 t.dims()
             )),
-            Some(f) if !f.dtype().is_float() => mismatches.push(format!("  dtype     {name}: {:?} is not a float type", f.dtype())),
+            Some(f) if !f.dtype().is_float() => mismatches.push(format!(
+                "  dtype     {name}: {:?} is not a float type",
+                f.dtype()
+            )),
             _ => {}
         }
     }
@@ -216,7 +248,9 @@ pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
     }
     let vars = model.varmap().data().lock().unwrap();
     for (name, var) in vars.iter() {
-        let t = file.tensors[name].to_dtype(DType::F32)?.to_device(var.device())?;
+        let t = file.tensors[name]
+            .to_dtype(DType::F32)?
+            .to_device(var.device())?;
         var.set(&t)?;
     }
     Ok(())
@@ -224,7 +258,11 @@ pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
 
 /// Builds the model a file describes and loads it. Files without kd's
 /// metadata (a PyTorch `state_dict`) need `fallback`: architecture name and config.
-pub fn load_model(path: &Path, fallback: Option<(&str, ArchConfig)>, device: &Device) -> Result<(Model, ModelInfo)> {
+pub fn load_model(
+    path: &Path,
+    fallback: Option<(&str, ArchConfig)>,
+    device: &Device,
+) -> Result<(Model, ModelInfo)> {
     let file = read(path)?;
     let info = ModelInfo::from_metadata(path, &file.metadata)?;
     let (arch, config) = match (&info.arch, &info.config, fallback) {
@@ -241,4 +279,3 @@ pub fn load_model(path: &Path, fallback: Option<(&str, ArchConfig)>, device: &De
     load_into(&model, &file)?;
     Ok((model, info))
 }
-

@@ -11,7 +11,14 @@ fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
 }
 
 fn write_cifar(dir: &Path, per_file: usize) {
-    for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+    for f in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
         let mut bytes = Vec::new();
         for i in 0..per_file {
             bytes.extend(cifar_record((i % 10) as u8, (i * 7) as u8));
@@ -44,21 +51,30 @@ fn cifar10_truncated_file_and_bad_label_are_named() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("data_batch_3.bin") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("data_batch_3.bin") && err.contains("truncated"),
+        "{err}"
+    );
 
     write_cifar(dir.path(), 2);
     let mut bad = cifar_record(12, 0);
     bad.extend(cifar_record(1, 0));
     std::fs::write(dir.path().join("test_batch.bin"), bad).unwrap();
     let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("test_batch.bin") && err.contains("label 12"), "{err}");
+    assert!(
+        err.contains("test_batch.bin") && err.contains("label 12"),
+        "{err}"
+    );
 }
 
 #[test]
 fn cifar10_missing_folder_lists_expected_files() {
     let dir = tempfile::tempdir().unwrap();
     let err = load_cifar10_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("data_batch_1.bin") && err.contains("test_batch.bin"), "{err}");
+    assert!(
+        err.contains("data_batch_1.bin") && err.contains("test_batch.bin"),
+        "{err}"
+    );
 }
 
 fn idx_images(n: usize, h: usize, w: usize) -> Vec<u8> {
@@ -103,7 +119,13 @@ fn idx_raw_and_gzipped_load_alike() {
     assert_eq!(a.train.shape, [1, 5, 4]);
     assert_eq!(a.test.labels, vec![2, 1]);
     assert_eq!(a.train.normalization, b.train.normalization);
-    let mean = a.train.images.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / a.train.images.len() as f64;
+    let mean = a
+        .train
+        .images
+        .iter()
+        .map(|&v| v as f64 / 255.0)
+        .sum::<f64>()
+        / a.train.images.len() as f64;
     assert!((a.train.normalization.mean[0] as f64 - mean).abs() < 1e-5);
 }
 
@@ -115,7 +137,10 @@ fn idx_errors_name_file_and_problem() {
     bytes.truncate(bytes.len() - 5);
     std::fs::write(&p, &bytes).unwrap();
     let err = read_idx_images(&p).unwrap_err().to_string();
-    assert!(err.contains("x-images") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("x-images") && err.contains("truncated"),
+        "{err}"
+    );
 
     let mut bytes = idx_images(1, 2, 2);
     bytes[3] = 9;
@@ -125,7 +150,10 @@ fn idx_errors_name_file_and_problem() {
 
     let l = dir.path().join("labels");
     std::fs::write(&l, idx_labels(&[0, 1])[..9].to_vec()).unwrap();
-    assert!(read_idx_labels(&l).unwrap_err().to_string().contains("promises 2 labels"));
+    assert!(read_idx_labels(&l)
+        .unwrap_err()
+        .to_string()
+        .contains("promises 2 labels"));
 
     for (name, bytes) in [
         ("train-images-idx3-ubyte", idx_images(2, 2, 2)),
@@ -135,18 +163,33 @@ fn idx_errors_name_file_and_problem() {
     ] {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
-    let err = load_idx_dir(dir.path(), "t", &["a", "b"]).unwrap_err().to_string();
-    assert!(err.contains("label 7") && err.contains("train-labels-idx1-ubyte"), "{err}");
+    let err = load_idx_dir(dir.path(), "t", &["a", "b"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("label 7") && err.contains("train-labels-idx1-ubyte"),
+        "{err}"
+    );
 }
 
 #[test]
 fn subsets_and_shuffles_are_checked_and_seeded() {
-    let s = kd_core::data::synthetic(&kd_core::data::SyntheticSpec { train: 50, test: 10, shape: [1, 8, 8], classes: 3, seed: 1 }).unwrap();
+    let s = kd_core::data::synthetic(&kd_core::data::SyntheticSpec {
+        train: 50,
+        test: 10,
+        shape: [1, 8, 8],
+        classes: 3,
+        seed: 1,
+    })
+    .unwrap();
     assert_eq!(s.train.first(20).unwrap().len(), 20);
     let err = s.train.first(51).unwrap_err().to_string();
     assert!(err.contains("51") && err.contains("50"), "{err}");
     let a = s.train.batch_indices(16, Some((7, 0)));
     assert_eq!(a, s.train.batch_indices(16, Some((7, 0))));
     assert_ne!(a, s.train.batch_indices(16, Some((7, 1))));
-    assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![16, 16, 16, 2]);
+    assert_eq!(
+        a.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![16, 16, 16, 2]
+    );
 }

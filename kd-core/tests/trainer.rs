@@ -20,7 +20,10 @@ impl Network for Tiny {
     fn forward(&self, images: &Tensor, _mode: Mode) -> Result<Outputs> {
         let x = max_pool2d(&self.conv.forward(images)?.relu()?, 2)?;
         let flat = x.flatten_from(1)?;
-        Ok(Outputs { logits: self.fc.forward(&flat)?, taps: BTreeMap::from([("flat".into(), flat)]) })
+        Ok(Outputs {
+            logits: self.fc.forward(&flat)?,
+            taps: BTreeMap::from([("flat".into(), flat)]),
+        })
     }
 }
 
@@ -43,15 +46,45 @@ kd_core::inventory::submit! {
 }
 
 fn train(seed: u64, epochs: usize) -> (Model, f64) {
-    let data = synthetic(&SyntheticSpec { train: 600, test: 200, shape: [3, 12, 12], classes: 4, seed: 3 }).unwrap();
-    let config = ArchConfig { input_shape: [3, 12, 12], num_classes: 4 };
+    let data = synthetic(&SyntheticSpec {
+        train: 600,
+        test: 200,
+        shape: [3, 12, 12],
+        classes: 4,
+        seed: 3,
+    })
+    .unwrap();
+    let config = ArchConfig {
+        input_shape: [3, 12, 12],
+        num_classes: 4,
+    };
     let model = Model::new("test_tiny", config, seed, &Device::Cpu).unwrap();
     let method = kd_core::registry::method("test_supervised").unwrap();
-    let cfg = TrainConfig { epochs, batch_size: 32, lr: 0.003, seed, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(&model, None, method, &Params::new(), cfg, &data.train, &Device::Cpu).unwrap();
-    let summaries = trainer.fit(&data.train, Some(&data.test), &mut Silent).unwrap();
+    let cfg = TrainConfig {
+        epochs,
+        batch_size: 32,
+        lr: 0.003,
+        seed,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        &model,
+        None,
+        method,
+        &Params::new(),
+        cfg,
+        &data.train,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let summaries = trainer
+        .fit(&data.train, Some(&data.test), &mut Silent)
+        .unwrap();
     if epochs > 1 {
-        assert!(summaries.last().unwrap().loss < summaries[0].loss, "loss falls: {summaries:?}");
+        assert!(
+            summaries.last().unwrap().loss < summaries[0].loss,
+            "loss falls: {summaries:?}"
+        );
     }
     let acc = trainer.evaluate(&data.test).unwrap().accuracy;
     (model, acc)
@@ -60,7 +93,18 @@ fn train(seed: u64, epochs: usize) -> (Model, f64) {
 fn bits(m: &Model) -> Vec<(String, Vec<u32>)> {
     m.tensors()
         .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()))
+        .map(|(n, t)| {
+            (
+                n,
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -68,7 +112,10 @@ fn bits(m: &Model) -> Vec<(String, Vec<u32>)> {
 fn a_tiny_cnn_learns_the_synthetic_set_well_above_chance() {
     let (_, acc) = train(42, 3);
     // 4 classes: chance is 25 %.
-    assert!(acc > 70.0, "test accuracy {acc:.1}% is not clearly above chance (25%)");
+    assert!(
+        acc > 70.0,
+        "test accuracy {acc:.1}% is not clearly above chance (25%)"
+    );
 }
 
 #[test]
@@ -76,39 +123,107 @@ fn same_seed_same_bits_other_seed_other_weights() {
     let (a, _) = train(42, 1);
     let (b, _) = train(42, 1);
     let (c, _) = train(43, 1);
-    assert_eq!(bits(&a), bits(&b), "same seed must give bitwise identical weights");
+    assert_eq!(
+        bits(&a),
+        bits(&b),
+        "same seed must give bitwise identical weights"
+    );
     assert_ne!(bits(&a), bits(&c), "another seed must give other weights");
 }
 
 #[test]
 fn initialisation_follows_pytorch_bounds_and_is_seeded() {
-    let config = ArchConfig { input_shape: [3, 12, 12], num_classes: 4 };
+    let config = ArchConfig {
+        input_shape: [3, 12, 12],
+        num_classes: 4,
+    };
     let a = Model::new("test_tiny", config.clone(), 42, &Device::Cpu).unwrap();
     let b = Model::new("test_tiny", config, 42, &Device::Cpu).unwrap();
     assert_eq!(bits(&a), bits(&b));
     for (name, t) in a.tensors() {
-        let fan_in = if name.starts_with("conv") { 3 * 9 } else { 8 * 6 * 6 } as f32;
+        let fan_in = if name.starts_with("conv") {
+            3 * 9
+        } else {
+            8 * 6 * 6
+        } as f32;
         let bound = 1.0 / fan_in.sqrt();
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(max <= bound && (v.len() < 100 || max > 0.9 * bound), "{name}: max |w| {max} vs bound {bound}");
+        assert!(
+            max <= bound && (v.len() < 100 || max > 0.9 * bound),
+            "{name}: max |w| {max} vs bound {bound}"
+        );
     }
 }
 
 #[test]
 fn absurd_settings_are_refused_by_name() {
-    let data = synthetic(&SyntheticSpec { train: 10, test: 5, shape: [1, 8, 8], classes: 2, seed: 0 }).unwrap();
-    let model = Model::new("test_tiny", ArchConfig { input_shape: [1, 8, 8], num_classes: 2 }, 0, &Device::Cpu).unwrap();
+    let data = synthetic(&SyntheticSpec {
+        train: 10,
+        test: 5,
+        shape: [1, 8, 8],
+        classes: 2,
+        seed: 0,
+    })
+    .unwrap();
+    let model = Model::new(
+        "test_tiny",
+        ArchConfig {
+            input_shape: [1, 8, 8],
+            num_classes: 2,
+        },
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let method = kd_core::registry::method("test_supervised").unwrap();
     for (cfg, word) in [
-        (TrainConfig { lr: -1.0, ..TrainConfig::default() }, "learning rate"),
-        (TrainConfig { epochs: 0, ..TrainConfig::default() }, "epochs"),
-        (TrainConfig { batch_size: 0, ..TrainConfig::default() }, "batch size"),
-        (TrainConfig { ce_weight: -0.5, ..TrainConfig::default() }, "ce weight"),
+        (
+            TrainConfig {
+                lr: -1.0,
+                ..TrainConfig::default()
+            },
+            "learning rate",
+        ),
+        (
+            TrainConfig {
+                epochs: 0,
+                ..TrainConfig::default()
+            },
+            "epochs",
+        ),
+        (
+            TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            },
+            "batch size",
+        ),
+        (
+            TrainConfig {
+                ce_weight: -0.5,
+                ..TrainConfig::default()
+            },
+            "ce weight",
+        ),
     ] {
-        let err = Trainer::new(&model, None, method, &Params::new(), cfg, &data.train, &Device::Cpu).err().unwrap().to_string();
+        let err = Trainer::new(
+            &model,
+            None,
+            method,
+            &Params::new(),
+            cfg,
+            &data.train,
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains(word), "{err}");
     }
-    let err = kd_core::registry::method("test_supervisd").err().unwrap().to_string();
+    let err = kd_core::registry::method("test_supervisd")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("Did you mean `test_supervised`"), "{err}");
 }

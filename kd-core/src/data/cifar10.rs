@@ -6,7 +6,16 @@ use super::{read_file, Dataset, Normalization, Splits};
 use crate::{Error, Result};
 
 pub const CLASSES: [&str; 10] = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ];
 const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
@@ -54,8 +63,22 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Splits> {
     let classes: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
     let shape = [3, 32, 32];
     Ok(Splits {
-        train: Dataset::new("cifar10", images, labels, shape, classes.clone(), tutorial_normalization())?,
-        test: Dataset::new("cifar10", test_images, test_labels, shape, classes, tutorial_normalization())?,
+        train: Dataset::new(
+            "cifar10",
+            images,
+            labels,
+            shape,
+            classes.clone(),
+            tutorial_normalization(),
+        )?,
+        test: Dataset::new(
+            "cifar10",
+            test_images,
+            test_labels,
+            shape,
+            classes,
+            tutorial_normalization(),
+        )?,
     })
 }
 
@@ -74,7 +97,10 @@ fn read_records(path: &Path, images: &mut Vec<u8>, labels: &mut Vec<u32>) -> Res
         if rec[0] as usize >= CLASSES.len() {
             return Err(Error::bad_file(
                 path,
-                format!("record {i} has label {}, outside 0..9: not a CIFAR-10 file", rec[0]),
+                format!(
+                    "record {i} has label {}, outside 0..9: not a CIFAR-10 file",
+                    rec[0]
+                ),
             ));
         }
         labels.push(rec[0] as u32);

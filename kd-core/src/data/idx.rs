@@ -48,20 +48,39 @@ pub fn load_idx_dir(dir: &Path, name: &str, classes: &[&str]) -> Result<Splits> 
         if n != labels.len() {
             return Err(Error::bad_file(
                 lp,
-                format!("holds {} labels but {} holds {n} images", labels.len(), ip.display()),
+                format!(
+                    "holds {} labels but {} holds {n} images",
+                    labels.len(),
+                    ip.display()
+                ),
             ));
         }
-        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= classes.len()) {
+        if let Some((i, l)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l as usize >= classes.len())
+        {
             return Err(Error::bad_file(
                 lp,
-                format!("label {l} of sample {i} is outside the {} classes (0..{})", classes.len(), classes.len() - 1),
+                format!(
+                    "label {l} of sample {i} is outside the {} classes (0..{})",
+                    classes.len(),
+                    classes.len() - 1
+                ),
             ));
         }
     }
     let norm = channel_stats(&train_images, shape);
     let classes: Vec<String> = classes.iter().map(|s| s.to_string()).collect();
     Ok(Splits {
-        train: Dataset::new(name, train_images, train_labels, shape, classes.clone(), norm.clone())?,
+        train: Dataset::new(
+            name,
+            train_images,
+            train_labels,
+            shape,
+            classes.clone(),
+            norm.clone(),
+        )?,
         test: Dataset::new(name, test_images, test_labels, shape, classes, norm)?,
     })
 }
@@ -90,7 +109,11 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>> {
     if body.len() != dims[0] {
         return Err(Error::bad_file(
             path,
-            format!("header promises {} labels but {} follow: truncated or corrupt; download it again", dims[0], body.len()),
+            format!(
+                "header promises {} labels but {} follow: truncated or corrupt; download it again",
+                dims[0],
+                body.len()
+            ),
         ));
     }
     Ok(body.iter().map(|&b| b as u32).collect())
@@ -102,7 +125,12 @@ fn decompressed(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| Error::bad_file(path, format!("corrupt gzip stream ({e}); download it again")))?;
+            .map_err(|e| {
+                Error::bad_file(
+                    path,
+                    format!("corrupt gzip stream ({e}); download it again"),
+                )
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -112,13 +140,20 @@ fn decompressed(path: &Path) -> Result<Vec<u8>> {
 fn header(path: &Path, bytes: &[u8], magic: u32, rank: usize) -> Result<Vec<usize>> {
     let need = 4 + 4 * rank;
     if bytes.len() < need {
-        return Err(Error::bad_file(path, format!("{} bytes is too short for an IDX header", bytes.len())));
+        return Err(Error::bad_file(
+            path,
+            format!("{} bytes is too short for an IDX header", bytes.len()),
+        ));
     }
     let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
     if word(0) != magic {
         return Err(Error::bad_file(
             path,
-            format!("magic number {:#010x}, expected {magic:#010x}: not an IDX {} file", word(0), if rank == 1 { "label" } else { "image" }),
+            format!(
+                "magic number {:#010x}, expected {magic:#010x}: not an IDX {} file",
+                word(0),
+                if rank == 1 { "label" } else { "image" }
+            ),
         ));
     }
     Ok((0..rank).map(|d| word(4 + 4 * d) as usize).collect())

@@ -155,7 +155,11 @@ impl Dataset {
         for &i in indices {
             let img = &self.images[i * per_image..(i + 1) * per_image];
             for (ch, table) in tables.iter().enumerate() {
-                data.extend(img[ch * plane..(ch + 1) * plane].iter().map(|&b| table[b as usize]));
+                data.extend(
+                    img[ch * plane..(ch + 1) * plane]
+                        .iter()
+                        .map(|&b| table[b as usize]),
+                );
             }
             labels.push(self.labels[i]);
         }
@@ -170,13 +174,20 @@ impl Dataset {
     /// Index batches in order (evaluation) or shuffled for `epoch` under
     /// `seed`: the order of an epoch depends on nothing else, so a resumed run
     /// sees the same batches.
-    pub fn batch_indices(&self, batch_size: usize, shuffle: Option<(u64, usize)>) -> Vec<Vec<usize>> {
+    pub fn batch_indices(
+        &self,
+        batch_size: usize,
+        shuffle: Option<(u64, usize)>,
+    ) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.len()).collect();
         if let Some((seed, epoch)) = shuffle {
             let mut rng = crate::init::rng_for(seed, &format!("shuffle/{epoch}"));
             order.shuffle(&mut rng);
         }
-        order.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect()
+        order
+            .chunks(batch_size.max(1))
+            .map(|c| c.to_vec())
+            .collect()
     }
 }
 

@@ -52,7 +52,10 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
                             .iter()
                             .map(|[fy, fx, ph, sign]| {
                                 sign.signum()
-                                    * (fy * y as f32 / h as f32 * 6.3 + fx * x as f32 / w as f32 * 6.3 + ph).sin()
+                                    * (fy * y as f32 / h as f32 * 6.3
+                                        + fx * x as f32 / w as f32 * 6.3
+                                        + ph)
+                                        .sin()
                             })
                             .sum();
                         p.push(v / 2.0);
@@ -75,7 +78,8 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
                 for y in 0..h {
                     for x in 0..w {
                         let (sy, sx) = ((y + dy) % h, (x + dx) % w);
-                        let v = 128.0 + 70.0 * p[(ch * h + sy) * w + sx] + rng.gen_range(-70.0..70.0);
+                        let v =
+                            128.0 + 80.0 * p[(ch * h + sy) * w + sx] + rng.gen_range(-50.0..50.0);
                         images.push(v.clamp(0.0, 255.0) as u8);
                     }
                 }
@@ -88,7 +92,21 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
     let (test_images, test_labels) = make(spec.test, "synthetic/test");
     let norm = channel_stats(&train_images, spec.shape);
     Ok(Splits {
-        train: Dataset::new("synthetic", train_images, train_labels, spec.shape, classes.clone(), norm.clone())?,
-        test: Dataset::new("synthetic", test_images, test_labels, spec.shape, classes, norm)?,
+        train: Dataset::new(
+            "synthetic",
+            train_images,
+            train_labels,
+            spec.shape,
+            classes.clone(),
+            norm.clone(),
+        )?,
+        test: Dataset::new(
+            "synthetic",
+            test_images,
+            test_labels,
+            spec.shape,
+            classes,
+            norm,
+        )?,
     })
 }

@@ -24,7 +24,18 @@ enum Layer {
 }
 use Layer::*;
 
-const DEEP_FEATURES: &[Layer] = &[Conv(128), Relu, Conv(64), Relu, Pool, Conv(64), Relu, Conv(32), Relu, Pool];
+const DEEP_FEATURES: &[Layer] = &[
+    Conv(128),
+    Relu,
+    Conv(64),
+    Relu,
+    Pool,
+    Conv(64),
+    Relu,
+    Conv(32),
+    Relu,
+    Pool,
+];
 const LIGHT_FEATURES: &[Layer] = &[Conv(16), Relu, Pool, Conv(16), Relu, Pool];
 
 enum Built {

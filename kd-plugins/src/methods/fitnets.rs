@@ -16,7 +16,10 @@ impl Hint {
     /// The regressor `Conv2d(student_channels, teacher_channels, 3, padding=1)`
     /// at `vb.pp("regressor").pp(0)`.
     pub fn new(ctx: &MethodContext) -> Result<Self> {
-        let (s, t) = (ctx.student.tap("features")?.dims(), ctx.teacher.tap("features")?.dims());
+        let (s, t) = (
+            ctx.student.tap("features")?.dims(),
+            ctx.teacher.tap("features")?.dims(),
+        );
         if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
             return Err(Error::config(format!(
                 "fitnets: student features {s:?} and teacher features {t:?} must both be N x C x H x W with the same H x W"

@@ -1,0 +1,155 @@
+//! Command-line definitions. Every flag's help is documentation.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RunConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kd",
+    version,
+    about = "Knowledge distillation: make a small, fast model learn from a large one",
+    long_about = "Knowledge distillation: make a small, fast model learn from a large one.\n\n\
+kd trains a teacher, distils it into a student with a method of your choice (kd list shows \
+them), and writes weights as safetensors with PyTorch state_dict names.\n\n\
+Start with `kd reproduce` (the PyTorch tutorial end to end) or `kd list`.",
+    after_help = "Examples:\n  kd list\n  kd train --arch deep_nn --dataset cifar10 --out teacher.safetensors\n  kd train --arch light_nn --method kd --teacher teacher.safetensors --out student.safetensors\n  kd eval --model student.safetensors\n  kd reproduce --dataset fashion-mnist --epochs 5"
+)]
+pub struct Cli {
+    /// Print only results and errors: no progress bars or log lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Use only files already downloaded (the Hub cache and kd's cache); the same as HF_HUB_OFFLINE=1.
+    #[arg(long, global = true)]
+    pub offline: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List methods, architectures, recipes and data sets with their hyper-parameters.
+    List(ListArgs),
+    /// Train a network: a teacher with cross-entropy, or a student distilled from a teacher.
+    Train(TrainArgs),
+    /// Accuracy, per-class accuracy and confusion matrix of a model on a data set's test split.
+    Eval(EvalArgs),
+    /// Run a model on a tensor file or on images.
+    Predict(PredictArgs),
+    /// Show a weights file: metadata, tensors with shapes and dtypes, parameter count.
+    Inspect(InspectArgs),
+    /// Run a recipe end to end (default: the PyTorch tutorial's five runs) and report.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub run: RunConfig,
+
+    /// Read settings from a TOML file (keys as the long flags, with underscores; a
+    /// [params] table for method hyper-parameters). Flags override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where to write the trained weights (.safetensors). The resolved settings go
+    /// to FILE.toml; trainable helpers of the method (a FitNets regressor) to
+    /// FILE.adapters.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Also write one JSON object per epoch to this file (epoch, loss, its parts,
+    /// accuracy, images/s, seconds).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Architecture of a file without kd metadata (a plain PyTorch state_dict).
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
+    /// Input shape C,H,W for a file without kd metadata (default: the data set's).
+    #[arg(long, value_name = "C,H,W", value_parser = crate::config::parse_shape)]
+    pub input_shape: Option<[usize; 3]>,
+    /// Number of classes for a file without kd metadata (default: the data set's, or 10).
+    #[arg(long, value_name = "N")]
+    pub num_classes: Option<usize>,
+    /// Device: auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The weights file (.safetensors) to evaluate.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: crate::config::DataArgs,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The weights file (.safetensors) to run.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// A .safetensors file holding `images` (N x C x H x W f32, already normalised),
+    /// or image files (PNG; repeat the flag) to classify.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub input: Vec<PathBuf>,
+    /// With a tensor input: where to write `logits` (and taps with --taps).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also write every tap (intermediate tensor) under its name.
+    #[arg(long)]
+    pub taps: bool,
+    /// With image inputs: how many classes to print for each.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The weights file (.safetensors) to show.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The recipe to run (`kd list` shows them).
+    #[arg(long, default_value = "tutorial")]
+    pub recipe: String,
+
+    #[command(flatten)]
+    pub run: RunConfig,
+
+    /// Read settings from a TOML file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The run folder: every model, metrics.jsonl, summary.json, report.md and plot.png.
+    /// Default: runs/RECIPE-DATASET.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}

@@ -1,0 +1,73 @@
+use anyhow::Result;
+
+use crate::cli::EvalArgs;
+use crate::config::DataArgs;
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let device = super::device(&args.model_args.device)?;
+    let path = crate::hub::resolve(&args.model.to_string_lossy())?;
+    // Read the model first: a bad file is reported before any data is loaded.
+    let file = kd_core::weights::read(&path)?;
+    // The data set defaults to the one the model was trained on.
+    let info = kd_core::weights::ModelInfo::from_metadata(&path, &file.metadata)?;
+    let data_args = DataArgs {
+        dataset: args.data.dataset.clone().or(info.dataset.clone()),
+        ..args.data.clone()
+    };
+    let mut data = crate::datasets::load(&data_args)?;
+    let (model, info) = super::load_model(
+        &path,
+        &args.model_args,
+        Some(data.test.shape),
+        Some(data.test.num_classes()),
+        &device,
+    )?;
+    if model.config.input_shape != data.test.shape {
+        anyhow::bail!(
+            "{} takes images of {:?} but `{}` has {:?}: evaluate on the data set it was trained for",
+            args.model.display(),
+            model.config.input_shape,
+            data.test.name,
+            data.test.shape
+        );
+    }
+    // Evaluate with the normalisation the model was trained with.
+    if let Some(n) = info.normalization {
+        data.test.normalization = n;
+    }
+    let e = kd_core::eval::evaluate(&model, &data.test, kd_core::eval::EVAL_BATCH, &device)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(());
+    }
+    println!(
+        "Test accuracy: {:.2}% ({} images of {})",
+        e.accuracy, e.samples, data.test.name
+    );
+    println!("\nPer class:");
+    let width = e.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+    for (c, a) in e.classes.iter().zip(&e.per_class) {
+        println!("  {c:<width$}  {a:6.2}%");
+    }
+    println!("\nConfusion matrix (rows: true class, columns: predicted):");
+    let labels: Vec<String> = e
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{i} {c}"))
+        .collect();
+    let width = labels.iter().map(|l| l.len()).max().unwrap_or(1);
+    print!("  {:<width$}", "");
+    for j in 0..e.classes.len() {
+        print!(" {j:>5}");
+    }
+    println!();
+    for (i, row) in e.confusion.iter().enumerate() {
+        print!("  {:<width$}", labels[i]);
+        for v in row {
+            print!(" {v:>5}");
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+use anyhow::Result;
+use kd_core::registry;
+use serde_json::json;
+
+use crate::cli::ListArgs;
+use crate::datasets::DATASETS;
+
+pub fn run(args: &ListArgs) -> Result<()> {
+    let methods = registry::methods();
+    let archs = registry::archs();
+    let recipes = registry::recipes();
+    if args.json {
+        let v = json!({
+            "methods": methods.iter().map(|m| json!({
+                "name": m.name,
+                "summary": m.summary,
+                "needs_teacher": m.needs_teacher,
+                "teacher_taps": m.teacher_taps,
+                "params": m.params.iter().map(|p| json!({"name": p.name, "default": p.default, "help": p.help})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "architectures": archs.iter().map(|a| json!({"name": a.name, "summary": a.summary})).collect::<Vec<_>>(),
+            "recipes": recipes.iter().map(|r| json!({
+                "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
+                "runs": r.runs.iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "datasets": DATASETS.iter().map(|(n, s)| json!({"name": n, "summary": s})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Methods (kd train --method NAME):");
+    for m in &methods {
+        println!("  {:<10} {}", m.name, m.summary);
+        if m.needs_teacher {
+            let taps = if m.teacher_taps.is_empty() {
+                "logits".to_string()
+            } else {
+                format!("logits, {}", m.teacher_taps.join(", "))
+            };
+            println!("  {:<10} needs a teacher (uses its {taps})", "");
+        }
+        for p in m.params {
+            println!(
+                "  {:<10}   --param {}={}  {}",
+                "", p.name, p.default, p.help
+            );
+        }
+    }
+    println!("\nArchitectures (kd train --arch NAME):");
+    for a in &archs {
+        println!("  {:<10} {}", a.name, a.summary);
+    }
+    println!("\nRecipes (kd reproduce --recipe NAME):");
+    for r in &recipes {
+        println!("  {:<10} {}", r.name, r.summary);
+        let runs: Vec<_> = r
+            .runs
+            .iter()
+            .map(|x| format!("{} ({})", x.name, x.method))
+            .collect();
+        println!(
+            "  {:<10} teacher {}, student {}; runs: {}",
+            "",
+            r.teacher_arch,
+            r.student_arch,
+            runs.join(", ")
+        );
+    }
+    println!("\nData sets (--dataset NAME):");
+    for (n, s) in DATASETS {
+        println!("  {n:<14} {s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! One module per subcommand, plus what several of them share.
+mod eval;
+mod inspect;
+mod list;
+mod predict;
+mod reproduce;
+mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kd_core::candle::Device;
+use kd_core::weights::{self, ModelInfo};
+use kd_core::{ArchConfig, Model};
+
+use crate::cli::{Cli, Command, ModelArgs};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::List(a) => list::run(&a),
+        Command::Train(a) => train::run(a, quiet),
+        Command::Eval(a) => eval::run(&a),
+        Command::Predict(a) => predict::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Reproduce(a) => reproduce::run(a, quiet),
+    }
+}
+
+/// Fails early, before hours of training, when `path` cannot be written:
+/// its folder must exist and accept a new file.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: the folder {} does not exist. Create it (mkdir -p {}) or choose another path.",
+            path.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    tempfile::NamedTempFile::new_in(&dir).with_context(|| {
+        format!(
+            "cannot write {}: the folder {} is not writable",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// `path` with its extension replaced: `student.safetensors` -> `student.toml`,
+/// or `student.adapters.safetensors` for `adapters.safetensors`.
+pub fn sibling(path: &Path, extension: &str) -> PathBuf {
+    path.with_extension(extension)
+}
+
+/// Loads a model for eval / predict: from kd's metadata, or from `--arch` and
+/// `--input-shape` for a plain PyTorch state_dict.
+pub fn load_model(
+    path: &Path,
+    args: &ModelArgs,
+    default_shape: Option<[usize; 3]>,
+    default_classes: Option<usize>,
+    device: &Device,
+) -> Result<(Model, ModelInfo)> {
+    let fallback = match &args.arch {
+        Some(arch) => {
+            let file_config = weights::read(path)
+                .ok()
+                .and_then(|f| ModelInfo::from_metadata(path, &f.metadata).ok())
+                .and_then(|i| i.config);
+            let input_shape = args
+                .input_shape
+                .or(file_config.as_ref().map(|c| c.input_shape))
+                .or(default_shape)
+                .context("--input-shape C,H,W is needed for this file")?;
+            let num_classes = args
+                .num_classes
+                .or(file_config.map(|c| c.num_classes))
+                .or(default_classes)
+                .unwrap_or(10);
+            Some((
+                arch.as_str(),
+                ArchConfig {
+                    input_shape,
+                    num_classes,
+                },
+            ))
+        }
+        None => None,
+    };
+    Ok(weights::load_model(path, fallback, device)?)
+}
+
+/// The device named by a flag, or `auto`.
+pub fn device(name: &str) -> Result<Device> {
+    Ok(kd_core::device::parse(name)?)
+}

@@ -1,0 +1,84 @@
+//! `hf://OWNER/REPO[@REVISION]/PATH` references to files on the Hugging Face Hub.
+//!
+//! Downloads go through `hf-hub` into its standard cache (`HF_HUB_CACHE`, else
+//! `$HF_HOME/hub`), honouring `HF_ENDPOINT` and `HF_TOKEN`. hf-hub does not read
+//! `HF_HUB_OFFLINE`, so kd does: with it (or `--offline`) only the cache is used.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// A parsed `hf://` reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubFile {
+    pub owner: String,
+    pub name: String,
+    pub revision: Option<String>,
+    pub path: String,
+}
+
+impl HubFile {
+    pub fn parse(spec: &str) -> Result<Option<Self>> {
+        let Some(rest) = spec.strip_prefix("hf://") else {
+            return Ok(None);
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(owner), Some(repo), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            bail!("`{spec}` is not a Hub reference: write hf://OWNER/REPO[@REVISION]/PATH.safetensors");
+        };
+        let (name, revision) = match repo.split_once('@') {
+            Some((n, r)) => (n, Some(r.to_string())),
+            None => (repo, None),
+        };
+        if owner.is_empty() || name.is_empty() || path.is_empty() {
+            bail!("`{spec}` is not a Hub reference: write hf://OWNER/REPO[@REVISION]/PATH.safetensors");
+        }
+        Ok(Some(Self {
+            owner: owner.into(),
+            name: name.into(),
+            revision,
+            path: path.into(),
+        }))
+    }
+}
+
+pub fn offline() -> bool {
+    matches!(
+        std::env::var("HF_HUB_OFFLINE").as_deref(),
+        Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes")
+    )
+}
+
+/// A local path for `spec`: the path itself, or the cached download of an `hf://` file.
+pub fn resolve(spec: &str) -> Result<PathBuf> {
+    let Some(file) = HubFile::parse(spec)? else {
+        return Ok(PathBuf::from(spec));
+    };
+    let inner =
+        hf_hub::HFClient::new().map_err(|e| anyhow::anyhow!("cannot start the Hub client: {e}"))?;
+    let cache = inner.cache_dir().to_path_buf();
+    let client = hf_hub::HFClientSync::from_inner(inner)
+        .map_err(|e| anyhow::anyhow!("cannot start the Hub client: {e}"))?;
+    let repo = client.model(file.owner.clone(), file.name.clone());
+    let offline = offline();
+    let result = repo
+        .download_file()
+        .filename(file.path.clone())
+        .maybe_revision(file.revision.clone())
+        .local_files_only(offline)
+        .send();
+    result.map_err(|e| {
+        let at = file.revision.as_deref().map(|r| format!(" at revision {r}")).unwrap_or_default();
+        if offline {
+            anyhow::anyhow!(
+                "{} is not in the Hub cache ({}) for {}/{}{at}, and offline mode (HF_HUB_OFFLINE=1 or --offline) forbids downloading it. Run once with network access, or copy the file and pass its path instead.",
+                file.path, cache.display(), file.owner, file.name
+            )
+        } else {
+            anyhow::anyhow!(
+                "cannot download {} from {}/{}{at}: {e}. Check the name and your network (HF_ENDPOINT, HF_TOKEN for private repos), or use a local file, or the cache with --offline.",
+                file.path, file.owner, file.name
+            )
+        }
+    })
+}

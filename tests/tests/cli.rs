@@ -1,0 +1,339 @@
+//! End-to-end: the kd binary on the synthetic data set, checking what it writes.
+mod common;
+
+use common::*;
+
+const LIGHT_NN_KEYS: [&str; 8] = [
+    "classifier.0.bias",
+    "classifier.0.weight",
+    "classifier.3.bias",
+    "classifier.3.weight",
+    "features.0.bias",
+    "features.0.weight",
+    "features.3.bias",
+    "features.3.weight",
+];
+
+#[test]
+fn list_shows_every_registered_thing_with_hyper_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = stdout(&ok(&["list"], dir.path()));
+    for name in [
+        "ce",
+        "kd",
+        "cosine",
+        "fitnets",
+        "deep_nn",
+        "light_nn",
+        "tutorial",
+        "cifar10",
+        "fashion-mnist",
+        "synthetic",
+        "temperature=2",
+    ] {
+        assert!(text.contains(name), "`kd list` lacks {name}:\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(&["list", "--json"], dir.path()))).unwrap();
+    let methods: Vec<_> = json["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["ce", "cosine", "fitnets", "kd"]);
+    assert_eq!(json["methods"][3]["params"][0]["default"], 2.0);
+}
+
+#[test]
+fn teacher_file_has_pytorch_names_and_metadata() {
+    let (_, teacher) = teacher();
+    let (names, meta) = tensors(teacher);
+    let keys: Vec<_> = names.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "classifier.0.bias",
+            "classifier.0.weight",
+            "classifier.3.bias",
+            "classifier.3.weight",
+            "features.0.bias",
+            "features.0.weight",
+            "features.2.bias",
+            "features.2.weight",
+            "features.5.bias",
+            "features.5.weight",
+            "features.7.bias",
+            "features.7.weight",
+        ]
+    );
+    assert_eq!(meta["format"], "pt");
+    assert_eq!(meta["kd.arch"], "deep_nn");
+    assert_eq!(meta["kd.method"], "ce");
+    assert!(meta["kd.run_config"].contains("epochs = 2"));
+    assert!(teacher.with_extension("toml").exists());
+}
+
+fn distil(method: &str) -> (tempfile::TempDir, String) {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    let t = teacher.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--arch",
+        "light_nn",
+        "--method",
+        method,
+        "--teacher",
+        t,
+        "--epochs",
+        "2",
+        "--lr",
+        "0.003",
+        "--out",
+        "student.safetensors",
+        "--metrics",
+        "m.jsonl",
+    ];
+    args.extend(DATA);
+    let out = stdout(&ok(&args, dir.path()));
+    (dir, out)
+}
+
+fn check_student(method: &str) {
+    let (dir, out) = distil(method);
+    let student = dir.path().join("student.safetensors");
+    let (names, meta) = tensors(&student);
+    let keys: Vec<_> = names.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        keys, LIGHT_NN_KEYS,
+        "only the student's tensors, by PyTorch name"
+    );
+    assert_eq!(meta["kd.method"], method);
+    // 10 classes: chance is 10 %.
+    let trained = accuracy(&out);
+    assert!(
+        trained > 20.0,
+        "{method}: {trained}% is not clearly above chance"
+    );
+    let eval = stdout(&ok(
+        &[
+            "eval",
+            "--model",
+            "student.safetensors",
+            "--synthetic-shape",
+            "3,16,16",
+            "--test-subset",
+            "200",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        accuracy(&eval),
+        trained,
+        "kd eval agrees with the accuracy printed by kd train"
+    );
+    assert!(eval.contains("Confusion matrix") && eval.contains("Per class"));
+    let metrics = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1]["parts"][method].as_f64().is_some(), "{metrics}");
+    assert!(lines[1]["images_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn distils_with_kd() {
+    check_student("kd");
+}
+
+#[test]
+fn distils_with_cosine() {
+    check_student("cosine");
+}
+
+#[test]
+fn distils_with_fitnets_and_saves_the_regressor_apart() {
+    check_student("fitnets");
+    let (dir, _) = distil("fitnets");
+    let (names, _) = tensors(&dir.path().join("student.adapters.safetensors"));
+    assert_eq!(
+        names,
+        vec![
+            ("regressor.0.bias".to_string(), vec![32]),
+            ("regressor.0.weight".to_string(), vec![32, 16, 3, 3])
+        ]
+    );
+}
+
+#[test]
+fn predict_writes_logits_and_taps_and_classifies_pngs() {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    // A batch of 3 images, written with the safetensors crate as a user would from numpy/torch.
+    let data: Vec<f32> = (0..3 * 3 * 16 * 16)
+        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 3, 16, 16], &bytes)
+            .unwrap();
+    std::fs::write(
+        dir.path().join("x.safetensors"),
+        safetensors::serialize([("images", view)], None).unwrap(),
+    )
+    .unwrap();
+    let t = teacher.to_str().unwrap();
+    ok(
+        &[
+            "predict",
+            "--model",
+            t,
+            "--input",
+            "x.safetensors",
+            "--out",
+            "y.safetensors",
+            "--taps",
+        ],
+        dir.path(),
+    );
+    let (names, _) = tensors(&dir.path().join("y.safetensors"));
+    assert_eq!(
+        names,
+        vec![
+            ("features".to_string(), vec![3, 32, 4, 4]),
+            ("flat".to_string(), vec![3, 512]),
+            ("logits".to_string(), vec![3, 10]),
+        ]
+    );
+
+    let png_path = dir.path().join("img.png");
+    let file = std::fs::File::create(&png_path).unwrap();
+    let mut enc = png::Encoder::new(file, 20, 20);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&vec![120u8; 20 * 20 * 3])
+        .unwrap();
+    let out = stdout(&ok(
+        &["predict", "--model", t, "--input", "img.png", "--top", "2"],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("img.png") && out.contains("class") && out.matches('%').count() == 2,
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_lists_tensors_and_parameter_count() {
+    let (_, teacher) = teacher();
+    let out = stdout(&ok(
+        &["inspect", teacher.to_str().unwrap()],
+        teacher.parent().unwrap(),
+    ));
+    assert!(
+        out.contains("features.7.weight") && out.contains("[32, 64, 3, 3]"),
+        "{out}"
+    );
+    assert!(out.contains("Parameters: 400,554"), "{out}");
+    assert!(out.contains("kd.arch: deep_nn"), "{out}");
+}
+
+#[test]
+fn reproduce_runs_the_whole_tutorial_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["reproduce", "--epochs", "1", "--out", "run", "--quiet"];
+    args.extend(DATA);
+    let out = stdout(&ok(&args, dir.path()));
+    let run = dir.path().join("run");
+    for phase in ["teacher", "ce", "kd", "cosine", "fitnets"] {
+        assert!(
+            run.join(format!("{phase}.safetensors")).exists(),
+            "{phase} weights"
+        );
+        assert!(out.contains(&format!("| {phase} |")), "{out}");
+    }
+    assert!(run.join("fitnets.adapters.safetensors").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for phase in ["teacher", "ce", "kd", "cosine", "fitnets"] {
+        let p = &summary["phases"][phase];
+        assert!(
+            p["accuracy"].as_f64().unwrap() >= 0.0 && p["seconds"].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 5, "one epoch per phase");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("| kd | kd |") && report.contains("plot.png"));
+    let png = std::fs::read(run.join("plot.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real picture"
+    );
+    // Every student started from the same initialisation: the ce and kd students
+    // differ only through the teacher, so their accuracies are reported side by side.
+    let ce: f64 = summary["phases"]["ce"]["accuracy"].as_f64().unwrap();
+    let acc = accuracy(&stdout(&ok(
+        &[
+            "eval",
+            "--model",
+            "run/ce.safetensors",
+            "--synthetic-shape",
+            "3,16,16",
+            "--test-subset",
+            "200",
+        ],
+        dir.path(),
+    )));
+    assert_eq!(acc, (ce * 100.0).round() / 100.0);
+}
+
+#[test]
+fn a_config_file_sets_what_flags_do_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        "arch = \"light_nn\"\ndataset = \"synthetic\"\nsynthetic_shape = [1, 12, 12]\ntrain_subset = 64\ntest_subset = 32\nepochs = 3\nbatch_size = 32\n",
+    )
+    .unwrap();
+    ok(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--epochs",
+            "1",
+            "--out",
+            "m.safetensors",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    let written = std::fs::read_to_string(dir.path().join("m.toml")).unwrap();
+    assert!(
+        written.contains("epochs = 1")
+            && written.contains("batch_size = 32")
+            && written.contains("train_subset = 64"),
+        "{written}"
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "arch = \"light_nn\"\nepoch = 3\n",
+    )
+    .unwrap();
+    let err = fails(
+        &["train", "--config", "bad.toml", "--out", "n.safetensors"],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("unknown setting `epoch`") && err.contains("epochs"),
+        "{err}"
+    );
+}

@@ -1,0 +1,129 @@
+//! Running the `kd` binary and looking at what it wrote.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+pub fn kd(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kd-e2e"))
+        .args(args)
+        .current_dir(dir)
+        .env("KD_CACHE", dir.join("kd-cache"))
+        .env("HF_HOME", dir.join("hf-home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("kd runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs kd and insists on success, showing its output otherwise.
+pub fn ok(args: &[&str], dir: &Path) -> Output {
+    let o = kd(args, dir);
+    assert!(
+        o.status.success(),
+        "kd {args:?} failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+/// Runs kd and insists on exit code `code`, returning stderr.
+pub fn fails(args: &[&str], dir: &Path, code: i32) -> String {
+    let o = kd(args, dir);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "kd {args:?}: stdout {}\nstderr {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    assert!(
+        !err.contains("stack backtrace") && !err.contains("panicked"),
+        "no panic or backtrace: {err}"
+    );
+    err
+}
+
+pub fn sha(path: &Path) -> String {
+    format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// The small synthetic set every test uses: fast on a CPU, yet learnable.
+pub const DATA: &[&str] = &[
+    "--dataset",
+    "synthetic",
+    "--synthetic-shape",
+    "3,16,16",
+    "--train-subset",
+    "384",
+    "--test-subset",
+    "200",
+];
+
+/// One teacher, trained once and shared by the tests of this binary.
+pub fn teacher() -> &'static (tempfile::TempDir, PathBuf) {
+    static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "train",
+            "--arch",
+            "deep_nn",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.002",
+            "--out",
+            "teacher.safetensors",
+            "--quiet",
+        ];
+        args.extend(DATA);
+        ok(&args, dir.path());
+        let path = dir.path().join("teacher.safetensors");
+        (dir, path)
+    })
+}
+
+pub fn tensors(
+    path: &Path,
+) -> (
+    Vec<(String, Vec<usize>)>,
+    std::collections::HashMap<String, String>,
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<(String, Vec<usize>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec()))
+        .collect();
+    names.sort();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    (names, meta.metadata().clone().unwrap_or_default())
+}
+
+/// "Test accuracy: 12.34%" -> 12.34
+pub fn accuracy(text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Test accuracy:"))
+        .unwrap_or_else(|| panic!("no accuracy in {text}"));
+    line["Test accuracy:".len()..]
+        .trim()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
