@@ -64,14 +64,38 @@ pub struct TrainArgs {
 
     /// Where to write the trained weights (.safetensors). The resolved settings go
     /// to FILE.toml; trainable helpers of the method (a FitNets regressor) to
-    /// FILE.adapters.safetensors.
+    /// FILE.adapters.safetensors. Required unless resuming.
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
 
     /// Also write one JSON object per epoch to this file (epoch, loss, its parts,
     /// accuracy, images/s, seconds).
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
+}
+
+/// Checkpoints and resuming.
+#[derive(Debug, Args, Clone)]
+pub struct CheckpointArgs {
+    /// Folder for checkpoints (written at every epoch's end). Default for `kd train`:
+    /// OUT with `.run` for its extension; for `kd reproduce`: OUT/checkpoints.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Also write a checkpoint every N batches.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// How many recent checkpoints to keep (the best by test accuracy is kept as best.safetensors).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Continue the run whose checkpoints are in DIR where it stopped.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Resume even when a setting that changes the result differs from the checkpoint's.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -142,11 +166,23 @@ pub struct ReproduceArgs {
     pub recipe: String,
 
     #[command(flatten)]
-    pub run: RunConfig,
+    pub data: crate::config::DataArgs,
+
+    #[command(flatten)]
+    pub hyper: crate::config::HyperArgs,
 
     /// Read settings from a TOML file; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Continue a stopped `kd reproduce` in DIR: finished phases are kept, the
+    /// interrupted one resumes from its checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+
+    /// Also write a checkpoint every N batches.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
 
     /// The run folder: every model, metrics.jsonl, summary.json, report.md and plot.png.
     /// Default: runs/RECIPE-DATASET.

@@ -142,6 +142,9 @@ pub struct RunConfig {
     /// The teacher's architecture, for a teacher file without kd metadata.
     #[arg(long, value_name = "NAME")]
     pub teacher_arch: Option<String>,
+    /// Where the weights go (the command's --out).
+    #[arg(skip)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     pub data: DataArgs,
@@ -157,6 +160,7 @@ impl RunConfig {
             method: self.method.or(file.method),
             teacher: self.teacher.or(file.teacher),
             teacher_arch: self.teacher_arch.or(file.teacher_arch),
+            out: self.out.or(file.out),
             data: self.data.or(file.data),
             hyper: self.hyper.or(file.hyper),
         }
@@ -194,6 +198,7 @@ pub fn read_toml(path: &Path) -> Result<RunConfig> {
         method: Some(String::new()),
         teacher: Some(String::new()),
         teacher_arch: Some(String::new()),
+        out: Some(PathBuf::new()),
     })
     .expect("serialises");
     let known: toml::Table = known.parse().expect("own output parses");

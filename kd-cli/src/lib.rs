@@ -17,10 +17,54 @@ mod plot;
 mod progress;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use clap::Parser;
 
 pub use cli::Cli;
+
+/// Set by the first Ctrl-C: the trainer finishes its batch, checkpoints and stops.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
+/// First Ctrl-C: finish the batch and checkpoint; second: exit at once (the
+/// last checkpoint is whole, since checkpoints are written atomically).
+pub(crate) fn install_interrupt_handler(resume_hint: &str) {
+    static ONCE: Once = Once::new();
+    let hint = resume_hint.to_string();
+    ONCE.call_once(move || {
+        let _ = ctrlc::set_handler(move || {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\nstopped at once; the last checkpoint is intact. Resume with: {hint}");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)...");
+        });
+    });
+}
+
+/// Marks an interruption as such, with how to resume, for the exit code.
+pub(crate) fn explain_stop(e: anyhow::Error, resume: &str) -> anyhow::Error {
+    match e.downcast_ref::<kd_core::Error>() {
+        Some(kd_core::Error::Interrupted(_)) => {
+            anyhow::Error::new(Interrupted(format!("{e}. Resume with: {resume}")))
+        }
+        Some(kd_core::Error::Numerical(_)) => e.context(format!(
+            "training stopped; the last good checkpoint is kept (resume with: {resume})"
+        )),
+        _ => e,
+    }
+}
+
+/// A run stopped on request; exit code 130 like a shell's Ctrl-C.
+#[derive(Debug)]
+pub(crate) struct Interrupted(String);
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+impl std::error::Error for Interrupted {}
 
 /// Parses the command line, runs it, and maps the outcome to an exit code:
 /// 0 success, 1 failure, 2 usage error (clap's).
@@ -43,6 +87,10 @@ pub fn main() -> ExitCode {
         .init();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             // `{:#}` prints the chain of contexts on one line; no backtrace for user errors.
             eprintln!("error: {e:#}");

@@ -33,9 +33,13 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    /// Training produced a NaN or infinite loss.
+    /// Training produced a NaN or infinite loss or gradient.
     #[error("{0}")]
     Numerical(String),
+
+    /// A stop was asked for (Ctrl-C); the run can be resumed.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

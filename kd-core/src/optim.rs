@@ -70,6 +70,23 @@ impl Adam {
         Ok(())
     }
 
+    /// The name of the first parameter whose gradient holds NaN or infinity.
+    pub fn non_finite_gradient(&self, grads: &GradStore) -> Result<Option<String>> {
+        for (name, p) in &self.params {
+            if let Some(g) = grads.get(p.as_tensor()) {
+                // A sum is NaN or infinite when any element is.
+                let s = g
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                if !s.is_finite() {
+                    return Ok(Some(name.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The moments as named tensors (`adam.m.NAME`, `adam.v.NAME`) plus the step count.
     pub fn state(&self) -> (BTreeMap<String, Tensor>, u64) {
         let mut out = BTreeMap::new();

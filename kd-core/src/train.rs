@@ -5,9 +5,11 @@
 //! how a teacher is trained). The teacher runs in eval mode without gradients;
 //! the student and the method's trainable helpers are updated by Adam.
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -124,6 +126,34 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
+/// Where a run stands: with the weights and the optimizer's moments, enough
+/// to continue it exactly. The data order and dropout masks of a step depend
+/// only on (seed, epoch, batch), so the position is all their state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    /// Batches finished in the epoch in progress.
+    pub batches_done: usize,
+    /// Running sums of the epoch in progress, so a resumed epoch reports the same means.
+    pub loss_sum: f64,
+    pub term_sums: BTreeMap<String, f64>,
+    pub seconds: f64,
+    pub best_accuracy: Option<f64>,
+    pub adam_steps: u64,
+}
+
+/// Where and how often to write checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub dir: PathBuf,
+    /// Also write one every N batches (besides every epoch's end).
+    pub every_batches: Option<usize>,
+    /// How many recent checkpoints to keep (the best by test accuracy is kept apart).
+    pub keep_last: usize,
+    /// Stored in each checkpoint, so a resume knows the run's settings.
+    pub run_config: String,
+}
+
 /// A student, its method, its optimizer: one run.
 pub struct Trainer<'a> {
     student: &'a dyn Student,
@@ -134,8 +164,9 @@ pub struct Trainer<'a> {
     optimizer: Adam,
     config: TrainConfig,
     device: Device,
-    /// Epochs finished so far.
-    pub epochs_done: usize,
+    state: RunState,
+    checkpoints: Option<CheckpointPolicy>,
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Trainer<'a> {
@@ -189,8 +220,23 @@ impl<'a> Trainer<'a> {
             optimizer,
             config,
             device: device.clone(),
-            epochs_done: 0,
+            state: RunState::default(),
+            checkpoints: None,
+            stop: None,
         })
+    }
+
+    /// Writes checkpoints as `policy` says.
+    pub fn with_checkpoints(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoints = Some(policy);
+        self
+    }
+
+    /// When `flag` turns true the run finishes its batch, writes a checkpoint
+    /// (if it has a policy) and stops with [`Error::Interrupted`].
+    pub fn with_stop_flag(mut self, flag: &'a AtomicBool) -> Self {
+        self.stop = Some(flag);
+        self
     }
 
     /// Trainable helpers the method created (empty for most methods).
@@ -198,12 +244,12 @@ impl<'a> Trainer<'a> {
         &self.adapters
     }
 
-    pub fn optimizer(&mut self) -> &mut Adam {
-        &mut self.optimizer
-    }
-
     pub fn config(&self) -> &TrainConfig {
         &self.config
+    }
+
+    pub fn state(&self) -> &RunState {
+        &self.state
     }
 
     /// Trains the remaining epochs, evaluating on `test` after each when given.
@@ -214,75 +260,36 @@ impl<'a> Trainer<'a> {
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochSummary>> {
         let mut summaries = Vec::new();
-        while self.epochs_done < self.config.epochs {
+        while self.state.epochs_done < self.config.epochs {
             summaries.push(self.train_epoch(train, test, observer)?);
         }
         Ok(summaries)
     }
 
-    /// One pass over `train` in this epoch's seeded order.
+    /// The rest of the epoch in progress, in its seeded order.
     pub fn train_epoch(
         &mut self,
         train: &Dataset,
         test: Option<&Dataset>,
         observer: &mut dyn Observer,
     ) -> Result<EpochSummary> {
-        let epoch = self.epochs_done;
+        let epoch = self.state.epochs_done;
         let cfg = self.config.clone();
         let batches = train.batch_indices(cfg.batch_size, Some((cfg.seed, epoch)));
         observer.epoch_started(epoch + 1, batches.len());
         let start = Instant::now();
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut total_sum = 0.0;
-        for (b, indices) in batches.iter().enumerate() {
-            let batch = train.batch(indices, &self.device)?;
-            let seed = crate::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
-            let out = self
-                .student
-                .forward_t(&batch.images, Mode::Train { seed })?;
-            let ce = cross_entropy(&out.logits, &batch.labels)?;
-            let mut terms = vec![("ce", ce.clone())];
-            let total = match (&self.distill, self.teacher) {
-                (Some(distill), Some(teacher)) => {
-                    let t_out = teacher.outputs(&batch)?;
-                    let d = distill.loss(&out, &t_out)?;
-                    terms = vec![
-                        ("ce", (ce * cfg.ce_weight)?),
-                        (self.method_name, (d * cfg.distill_weight)?),
-                    ];
-                    (&terms[0].1 + &terms[1].1)?
-                }
-                _ => ce,
-            };
-            let loss = total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !loss.is_finite() {
-                let parts: Vec<String> = terms
-                    .iter()
-                    .map(|(n, t)| {
-                        format!(
-                            "{n} = {}",
-                            t.to_dtype(DType::F64)
-                                .and_then(|t| t.to_scalar::<f64>())
-                                .map(|v| v.to_string())
-                                .unwrap_or_else(|_| "?".into())
-                        )
-                    })
-                    .collect();
-                return Err(Error::Numerical(format!(
-                    "the loss became {loss} at epoch {}, batch {} ({}). No weights were written from this step. Lower --lr (now {}), or check the inputs for NaN or extreme values.",
-                    epoch + 1,
-                    b + 1,
-                    parts.join(", "),
-                    cfg.lr
-                )));
+        let seconds_before = self.state.seconds;
+        let mut images = 0;
+        for b in self.state.batches_done..batches.len() {
+            let indices = &batches[b];
+            let (loss, terms) = self.step(train, indices, epoch, b)?;
+            self.state.batches_done = b + 1;
+            self.state.loss_sum += loss;
+            for (n, v) in terms {
+                *self.state.term_sums.entry(n).or_default() += v;
             }
-            let grads = total.backward()?;
-            self.optimizer.step(&grads)?;
-            total_sum += loss;
-            for (n, t) in &terms {
-                *sums.entry(n.to_string()).or_default() +=
-                    t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            }
+            images += indices.len();
+            self.state.seconds = seconds_before + start.elapsed().as_secs_f64();
             observer.batch_done(&BatchUpdate {
                 epoch: epoch + 1,
                 batch: b + 1,
@@ -290,27 +297,177 @@ impl<'a> Trainer<'a> {
                 images: indices.len(),
                 loss,
             });
+            if self.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+                let at = self.write_checkpoint(None)?;
+                return Err(Error::Interrupted(format!(
+                    "stopped after epoch {}, batch {} of {}{}",
+                    epoch + 1,
+                    b + 1,
+                    batches.len(),
+                    at.map(|p| format!("; checkpoint {}", p.display()))
+                        .unwrap_or_default()
+                )));
+            }
+            let every = self.checkpoints.as_ref().and_then(|c| c.every_batches);
+            if every.is_some_and(|n| n > 0 && (b + 1) % n == 0) && b + 1 < batches.len() {
+                self.write_checkpoint(None)?;
+            }
         }
-        let seconds = start.elapsed().as_secs_f64();
-        let n = batches.len().max(1) as f64;
         let test_accuracy = match test {
             Some(t) => {
                 Some(evaluate(self.student, t, crate::eval::EVAL_BATCH, &self.device)?.accuracy)
             }
             None => None,
         };
-        self.epochs_done += 1;
+        let n = batches.len().max(1) as f64;
         let summary = EpochSummary {
             epoch: epoch + 1,
             epochs: cfg.epochs,
-            loss: total_sum / n,
-            parts: sums.into_iter().map(|(k, v)| (k, v / n)).collect(),
+            loss: self.state.loss_sum / n,
+            parts: self
+                .state
+                .term_sums
+                .iter()
+                .map(|(k, v)| (k.clone(), v / n))
+                .collect(),
             test_accuracy,
-            images_per_sec: train.len() as f64 / seconds.max(1e-9),
-            seconds,
+            images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            seconds: self.state.seconds,
         };
+        self.state = RunState {
+            epochs_done: epoch + 1,
+            best_accuracy: self.state.best_accuracy,
+            adam_steps: self.optimizer.steps_taken(),
+            ..RunState::default()
+        };
+        self.write_checkpoint(test_accuracy)?;
         observer.epoch_done(&summary);
         Ok(summary)
+    }
+
+    /// One optimizer step on the samples at `indices`; returns the total loss
+    /// and each weighted term.
+    fn step(
+        &mut self,
+        train: &Dataset,
+        indices: &[usize],
+        epoch: usize,
+        b: usize,
+    ) -> Result<(f64, Vec<(String, f64)>)> {
+        let cfg = &self.config;
+        let batch = train.batch(indices, &self.device)?;
+        let seed = crate::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
+        let out = self
+            .student
+            .forward_t(&batch.images, Mode::Train { seed })?;
+        let ce = cross_entropy(&out.logits, &batch.labels)?;
+        let (total, terms) = match (&self.distill, self.teacher) {
+            (Some(distill), Some(teacher)) => {
+                let t_out = teacher.outputs(&batch)?;
+                let d = distill.loss(&out, &t_out)?;
+                let terms = vec![
+                    ("ce", (ce * cfg.ce_weight)?),
+                    (self.method_name, (d * cfg.distill_weight)?),
+                ];
+                ((&terms[0].1 + &terms[1].1)?, terms)
+            }
+            _ => (ce.clone(), vec![("ce", ce)]),
+        };
+        let values: Vec<(String, f64)> = terms
+            .iter()
+            .map(|(n, t)| Ok((n.to_string(), t.to_dtype(DType::F64)?.to_scalar::<f64>()?)))
+            .collect::<Result<_>>()?;
+        let loss: f64 = values.iter().map(|(_, v)| v).sum();
+        let where_ = || format!("epoch {}, batch {}", epoch + 1, b + 1);
+        if !loss.is_finite() {
+            let parts: Vec<String> = values.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+            return Err(Error::Numerical(format!(
+                "the loss became {loss} at {} ({}). The step was not applied and no weights were written from it; the last checkpoint is intact. Lower --lr (now {}), or check the inputs for NaN or extreme values.",
+                where_(),
+                parts.join(", "),
+                cfg.lr
+            )));
+        }
+        let grads = total.backward()?;
+        if let Some(name) = self.optimizer.non_finite_gradient(&grads)? {
+            return Err(Error::Numerical(format!(
+                "the gradient of `{name}` became NaN or infinite at {} (loss {loss}). The step was not applied; the last checkpoint is intact. Lower --lr (now {}), or check the inputs.",
+                where_(),
+                cfg.lr
+            )));
+        }
+        self.optimizer.step(&grads)?;
+        Ok((loss, values))
+    }
+
+    /// Writes a checkpoint of the current state (if there is a policy), keeps
+    /// the last few, and copies it to `best.safetensors` when `accuracy` is a
+    /// new best.
+    fn write_checkpoint(&mut self, accuracy: Option<f64>) -> Result<Option<PathBuf>> {
+        let Some(policy) = self.checkpoints.clone() else {
+            return Ok(None);
+        };
+        let is_best = accuracy.is_some_and(|a| self.state.best_accuracy.is_none_or(|b| a > b));
+        if is_best {
+            self.state.best_accuracy = accuracy;
+        }
+        self.state.adam_steps = self.optimizer.steps_taken();
+        let mut tensors: Vec<(String, Tensor)> = sorted_tensors(self.student.varmap())
+            .into_iter()
+            .map(|(n, t)| (format!("student.{n}"), t))
+            .collect();
+        tensors.extend(
+            sorted_tensors(&self.adapters)
+                .into_iter()
+                .map(|(n, t)| (format!("adapter.{n}"), t)),
+        );
+        tensors.extend(self.optimizer.state().0);
+        let path = crate::checkpoint::write(&policy, &self.state, &tensors)?;
+        if is_best {
+            std::fs::copy(&path, policy.dir.join("best.tmp"))
+                .and_then(|_| {
+                    std::fs::rename(
+                        policy.dir.join("best.tmp"),
+                        policy.dir.join(crate::checkpoint::BEST),
+                    )
+                })
+                .map_err(|e| Error::io("write", policy.dir.join(crate::checkpoint::BEST), e))?;
+        }
+        Ok(Some(path))
+    }
+
+    /// Continues from a checkpoint written by a run with the same settings.
+    pub fn restore(&mut self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<()> {
+        let file = &checkpoint.file;
+        for (prefix, varmap) in [
+            ("student.", self.student.varmap()),
+            ("adapter.", &self.adapters),
+        ] {
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                let key = format!("{prefix}{name}");
+                let t = file.tensors.get(&key).ok_or_else(|| {
+                    Error::bad_file(
+                        &file.path,
+                        format!("checkpoint lacks `{key}`: it belongs to another run"),
+                    )
+                })?;
+                if t.dims() != var.dims() {
+                    return Err(Error::bad_file(
+                        &file.path,
+                        format!(
+                            "checkpoint `{key}` has shape {:?}, the run {:?}",
+                            t.dims(),
+                            var.dims()
+                        ),
+                    ));
+                }
+                var.set(&t.to_device(var.device())?)?;
+            }
+        }
+        self.optimizer
+            .load_state(&file.tensors, checkpoint.state.adam_steps)?;
+        self.state = checkpoint.state.clone();
+        Ok(())
     }
 
     /// Evaluates the student on `data`.

@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub normalization: Option<Normalization>,
     /// Test accuracy in percent, as measured at the end of training.
     pub accuracy: Option<f64>,
+    /// Wall-clock seconds the training took.
+    pub seconds: Option<f64>,
     /// The resolved run configuration (TOML text), when trained by kd.
     pub run_config: Option<String>,
 }
@@ -60,6 +62,9 @@ impl ModelInfo {
         if let Some(x) = self.accuracy {
             m.insert("kd.accuracy".into(), format!("{x:.2}"));
         }
+        if let Some(x) = self.seconds {
+            m.insert("kd.seconds".into(), format!("{x:.3}"));
+        }
         if let Some(x) = &self.run_config {
             m.insert("kd.run_config".into(), x.clone());
         }
@@ -90,6 +95,7 @@ impl ModelInfo {
             classes: parse(path, m, "kd.classes")?,
             normalization: parse(path, m, "kd.normalization")?,
             accuracy: m.get("kd.accuracy").and_then(|s| s.parse().ok()),
+            seconds: m.get("kd.seconds").and_then(|s| s.parse().ok()),
             run_config: m.get("kd.run_config").cloned(),
         })
     }

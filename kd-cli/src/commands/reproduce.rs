@@ -7,10 +7,11 @@ use kd_core::registry;
 use kd_core::train::TrainConfig;
 use serde_json::json;
 
-use super::train::{save_phase, train_phase, Phase};
+use super::train::{save_phase, train_phase};
 use crate::cli::ReproduceArgs;
 use crate::config::RunConfig;
 use crate::progress::Progress;
+use kd_core::train::{CheckpointPolicy, EpochSummary};
 
 /// One finished phase, as reported.
 struct Row {
@@ -25,11 +26,39 @@ struct Row {
 
 pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let recipe = registry::recipe(&args.recipe)?;
-    let cfg = args.run.with_file(args.config.as_deref())?;
+    let resuming = args.resume.is_some();
+    let out_arg = args.resume.clone().or(args.out.clone());
+    let flags = RunConfig {
+        data: args.data.clone(),
+        hyper: args.hyper.clone(),
+        ..RunConfig::default()
+    };
+    let mut cfg = flags.clone().with_file(args.config.as_deref())?;
+    if let Some(dir) = &args.resume {
+        let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
+            format!(
+                "{} is not a kd reproduce run folder (no settings.toml)",
+                dir.display()
+            )
+        })?;
+        let then: RunConfig =
+            toml::from_str(&text).context("the run's settings.toml cannot be read")?;
+        cfg = cfg.or(then.clone());
+        let changed = super::train::changed_settings(
+            &then,
+            &RunConfig {
+                hyper: cfg.hyper.clone().resolved(),
+                ..cfg.clone()
+            },
+        );
+        if !changed.is_empty() {
+            anyhow::bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
+        }
+    }
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
-    let out = args.out.clone().unwrap_or_else(|| {
+    let out = out_arg.unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
     });
     std::fs::create_dir_all(&out)
@@ -53,16 +82,20 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         );
     }
     let metrics = out.join("metrics.jsonl");
-    // A fresh run starts a fresh metrics file.
-    let _ = std::fs::remove_file(&metrics);
     let settings = RunConfig {
         hyper: hyper.clone(),
         ..cfg.clone()
     }
     .to_toml();
+    if !resuming {
+        // A fresh run starts a fresh metrics file.
+        let _ = std::fs::remove_file(&metrics);
+        kd_core::weights::write_atomic(&out.join("settings.toml"), settings.as_bytes())?;
+    }
+    crate::install_interrupt_handler(&format!("kd reproduce --resume {}", out.display()));
     let mut rows = Vec::new();
     let mut curves = Vec::new();
-    let mut teacher: Option<Phase> = None;
+    let mut teacher: Option<kd_core::Model> = None;
     for run in recipe.runs {
         let method = registry::method(run.method)?;
         // Flags and config override the recipe's weights and hyper-parameters.
@@ -86,20 +119,63 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         } else {
             recipe.student_arch
         };
+        let path = out.join(format!("{}.safetensors", run.name));
+        let run_dir = out.join("checkpoints").join(run.name);
+        if resuming && path.exists() {
+            // Finished before the interruption: keep it, and its curves.
+            let (model, info) = kd_core::weights::load_model(&path, None, &device)?;
+            let seconds = info.seconds.unwrap_or(0.0);
+            let accuracy = info.accuracy.unwrap_or(0.0);
+            if !quiet {
+                eprintln!(
+                    "{}: finished before, test accuracy {accuracy:.2}% (kept {})",
+                    run.name,
+                    path.display()
+                );
+            }
+            rows.push(Row {
+                name: run.name,
+                method: run.method,
+                accuracy,
+                seconds,
+                teacher: run.trains_teacher,
+                distils: method.needs_teacher,
+            });
+            curves.push((run.name.to_string(), read_curve(&metrics, run.name)));
+            if run.trains_teacher {
+                teacher = Some(model);
+            }
+            continue;
+        }
+        let resume = if resuming {
+            kd_core::checkpoint::latest(&run_dir)?
+        } else {
+            None
+        };
+        if !resuming {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        let policy = CheckpointPolicy {
+            dir: run_dir,
+            every_batches: args.checkpoint_every,
+            keep_last: 2,
+            run_config: settings.clone(),
+        };
         let mut progress = Progress::new(run.name, quiet, Some(&metrics))?;
-        let teacher_model = teacher.as_ref().map(|p| &p.model);
         let phase = train_phase(
             run.name,
             arch,
             run.method,
             &params,
-            teacher_model,
+            teacher.as_ref(),
             config,
             &data,
             &device,
             &mut progress,
-        )?;
-        let path = out.join(format!("{}.safetensors", run.name));
+            Some(policy),
+            resume.as_ref(),
+        )
+        .map_err(|e| crate::explain_stop(e, &format!("kd reproduce --resume {}", out.display())))?;
         save_phase(&path, &phase, run.method, &data, Some(settings.clone()))?;
         if !quiet {
             eprintln!(
@@ -118,9 +194,13 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             teacher: run.trains_teacher,
             distils: method.needs_teacher,
         });
-        curves.push((run.name.to_string(), progress.epochs.clone()));
+        let mut curve = read_curve(&metrics, run.name);
+        if curve.is_empty() {
+            curve = progress.epochs.clone();
+        }
+        curves.push((run.name.to_string(), curve));
         if run.trains_teacher {
-            teacher = Some(phase);
+            teacher = Some(phase.model);
         }
     }
 
@@ -190,4 +270,30 @@ fn comparison(rows: &[Row], baseline: Option<f64>) -> String {
         );
     }
     s
+}
+
+/// The epochs of `phase` recorded in a run's metrics file (the last record of
+/// each epoch wins, since a resumed epoch is recorded again).
+fn read_curve(metrics: &std::path::Path, phase: &str) -> Vec<EpochSummary> {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
+    let mut by_epoch = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["phase"] != phase {
+            continue;
+        }
+        let summary = EpochSummary {
+            epoch: v["epoch"].as_u64().unwrap_or(0) as usize,
+            epochs: 0,
+            loss: v["loss"].as_f64().unwrap_or(f64::NAN),
+            parts: Default::default(),
+            test_accuracy: v["test_accuracy"].as_f64(),
+            images_per_sec: v["images_per_sec"].as_f64().unwrap_or(0.0),
+            seconds: v["seconds"].as_f64().unwrap_or(0.0),
+        };
+        by_epoch.insert(summary.epoch, summary);
+    }
+    by_epoch.into_values().collect()
 }

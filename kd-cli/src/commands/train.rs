@@ -4,14 +4,16 @@ use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 use kd_core::candle::Device;
 use kd_core::candle_nn::VarMap;
+use kd_core::checkpoint::{self, Checkpoint};
 use kd_core::data::Splits;
 use kd_core::eval::Evaluation;
 use kd_core::loss::Params;
-use kd_core::train::{varmap_tensors, TrainConfig, Trainer};
+use kd_core::train::{varmap_tensors, CheckpointPolicy, TrainConfig, Trainer};
 use kd_core::weights::{self, ModelInfo};
 use kd_core::{registry, ArchConfig, Model};
 
 use crate::cli::{Cli, ModelArgs, TrainArgs};
+use crate::config::RunConfig;
 use crate::progress::Progress;
 
 /// One training run: what it is and what it produced.
@@ -36,6 +38,8 @@ pub fn train_phase(
     data: &Splits,
     device: &Device,
     progress: &mut Progress,
+    checkpoints: Option<CheckpointPolicy>,
+    resume: Option<&Checkpoint>,
 ) -> Result<Phase> {
     let start = std::time::Instant::now();
     let method = registry::method(method)?;
@@ -64,7 +68,22 @@ pub fn train_phase(
         &data.train,
         device,
     )
-    .with_context(|| format!("cannot start run `{name}`"))?;
+    .with_context(|| format!("cannot start run `{name}`"))?
+    .with_stop_flag(&crate::STOP);
+    if let Some(policy) = checkpoints {
+        trainer = trainer.with_checkpoints(policy);
+    }
+    if let Some(c) = resume {
+        trainer.restore(c).with_context(|| {
+            format!("cannot resume run `{name}` from {}", c.file.path.display())
+        })?;
+        let s = trainer.state();
+        tracing::info!(
+            "resuming `{name}` at epoch {}, batch {}",
+            s.epochs_done + 1,
+            s.batches_done
+        );
+    }
     trainer.fit(&data.train, Some(&data.test), progress)?;
     let evaluation = trainer.evaluate(&data.test)?;
     let adapters = trainer.adapters().clone();
@@ -96,6 +115,7 @@ pub fn save_phase(
         classes: Some(data.train.classes.clone()),
         normalization: Some(data.train.normalization.clone()),
         accuracy: Some(phase.evaluation.accuracy),
+        seconds: Some(phase.seconds),
         run_config,
     };
     weights::save(path, &phase.model.tensors(), info.to_metadata())?;
@@ -152,11 +172,80 @@ pub fn load_teacher(
     Ok(model)
 }
 
+/// Settings that change a run's result: resuming with another value is refused.
+const RESULT_SETTINGS: &[&str] = &[
+    "arch",
+    "method",
+    "teacher",
+    "teacher_arch",
+    "dataset",
+    "data_dir",
+    "train_subset",
+    "test_subset",
+    "synthetic_shape",
+    "batch_size",
+    "lr",
+    "seed",
+    "ce_weight",
+    "distill_weight",
+    "params",
+];
+
+/// Names the result-changing settings on which `now` differs from `then`.
+pub fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
+    let table = |c: &RunConfig| -> toml::Table { c.to_toml().parse().expect("own TOML parses") };
+    let (a, b) = (table(then), table(now));
+    RESULT_SETTINGS
+        .iter()
+        .filter(|k| a.get(**k) != b.get(**k))
+        .map(|k| {
+            let show = |v: Option<&toml::Value>| {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into())
+            };
+            format!(
+                "{k} (checkpoint: {}, now: {})",
+                show(a.get(*k)),
+                show(b.get(*k))
+            )
+        })
+        .collect()
+}
+
 pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
-    let cfg = args.run.with_file(args.config.as_deref())?;
+    let resume = match &args.checkpoints.resume {
+        Some(dir) => Some(checkpoint::latest(dir)?.with_context(|| {
+            format!(
+                "{} holds no checkpoint to resume from (checkpoint-*.safetensors)",
+                dir.display()
+            )
+        })?),
+        None => None,
+    };
+    let flags = args.run.with_file(args.config.as_deref())?;
+    let mut cfg = flags.clone();
+    if let Some(c) = &resume {
+        let then: RunConfig =
+            toml::from_str(&c.run_config).context("the checkpoint's settings cannot be read")?;
+        cfg = flags.clone().or(then.clone());
+        let changed = changed_settings(&then, &cfg);
+        if !changed.is_empty() && !args.checkpoints.force {
+            bail!(
+                "resuming with settings that would change the result: {}. Drop those flags to continue the run as it was, or add --force.",
+                changed.join("; ")
+            );
+        }
+    }
     let Some(arch) = cfg.arch.clone() else {
         Cli::command()
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--arch NAME is required (on the command line or in --config); `kd list` shows the architectures")
+            .exit();
+    };
+    let Some(out) = args.out.clone().or(cfg.out.clone()) else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--out FILE.safetensors is required: where to write the trained weights",
+            )
             .exit();
     };
     let method_name = cfg.method.clone().unwrap_or_else(|| "ce".into());
@@ -167,7 +256,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     registry::arch(&arch)?;
     let method = registry::method(&method_name)?;
     kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
-    super::check_writable(&args.out)?;
+    super::check_writable(&out)?;
     if let Some(m) = &args.metrics {
         super::check_writable(m)?;
     }
@@ -185,12 +274,27 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         )?),
         _ => None,
     };
-    let resolved = crate::config::RunConfig {
+    let resolved = RunConfig {
         arch: Some(arch.clone()),
         method: Some(method_name.clone()),
+        out: Some(out.clone()),
         hyper: hyper.clone(),
         ..cfg.clone()
     };
+    let toml = resolved.to_toml();
+    let run_dir = args
+        .checkpoints
+        .resume
+        .clone()
+        .or(args.checkpoints.run_dir.clone())
+        .unwrap_or_else(|| out.with_extension("run"));
+    let policy = CheckpointPolicy {
+        dir: run_dir.clone(),
+        every_batches: args.checkpoints.checkpoint_every,
+        keep_last: args.checkpoints.keep_checkpoints,
+        run_config: toml.clone(),
+    };
+    crate::install_interrupt_handler(&format!("kd train --resume {}", run_dir.display()));
     let mut progress = Progress::new(&method_name, quiet, args.metrics.as_deref())?;
     let phase = train_phase(
         &method_name,
@@ -202,21 +306,24 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         &data,
         &device,
         &mut progress,
-    )?;
-    let toml = resolved.to_toml();
-    save_phase(&args.out, &phase, &method_name, &data, Some(toml.clone()))?;
-    kd_core::weights::write_atomic(&super::sibling(&args.out, "toml"), toml.as_bytes())?;
+        Some(policy),
+        resume.as_ref(),
+    )
+    .map_err(|e| crate::explain_stop(e, &format!("kd train --resume {}", run_dir.display())))?;
+    save_phase(&out, &phase, &method_name, &data, Some(toml.clone()))?;
+    kd_core::weights::write_atomic(&super::sibling(&out, "toml"), toml.as_bytes())?;
     println!("Test accuracy: {:.2}%", phase.evaluation.accuracy);
     if !quiet {
         eprintln!(
-            "wrote {} ({} parameters)",
-            args.out.display(),
-            super::inspect::thousands(phase.model.parameter_count())
+            "wrote {} ({} parameters); checkpoints in {}",
+            out.display(),
+            super::inspect::thousands(phase.model.parameter_count()),
+            run_dir.display()
         );
         if !phase.adapters.all_vars().is_empty() {
             eprintln!(
                 "wrote {} (the method's trainable helpers)",
-                adapters_path(&args.out).display()
+                adapters_path(&out).display()
             );
         }
     }
