@@ -1,0 +1,224 @@
+//! Nothing lost: a run killed at any point resumes to the same bits; Ctrl-C
+//! checkpoints; numerical faults stop cleanly.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RUN: &[&str] = &[
+    "train",
+    "--arch",
+    "light_nn",
+    "--dataset",
+    "synthetic",
+    "--synthetic-shape",
+    "3,16,16",
+    "--train-subset",
+    "384",
+    "--test-subset",
+    "64",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--lr",
+    "0.003",
+    "--checkpoint-every",
+    "3",
+    "--quiet",
+];
+
+fn weights_bits(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn start(dir: &Path, out: &str) -> std::process::Child {
+    let mut args = RUN.to_vec();
+    args.extend(["--out", out]);
+    Command::new(env!("CARGO_BIN_EXE_kd-e2e"))
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `run_dir` holds a checkpoint past the first epoch's third batch.
+fn wait_for_checkpoint(run_dir: &Path, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = std::fs::read_dir(run_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()).any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("checkpoint-e0000-b000006")
+                })
+            })
+            .unwrap_or(false);
+        if found {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn uninterrupted() -> Vec<(String, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = RUN.to_vec();
+    args.extend(["--out", "whole.safetensors"]);
+    ok(&args, dir.path());
+    weights_bits(&dir.path().join("whole.safetensors"))
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start(dir.path(), "s.safetensors");
+    wait_for_checkpoint(&dir.path().join("s.run"), &mut child);
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        !dir.path().join("s.safetensors").exists(),
+        "killed before the end"
+    );
+    let err = stderr(&ok(&["train", "--resume", "s.run"], dir.path()));
+    assert!(!err.contains("error"), "{err}");
+    assert_eq!(
+        weights_bits(&dir.path().join("s.safetensors")),
+        uninterrupted(),
+        "resumed run == uninterrupted run, bit for bit"
+    );
+    assert!(dir.path().join("s.run/best.safetensors").exists());
+    let kept = std::fs::read_dir(dir.path().join("s.run"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+        })
+        .count();
+    assert_eq!(kept, 2, "the last two checkpoints are kept");
+}
+
+#[test]
+fn ctrl_c_checkpoints_says_how_to_resume_and_the_resume_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start(dir.path(), "s.safetensors");
+    wait_for_checkpoint(&dir.path().join("s.run"), &mut child);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("Resume with: kd train --resume s.run"),
+        "{err}"
+    );
+    ok(&["train", "--resume", "s.run"], dir.path());
+    assert_eq!(
+        weights_bits(&dir.path().join("s.safetensors")),
+        uninterrupted()
+    );
+}
+
+#[test]
+fn resuming_with_a_changed_setting_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixed: Vec<&str> = Vec::new();
+    // RUN has "--epochs 2"; replace it by 1 epoch for a quick first run.
+    let mut it = RUN.iter();
+    while let Some(a) = it.next() {
+        if *a == "--epochs" {
+            it.next();
+            continue;
+        }
+        fixed.push(a);
+    }
+    fixed.extend(["--epochs", "1", "--out", "s.safetensors"]);
+    ok(&fixed, dir.path());
+    let err = fails(
+        &["train", "--resume", "s.run", "--seed", "7", "--epochs", "2"],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("seed") && err.contains("--force"), "{err}");
+    let err = fails(
+        &[
+            "train",
+            "--resume",
+            "s.run",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("batch_size"), "{err}");
+    // More epochs are fine: the run continues.
+    ok(
+        &["train", "--resume", "s.run", "--epochs", "2", "--quiet"],
+        dir.path(),
+    );
+    let err = fails(&["train", "--resume", "nowhere"], dir.path(), 1);
+    assert!(
+        err.contains("nowhere") && err.contains("no checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_remedy_and_writes_no_nan_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "synthetic",
+            "--synthetic-shape",
+            "3,16,16",
+            "--train-subset",
+            "256",
+            "--lr",
+            "1e30",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("epoch 1, batch") && err.contains("--lr"),
+        "{err}"
+    );
+    assert!(err.contains("NaN") || err.contains("inf"), "{err}");
+    assert!(
+        !dir.path().join("s.safetensors").exists(),
+        "no weights written"
+    );
+}
