@@ -4,6 +4,10 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::Rng;
 
+mod conv_cpu;
+
+pub use conv_cpu::Conv2dOp;
+
 use crate::model::Mode;
 use crate::Result;
 
@@ -45,9 +49,28 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let op = Conv2dOp {
+                pad: self.padding,
+                stride: self.stride,
+            };
+            return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
+        }
+        reference_conv2d(x, &self.weight, &self.bias, self.padding, self.stride)
     }
+}
+
+/// Candle's own convolution plus a bias: what runs on CUDA, and the reference
+/// the CPU kernels are tested against.
+pub fn reference_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
 }
 
 /// `nn.Linear`: `weight` (out, in) and `bias` (out).

@@ -1,0 +1,381 @@
+//! A 2-D convolution for the CPU with its own backward, lowered to one matrix
+//! multiply per image (im2col + `gemm`), parallel over the batch.
+//!
+//! Candle 0.11's CPU convolution copies its whole input into NHWC on one
+//! thread, and computes the input gradient with a slow transposed convolution
+//! (and for input images too, which nobody needs). Here the forward is
+//! `out[n] = W · cols(x[n]) + b`, and the backward is two more products:
+//! `dW = Σ_n dY[n] · cols(x[n])ᵀ` and `dx[n] = col2im(Wᵀ · dY[n])`, the latter
+//! only when the input needs a gradient.
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Sizes of one convolution: input N x Ci x H x W, kernel Co x Ci x K x K.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    pad: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &[usize], weight: &[usize], pad: usize, stride: usize) -> Result<Self> {
+        let (&[n, ci, h, w], &[co, ci2, k, k2]) = (x, weight) else {
+            candle_core::bail!("conv2d: input {x:?} and kernel {weight:?} must both have rank 4")
+        };
+        if ci != ci2 || k != k2 {
+            candle_core::bail!(
+                "conv2d: input {x:?} and kernel {weight:?} do not fit (channels, square kernel)"
+            )
+        }
+        if h + 2 * pad < k || w + 2 * pad < k {
+            candle_core::bail!("conv2d: input {x:?} is smaller than the kernel {weight:?}")
+        }
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        Ok(Self {
+            n,
+            ci,
+            h,
+            w,
+            co,
+            k,
+            pad,
+            stride,
+            ho,
+            wo,
+        })
+    }
+    /// Rows of the column matrix: Ci * K * K.
+    fn kk(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+    /// Columns of the column matrix: output pixels.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// For kernel offset `kx`, the output columns whose input column is inside
+    /// the image, and the input column of the first one.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let (s, pad) = (self.stride, self.pad);
+        // ix = ox * s + kx - pad must lie in 0..w.
+        let first = if kx >= pad { 0 } else { (pad - kx).div_ceil(s) };
+        let last = if self.w + pad > kx {
+            ((self.w + pad - kx - 1) / s + 1).min(self.wo)
+        } else {
+            0
+        };
+        (first, last.max(first))
+    }
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+    }
+}
+
+/// `cols[(c*K + ky)*K + kx][oy*Wo + ox] = x[c][oy*s + ky - pad][ox*s + kx - pad]` (0 outside).
+fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
+    let (k, p) = (g.k, g.p());
+    for c in 0..g.ci {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((c * k + ky) * k + kx) * p..][..p];
+                let (first, last) = g.valid_cols(kx);
+                for oy in 0..g.ho {
+                    let out = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize || first >= last {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    out[..first].fill(0.0);
+                    out[last..].fill(0.0);
+                    let ix0 = first * g.stride + kx - g.pad;
+                    if g.stride == 1 {
+                        out[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
+                    } else {
+                        for (j, o) in out[first..last].iter_mut().enumerate() {
+                            *o = src[ix0 + j * g.stride];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back onto its input pixel.
+fn col2im(g: &Geometry, cols: &[f32], dx: &mut [f32]) {
+    let (k, p) = (g.k, g.p());
+    dx.fill(0.0);
+    for c in 0..g.ci {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &cols[((c * k + ky) * k + kx) * p..][..p];
+                let (first, last) = g.valid_cols(kx);
+                if first >= last {
+                    continue;
+                }
+                for oy in 0..g.ho {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let src = &row[oy * g.wo + first..oy * g.wo + last];
+                    let ix0 = first * g.stride + kx - g.pad;
+                    for (j, v) in src.iter().enumerate() {
+                        dst[ix0 + j * g.stride] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dst (m x n, row-major) = [dst +] lhs (m x k) · rhs (k x n), with explicit strides
+/// (row stride, column stride) for both operands.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    debug_assert!(dst.len() >= m * n);
+    // SAFETY: the slices cover the strided extents the callers pass.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Forward: (x, weight, bias) -> y, with its backward.
+pub struct Conv2dOp {
+    pub pad: usize,
+    pub stride: usize,
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kd-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.pad, self.stride)?;
+        let (x, w, b) = (
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "kernel")?,
+            slice(s3, l3, "bias")?,
+        );
+        let (kk, p) = (g.kk(), g.p());
+        let mut out = vec![0f32; g.n * g.co * p];
+        out.par_chunks_mut(g.co * p).enumerate().for_each_init(
+            || vec![0f32; kk * p],
+            |cols, (i, y)| {
+                im2col(
+                    &g,
+                    &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
+                    cols,
+                );
+                for (co, row) in y.chunks_mut(p).enumerate() {
+                    row.fill(b[co]);
+                }
+                matmul(y, true, g.co, p, kk, w, kk, 1, cols, p, 1);
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let geometry = (self.pad, self.stride);
+        // Input images need no gradient: skip the most expensive product for them.
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &InputGrad {
+                    geometry,
+                    input: x.dims4()?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &WeightGrad {
+                geometry,
+                kernel: w.dims4()?,
+            },
+        )?;
+        let db = grad.sum((0, 2, 3))?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// (dY, W) -> dx.
+struct InputGrad {
+    geometry: (usize, usize),
+    input: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "kd-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, wd) = self.input;
+        let g = Geometry::new(&[n, c, h, wd], l2.dims(), self.geometry.0, self.geometry.1)?;
+        let (dy, w) = (slice(s1, l1, "gradient")?, slice(s2, l2, "kernel")?);
+        let (kk, p) = (g.kk(), g.p());
+        let mut dx = vec![0f32; n * c * h * wd];
+        dx.par_chunks_mut(c * h * wd).enumerate().for_each_init(
+            || vec![0f32; kk * p],
+            |cols, (i, dxi)| {
+                // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
+                matmul(
+                    cols,
+                    false,
+                    kk,
+                    p,
+                    g.co,
+                    w,
+                    1,
+                    kk,
+                    &dy[i * g.co * p..(i + 1) * g.co * p],
+                    p,
+                    1,
+                );
+                col2im(&g, cols, dxi);
+            },
+        );
+        Ok((CpuStorage::F32(dx), Shape::from(self.input)))
+    }
+}
+
+/// (x, dY) -> dW.
+struct WeightGrad {
+    geometry: (usize, usize),
+    kernel: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "kd-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (co, ci, k, _) = self.kernel;
+        let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
+        let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
+        let (kk, p) = (g.kk(), g.p());
+        let chunk = g.n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        // Each worker sums its images' contributions; the partial sums are added at the end.
+        let partial: Vec<Vec<f32>> = (0..g.n)
+            .collect::<Vec<_>>()
+            .par_chunks(chunk)
+            .map(|images| {
+                let mut cols = vec![0f32; kk * p];
+                let mut dw = vec![0f32; co * kk];
+                for (j, &i) in images.iter().enumerate() {
+                    im2col(
+                        &g,
+                        &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
+                        &mut cols,
+                    );
+                    // dW (Co x KK) += dY[i] (Co x P) · colsᵀ (P x KK)
+                    matmul(
+                        &mut dw,
+                        j > 0,
+                        co,
+                        kk,
+                        p,
+                        &dy[i * co * p..(i + 1) * co * p],
+                        p,
+                        1,
+                        &cols,
+                        1,
+                        p,
+                    );
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0f32; co * kk];
+        for part in partial {
+            for (a, b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        Ok((CpuStorage::F32(dw), Shape::from(self.kernel)))
+    }
+}
