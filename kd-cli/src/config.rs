@@ -24,6 +24,13 @@ pub struct DataArgs {
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N")]
     pub test_subset: Option<usize>,
+    /// The Hub data set repository to download from (OWNER/NAME) [default:
+    /// uoft-cs/cifar10, zalando-datasets/fashion_mnist].
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub hub_repo: Option<String>,
+    /// The revision (branch, tag or commit) of the Hub data set [default: main].
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
     /// Image shape C,H,W of the synthetic data set [default: 3,32,32].
     #[arg(long = "synthetic-shape", value_name = "C,H,W", value_parser = parse_shape)]
     pub synthetic_shape: Option<[usize; 3]>,
@@ -37,6 +44,8 @@ impl DataArgs {
             train_subset: self.train_subset.or(file.train_subset),
             test_subset: self.test_subset.or(file.test_subset),
             synthetic_shape: self.synthetic_shape.or(file.synthetic_shape),
+            hub_repo: self.hub_repo.or(file.hub_repo),
+            revision: self.revision.or(file.revision),
         }
     }
 
@@ -189,6 +198,8 @@ pub fn read_toml(path: &Path) -> Result<RunConfig> {
             train_subset: Some(0),
             test_subset: Some(0),
             synthetic_shape: Some([0; 3]),
+            hub_repo: Some(String::new()),
+            revision: Some(String::new()),
         },
         hyper: HyperArgs {
             params: BTreeMap::from([(String::new(), 0.0)]),

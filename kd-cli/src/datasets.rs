@@ -1,8 +1,10 @@
 //! Data sets by name: where their files are, and how they load.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
-use kd_core::data::{self, Splits, SyntheticSpec};
+use anyhow::{bail, Context, Result};
+use kd_core::data::{self, Dataset, Normalization, Splits, SyntheticSpec};
+
+use crate::hub::HubFile;
 
 use crate::config::DataArgs;
 
@@ -47,27 +49,24 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
             shape: args.synthetic_shape.unwrap_or([3, 32, 32]),
             ..SyntheticSpec::default()
         })?,
-        "cifar10" => {
-            let dir = match dir {
-                Some(d) => d.to_path_buf(),
-                None => {
-                    cached_or_hint("cifar10", &cache_dir().join("cifar10"), "data_batch_1.bin")?
-                }
-            };
-            data::load_cifar10_dir(&dir)?
-        }
-        "fashion-mnist" => {
-            let dir = match dir {
-                Some(d) => d.to_path_buf(),
-                None if Path::new(DEBIAN_FASHION).is_dir() => PathBuf::from(DEBIAN_FASHION),
-                None => cached_or_hint(
-                    "fashion-mnist",
-                    &cache_dir().join("fashion-mnist"),
-                    "train-labels-idx1-ubyte",
-                )?,
-            };
-            data::load_idx_dir(&dir, "fashion-mnist", &FASHION_CLASSES)?
-        }
+        "cifar10" => match dir {
+            Some(d) => data::load_cifar10_dir(d)?,
+            None => from_hub(&CIFAR10_HUB, args, data::tutorial_normalization())?,
+        },
+        "fashion-mnist" => match dir {
+            Some(d) => data::load_idx_dir(d, "fashion-mnist", &FASHION_CLASSES)?,
+            None if Path::new(DEBIAN_FASHION).is_dir() => {
+                data::load_idx_dir(Path::new(DEBIAN_FASHION), "fashion-mnist", &FASHION_CLASSES)?
+            }
+            None => from_hub(
+                &FASHION_HUB,
+                args,
+                Normalization {
+                    mean: vec![],
+                    std: vec![],
+                },
+            )?,
+        },
         "mnist" => {
             let Some(dir) = dir else {
                 bail!("mnist needs --data-dir DIR: a folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
@@ -90,12 +89,194 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
     Ok(Splits { train, test })
 }
 
-fn cached_or_hint(name: &str, dir: &Path, marker: &str) -> Result<PathBuf> {
-    if dir.join(marker).exists() || dir.join(format!("{marker}.gz")).exists() {
-        return Ok(dir.to_path_buf());
-    }
-    bail!(
-        "{name} is not in kd's cache ({}). Either pass --data-dir DIR with the data set's files, or put them in that folder.",
-        dir.display()
-    )
+/// Where a data set lives on the Hub, and how its parquet files are laid out.
+pub struct HubSource {
+    pub name: &'static str,
+    pub repo: &'static str,
+    pub train: &'static str,
+    pub test: &'static str,
+    pub image_column: &'static str,
+    pub label_column: &'static str,
+    pub shape: [usize; 3],
+    pub classes: &'static [&'static str],
+}
+
+pub const CIFAR10_HUB: HubSource = HubSource {
+    name: "cifar10",
+    repo: "uoft-cs/cifar10",
+    train: "plain_text/train-00000-of-00001.parquet",
+    test: "plain_text/test-00000-of-00001.parquet",
+    image_column: "img",
+    label_column: "label",
+    shape: [3, 32, 32],
+    classes: &data::CIFAR10_CLASSES,
+};
+
+pub const FASHION_HUB: HubSource = HubSource {
+    name: "fashion-mnist",
+    repo: "zalando-datasets/fashion_mnist",
+    train: "fashion_mnist/train-00000-of-00001.parquet",
+    test: "fashion_mnist/test-00000-of-00001.parquet",
+    image_column: "image",
+    label_column: "label",
+    shape: [1, 28, 28],
+    classes: &FASHION_CLASSES,
+};
+
+/// Loads a Hub data set: from kd's decoded copy when there is one (seconds),
+/// else by downloading its parquet files through hf-hub and decoding them once.
+/// An empty `normalization` means "the training split's statistics".
+fn from_hub(src: &HubSource, args: &DataArgs, normalization: Normalization) -> Result<Splits> {
+    let repo = args.hub_repo.as_deref().unwrap_or(src.repo);
+    let revision = args.revision.as_deref().unwrap_or("main");
+    let cached = cache_dir().join(src.name).join(format!(
+        "{}@{revision}.safetensors",
+        repo.replace('/', "--")
+    ));
+    let (train, test) = match read_decoded(&cached) {
+        Some(d) => d,
+        None => {
+            let (owner, name) = repo
+                .split_once('/')
+                .with_context(|| format!("--hub-repo `{repo}` is not OWNER/NAME"))?;
+            let fetch = |path: &str| {
+                let file = HubFile {
+                    owner: owner.into(),
+                    name: name.into(),
+                    revision: Some(revision.to_string()),
+                    path: path.into(),
+                };
+                crate::hub::download(crate::hub::Kind::Dataset, &file).with_context(|| {
+                    format!("{} is not on this machine. Alternatives: pass --data-dir DIR with the data set's files (see README), or fill the cache once with network access and then use --offline", src.name)
+                })
+            };
+            let (train_path, test_path) = (fetch(src.train)?, fetch(src.test)?);
+            let decode = |path: &Path, what: &str| -> Result<data::Decoded> {
+                let bar = indicatif::ProgressBar::new(0)
+                    .with_message(format!("decoding {} {what}", src.name));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:30} {pos}/{len} images  {per_sec}  ETA {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                let d = data::read_parquet_images(
+                    path,
+                    src.image_column,
+                    src.label_column,
+                    src.shape,
+                    |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    },
+                )?;
+                bar.finish_and_clear();
+                Ok(d)
+            };
+            let (train, test) = (decode(&train_path, "train")?, decode(&test_path, "test")?);
+            write_decoded(&cached, &train, &test)?;
+            tracing::info!("kept a decoded copy in {}", cached.display());
+            (train, test)
+        }
+    };
+    let classes: Vec<String> = src.classes.iter().map(|c| c.to_string()).collect();
+    let normalization = if normalization.mean.is_empty() {
+        data::channel_stats(&train.images, src.shape)
+    } else {
+        normalization
+    };
+    Ok(Splits {
+        train: Dataset::new(
+            src.name,
+            train.images,
+            train.labels,
+            src.shape,
+            classes.clone(),
+            normalization.clone(),
+        )?,
+        test: Dataset::new(
+            src.name,
+            test.images,
+            test.labels,
+            src.shape,
+            classes,
+            normalization,
+        )?,
+    })
+}
+
+/// kd's decoded copy: four u8/u32 tensors in one safetensors file.
+fn write_decoded(path: &Path, train: &data::Decoded, test: &data::Decoded) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a cache file has a folder"))
+        .with_context(|| format!("cannot create kd's cache folder for {}", path.display()))?;
+    let labels = |d: &data::Decoded| {
+        d.labels
+            .iter()
+            .flat_map(|l| l.to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let (train_labels, test_labels) = (labels(train), labels(test));
+    let tensors = [
+        (
+            "train.images",
+            safetensors::Dtype::U8,
+            train.images.as_slice(),
+        ),
+        (
+            "train.labels",
+            safetensors::Dtype::U32,
+            train_labels.as_slice(),
+        ),
+        (
+            "test.images",
+            safetensors::Dtype::U8,
+            test.images.as_slice(),
+        ),
+        (
+            "test.labels",
+            safetensors::Dtype::U32,
+            test_labels.as_slice(),
+        ),
+    ];
+    let views = tensors
+        .iter()
+        .map(|(n, dtype, bytes)| {
+            let count = bytes.len()
+                / if *dtype == safetensors::Dtype::U8 {
+                    1
+                } else {
+                    4
+                };
+            Ok((
+                *n,
+                safetensors::tensor::TensorView::new(*dtype, vec![count], bytes)?,
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| anyhow::anyhow!("cannot encode the decoded data set: {e:?}"))?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| anyhow::anyhow!("cannot encode the decoded data set: {e:?}"))?;
+    kd_core::weights::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+fn read_decoded(path: &Path) -> Option<(data::Decoded, data::Decoded)> {
+    let bytes = std::fs::read(path).ok()?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).ok()?;
+    let get = |n: &str| st.tensor(n).ok().map(|t| t.data().to_vec());
+    let labels = |b: Vec<u8>| {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    Some((
+        data::Decoded {
+            images: get("train.images")?,
+            labels: labels(get("train.labels")?),
+        },
+        data::Decoded {
+            images: get("test.images")?,
+            labels: labels(get("test.labels")?),
+        },
+    ))
 }

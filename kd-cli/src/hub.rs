@@ -54,29 +54,59 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     let Some(file) = HubFile::parse(spec)? else {
         return Ok(PathBuf::from(spec));
     };
+    download(Kind::Model, &file)
+}
+
+/// Which kind of Hub repository a file lives in.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Model,
+    Dataset,
+}
+
+/// Downloads `file` into the Hub cache (or finds it there) and returns its path.
+pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
     let inner =
         hf_hub::HFClient::new().map_err(|e| anyhow::anyhow!("cannot start the Hub client: {e}"))?;
     let cache = inner.cache_dir().to_path_buf();
     let client = hf_hub::HFClientSync::from_inner(inner)
         .map_err(|e| anyhow::anyhow!("cannot start the Hub client: {e}"))?;
-    let repo = client.model(file.owner.clone(), file.name.clone());
     let offline = offline();
-    let result = repo
-        .download_file()
-        .filename(file.path.clone())
-        .maybe_revision(file.revision.clone())
-        .local_files_only(offline)
-        .send();
-    result.map_err(|e| {
+    let request = |filename: String, revision: Option<String>| match kind {
+        Kind::Model => client
+            .model(file.owner.clone(), file.name.clone())
+            .download_file()
+            .filename(filename)
+            .maybe_revision(revision)
+            .local_files_only(offline)
+            .send(),
+        Kind::Dataset => client
+            .dataset(file.owner.clone(), file.name.clone())
+            .download_file()
+            .filename(filename)
+            .maybe_revision(revision)
+            .local_files_only(offline)
+            .send(),
+    };
+    if !offline {
+        tracing::info!(
+            "fetching {} from {}/{} (Hub cache: {})",
+            file.path,
+            file.owner,
+            file.name,
+            cache.display()
+        );
+    }
+    request(file.path.clone(), file.revision.clone()).map_err(|e| {
         let at = file.revision.as_deref().map(|r| format!(" at revision {r}")).unwrap_or_default();
         if offline {
             anyhow::anyhow!(
-                "{} is not in the Hub cache ({}) for {}/{}{at}, and offline mode (HF_HUB_OFFLINE=1 or --offline) forbids downloading it. Run once with network access, or copy the file and pass its path instead.",
+                "{} is not in the Hub cache ({}) for {}/{}{at}, and offline mode (HF_HUB_OFFLINE=1 or --offline) forbids downloading it. Run once with network access, or use a local file instead.",
                 file.path, cache.display(), file.owner, file.name
             )
         } else {
             anyhow::anyhow!(
-                "cannot download {} from {}/{}{at}: {e}. Check the name and your network (HF_ENDPOINT, HF_TOKEN for private repos), or use a local file, or the cache with --offline.",
+                "cannot download {} from {}/{}{at}: {e}. Check the name and your network (HF_ENDPOINT, HF_TOKEN for private repositories), or use local files instead (a path, or --data-dir for data sets), or the cache with --offline.",
                 file.path, file.owner, file.name
             )
         }

@@ -2,10 +2,12 @@
 //! names and the normalisation applied when a batch is assembled.
 mod cifar10;
 mod idx;
+mod parquet;
 mod synthetic;
 
 pub use cifar10::{load_cifar10_dir, tutorial_normalization, CLASSES as CIFAR10_CLASSES};
 pub use idx::{load_idx_dir, read_idx_images, read_idx_labels};
+pub use parquet::{read_parquet_images, Decoded};
 pub use synthetic::{synthetic, SyntheticSpec};
 
 use candle_core::{Device, Tensor};
@@ -191,7 +193,7 @@ impl Dataset {
     }
 }
 
-pub(crate) fn channel_stats(images: &[u8], shape: [usize; 3]) -> Normalization {
+pub fn channel_stats(images: &[u8], shape: [usize; 3]) -> Normalization {
     let [c, h, w] = shape;
     let plane = h * w;
     let per_image = c * plane;

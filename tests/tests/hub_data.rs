@@ -1,0 +1,187 @@
+//! Hub data sets: parquet files of PNG images, as the Hub stores them, read
+//! from a Hub cache laid out as hf-hub lays it out, offline.
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| [rgb[0], rgb[1].wrapping_add((i % 7) as u8), rgb[2]])
+        .collect();
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+    out
+}
+
+/// Writes a parquet file in the Hub's layout: `img` {bytes, path} and `label`.
+fn write_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = Arc::new(
+        parse_message_type("message schema { optional group img { optional binary bytes; optional binary path (UTF8); } optional int64 label; }").unwrap(),
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    let mut writer =
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+    let mut rg = writer.next_row_group().unwrap();
+    let n = images.len();
+    let mut col = rg.next_column().unwrap().unwrap();
+    let values: Vec<ByteArray> = images.iter().map(|b| ByteArray::from(b.clone())).collect();
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, Some(&vec![2; n]), None)
+        .unwrap();
+    col.close().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>()
+        .write_batch(&[], Some(&vec![1; n]), None)
+        .unwrap();
+    col.close().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>()
+        .write_batch(labels, Some(&vec![1; n]), None)
+        .unwrap();
+    col.close().unwrap();
+    rg.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// A tiny CIFAR-10 look-alike in a fake Hub cache under `dir/hf-home/hub`.
+fn fake_hub(dir: &Path, repo: &str, train: (Vec<Vec<u8>>, Vec<i64>)) {
+    let root = dir
+        .join("hf-home/hub")
+        .join(format!("datasets--{}", repo.replace('/', "--")));
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), COMMIT).unwrap();
+    let snap = root.join("snapshots").join(COMMIT).join("plain_text");
+    write_parquet(
+        &snap.join("train-00000-of-00001.parquet"),
+        &train.0,
+        &train.1,
+    );
+    let test: Vec<Vec<u8>> = (0..10)
+        .map(|i| png(32, 32, [i as u8 * 25, 0, 255 - i as u8 * 25]))
+        .collect();
+    write_parquet(
+        &snap.join("test-00000-of-00001.parquet"),
+        &test,
+        &(0..10).collect::<Vec<_>>(),
+    );
+}
+
+fn good_train() -> (Vec<Vec<u8>>, Vec<i64>) {
+    let labels: Vec<i64> = (0..40).map(|i| i % 10).collect();
+    let images = labels
+        .iter()
+        .map(|&l| png(32, 32, [l as u8 * 25, 0, 255 - l as u8 * 25]))
+        .collect();
+    (images, labels)
+}
+
+fn train_on_hub(dir: &Path, repo: &str) -> std::process::Output {
+    kd(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "cifar10",
+            "--hub-repo",
+            repo,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            "s.safetensors",
+            "--quiet",
+        ],
+        dir,
+    )
+}
+
+#[test]
+fn cifar10_parquet_from_the_hub_cache_decodes_once_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_hub(dir.path(), "kd-test/cifar-mini", good_train());
+    let o = train_on_hub(dir.path(), "kd-test/cifar-mini");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (names, meta) = tensors(&dir.path().join("s.safetensors"));
+    assert_eq!(names.len(), 8);
+    assert_eq!(meta["kd.dataset"], "cifar10");
+    let decoded = dir
+        .path()
+        .join("kd-cache/cifar10/kd-test--cifar-mini@main.safetensors");
+    assert!(decoded.exists(), "a decoded copy is kept");
+    // Without the Hub files, the decoded copy alone is enough.
+    std::fs::remove_dir_all(dir.path().join("hf-home")).unwrap();
+    let o = train_on_hub(dir.path(), "kd-test/cifar-mini");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_corrupt_png_or_a_wrong_size_is_reported_by_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut images, labels) = good_train();
+    images[7] = b"\x89PNG not really".to_vec();
+    fake_hub(dir.path(), "kd-test/corrupt", (images, labels.clone()));
+    let err = stderr(&train_on_hub(dir.path(), "kd-test/corrupt"));
+    assert!(
+        err.contains("row 7")
+            && err.contains("not a valid PNG")
+            && err.contains("train-00000-of-00001.parquet"),
+        "{err}"
+    );
+
+    let (mut images, labels) = good_train();
+    images[3] = png(28, 28, [1, 2, 3]);
+    fake_hub(dir.path(), "kd-test/small", (images, labels));
+    let err = stderr(&train_on_hub(dir.path(), "kd-test/small"));
+    assert!(
+        err.contains("row 3") && err.contains("28x28") && err.contains("32x32"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.safetensors").exists());
+}
+
+#[test]
+fn a_data_set_missing_offline_names_the_alternatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "cifar10",
+            "--hub-repo",
+            "kd-test/absent",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("kd-test/absent") && err.contains("--data-dir") && err.contains("offline"),
+        "{err}"
+    );
+}
