@@ -69,6 +69,12 @@ impl std::error::Error for Interrupted {}
 /// Parses the command line, runs it, and maps the outcome to an exit code:
 /// 0 success, 1 failure, 2 usage error (clap's).
 pub fn main() -> ExitCode {
+    // A full disk or a file-size limit must surface as a write error (and leave
+    // the old file in place), not kill the process mid-write with SIGXFSZ.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     if cli.offline {
         // hf-hub does not read this variable; kd's own Hub code does.

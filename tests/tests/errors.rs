@@ -455,3 +455,42 @@ fn hub_references_resolve_from_the_cache_offline_and_say_what_is_missing() {
     let err = fails(&["inspect", "hf://only-owner"], dir.path(), 1);
     assert!(err.contains("hf://OWNER/REPO"), "{err}");
 }
+
+#[test]
+fn a_full_disk_leaves_the_old_file_and_no_half_written_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.safetensors"), b"the previous model").unwrap();
+    let before = sha(&dir.path().join("s.safetensors"));
+    // A 64 KiB file-size limit stands in for a full disk: the student (~1 MB) cannot be written.
+    let mut cmd = vec![env!("CARGO_BIN_EXE_kd-e2e").to_string()];
+    cmd.extend(
+        train_args(&["--epochs", "1", "--out", "s.safetensors"])
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", "ulimit -f 64; exec \"$@\"", "kd"])
+        .args(&cmd)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write")
+            || err.contains("cannot replace")
+            || err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        sha(&dir.path().join("s.safetensors")),
+        before,
+        "the old file is untouched"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no half-written files: {leftovers:?}");
+}

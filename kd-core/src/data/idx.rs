@@ -91,8 +91,11 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3])> {
     let dims = header(path, &bytes, IMAGES_MAGIC, 3)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     let body = &bytes[16..];
-    let want = n * h * w;
-    if body.len() != want {
+    let want = n.checked_mul(h).and_then(|v| v.checked_mul(w));
+    if want != Some(body.len()) {
+        let want = want
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "an impossible number of".into());
         return Err(Error::bad_file(
             path,
             format!("header promises {n} images of {h}x{w} ({want} bytes) but {} follow: truncated or corrupt; download it again", body.len()),
