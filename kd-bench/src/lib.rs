@@ -64,3 +64,17 @@ pub fn train_step(model: &Model, adam: &mut Adam, batch: &Batch) -> f32 {
 pub fn eval_forward(model: &Model, images: &Tensor) -> Tensor {
     model.forward(images, Mode::Eval).unwrap().logits
 }
+
+/// Median wall time in milliseconds of `runs` calls of `f`, after one warm-up call.
+pub fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}

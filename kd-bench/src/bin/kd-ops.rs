@@ -1,22 +1,9 @@
 //! Times single layers of the teacher at batch 128 (ms, median of 3), to see
 //! where a step goes. `cargo run --release -p kd-bench --bin kd-ops`
-use std::time::Instant;
 
 use kd_core::candle::{Device, Module, Tensor, Var};
 use kd_core::candle_nn::VarBuilder;
 
-fn ms(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..3)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[1]
-}
 
 fn main() {
     let dev = Device::Cpu;
@@ -28,26 +15,26 @@ fn main() {
     let bm = Tensor::randn(0f32, 1., (128, 1152, 1024), &dev).unwrap();
     println!(
         "candle matmul 128 x (64x1152 . 1152x1024) {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             a.broadcast_matmul(&bm).unwrap();
         })
     );
     let big = Tensor::randn(0f32, 1., (1024, 1024), &dev).unwrap();
     println!(
         "candle matmul 1024^3 {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             big.matmul(&big).unwrap();
         })
     );
     println!(
         "conv 128->64 @32 forward {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             conv.forward(x.as_tensor()).unwrap();
         })
     );
     println!(
         "conv 128->64 @32 fwd+bwd {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             conv.forward(x.as_tensor())
                 .unwrap()
                 .sum_all()
@@ -63,13 +50,13 @@ fn main() {
     let (wv, bv) = (Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
     println!(
         "candle conv 128->64 @32 forward {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             kd_core::nn::reference_conv2d(x.as_tensor(), &w, &b, 1, 1).unwrap();
         })
     );
     println!(
         "candle conv 128->64 @32 fwd+bwd {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             kd_core::nn::reference_conv2d(x.as_tensor(), wv.as_tensor(), bv.as_tensor(), 1, 1)
                 .unwrap()
                 .sum_all()
@@ -81,7 +68,7 @@ fn main() {
     let y = Var::from_tensor(&Tensor::randn(0f32, 1., (128, 64, 32, 32), &dev).unwrap()).unwrap();
     println!(
         "relu @64x32x32 fwd+bwd {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             y.as_tensor()
                 .relu()
                 .unwrap()
@@ -93,13 +80,13 @@ fn main() {
     );
     println!(
         "maxpool @64x32x32 forward {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             kd_core::nn::max_pool2d(y.as_tensor(), 2).unwrap();
         })
     );
     println!(
         "maxpool @64x32x32 fwd+bwd {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             kd_core::nn::max_pool2d(y.as_tensor(), 2)
                 .unwrap()
                 .sum_all()
@@ -110,7 +97,7 @@ fn main() {
     );
     println!(
         "candle maxpool fwd+bwd {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             y.as_tensor()
                 .max_pool2d(2)
                 .unwrap()
@@ -122,7 +109,7 @@ fn main() {
     );
     println!(
         "sum_all backward only @64x32x32 {:.1}",
-        ms(|| {
+        kd_bench::median_ms(3, || {
             y.as_tensor().sum_all().unwrap().backward().unwrap();
         })
     );

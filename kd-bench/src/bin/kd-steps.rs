@@ -3,23 +3,10 @@
 //! `name ms` line each: what `kd-bench/compare` sets beside PyTorch.
 //!
 //! `cargo run --release -p kd-bench --bin kd-steps -- [RUNS]`
-use std::time::Instant;
 
 use kd_bench::*;
 use kd_core::Teacher;
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
 
 fn main() {
     let runs: usize = std::env::args()
