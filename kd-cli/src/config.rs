@@ -78,6 +78,11 @@ pub struct HyperArgs {
     /// Device: auto, cpu or cuda:N [default: auto].
     #[arg(long)]
     pub device: Option<String>,
+    /// Teacher-output cache: `memory` computes the teacher's outputs over the training
+    /// set once and reuses them every epoch; `off` runs the teacher every batch;
+    /// `auto` is `memory` up to 2 GB [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub teacher_cache: Option<String>,
     /// A method hyper-parameter, NAME=VALUE (repeatable), e.g. --param temperature=4.
     /// `kd list` shows what each method takes.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -102,6 +107,7 @@ impl HyperArgs {
             ce_weight: self.ce_weight.or(file.ce_weight),
             distill_weight: self.distill_weight.or(file.distill_weight),
             device: self.device.or(file.device),
+            teacher_cache: self.teacher_cache.or(file.teacher_cache),
             param: Vec::new(),
             params,
         }

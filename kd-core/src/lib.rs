@@ -6,6 +6,7 @@
 //! ([`Teacher`] outputs, [`Student`] outputs) -> [`DistillLoss`] + CE ->
 //! [`optim::Adam`] -> [`weights`] -> safetensors.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -337,3 +337,67 @@ fn a_config_file_sets_what_flags_do_and_flags_win() {
         "{err}"
     );
 }
+
+#[test]
+fn the_teacher_cache_changes_speed_not_results() {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    let t = teacher.to_str().unwrap();
+    let mut bits = Vec::new();
+    for mode in ["off", "memory"] {
+        let out = format!("{mode}.safetensors");
+        let mut args = vec![
+            "train",
+            "--arch",
+            "light_nn",
+            "--method",
+            "fitnets",
+            "--teacher",
+            t,
+            "--epochs",
+            "1",
+            "--teacher-cache",
+            mode,
+            "--out",
+            &out,
+        ];
+        args.extend(DATA);
+        let err = stderr(&ok(&args, dir.path()));
+        assert_eq!(
+            err.contains("teacher cache:"),
+            mode == "memory",
+            "the log says what the cache did: {err}"
+        );
+        let bytes = std::fs::read(dir.path().join(&out)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().to_vec()))
+            .collect();
+        v.sort();
+        bits.push(v);
+    }
+    assert_eq!(
+        bits[0], bits[1],
+        "cached teacher outputs give bitwise the same student"
+    );
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--method",
+            "kd",
+            "--teacher",
+            t,
+            "--teacher-cache",
+            "disk",
+            "--out",
+            "x.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("auto, off or memory"), "{err}");
+}

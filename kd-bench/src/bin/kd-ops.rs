@@ -4,7 +4,6 @@
 use kd_core::candle::{Device, Module, Tensor, Var};
 use kd_core::candle_nn::VarBuilder;
 
-
 fn main() {
     let dev = Device::Cpu;
     let varmap = kd_core::candle_nn::VarMap::new();

@@ -7,7 +7,6 @@
 use kd_bench::*;
 use kd_core::Teacher;
 
-
 fn main() {
     let runs: usize = std::env::args()
         .nth(1)

@@ -96,6 +96,16 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut curves = Vec::new();
     let mut teacher: Option<kd_core::Model> = None;
+    // The teacher's outputs, computed once and shared by every distillation run.
+    let mut cache: Option<Option<kd_core::cache::CachedTeacher>> = None;
+    let mut taps: Vec<&str> = Vec::new();
+    for run in recipe.runs {
+        for t in registry::method(run.method)?.teacher_taps {
+            if !taps.contains(t) {
+                taps.push(t);
+            }
+        }
+    }
     for run in recipe.runs {
         let method = registry::method(run.method)?;
         // Flags and config override the recipe's weights and hyper-parameters.
@@ -161,13 +171,24 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             keep_last: 2,
             run_config: settings.clone(),
         };
+        if method.needs_teacher && cache.is_none() {
+            if let Some(t) = &teacher {
+                let mode = hyper.teacher_cache.as_deref().unwrap_or("auto");
+                cache = Some(super::train::teacher_cache(mode, t, &taps, &data, &device)?);
+            }
+        }
+        let teacher_ref: Option<&dyn kd_core::Teacher> = match (&cache, &teacher) {
+            (Some(Some(c)), _) => Some(c),
+            (_, Some(t)) => Some(t),
+            _ => None,
+        };
         let mut progress = Progress::new(run.name, quiet, Some(&metrics))?;
         let phase = train_phase(
             run.name,
             arch,
             run.method,
             &params,
-            teacher.as_ref(),
+            teacher_ref,
             config,
             &data,
             &device,

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
+use kd_core::cache::CachedTeacher;
 use kd_core::candle::Device;
 use kd_core::candle_nn::VarMap;
 use kd_core::checkpoint::{self, Checkpoint};
@@ -10,7 +11,7 @@ use kd_core::eval::Evaluation;
 use kd_core::loss::Params;
 use kd_core::train::{varmap_tensors, CheckpointPolicy, TrainConfig, Trainer};
 use kd_core::weights::{self, ModelInfo};
-use kd_core::{registry, ArchConfig, Model};
+use kd_core::{registry, ArchConfig, Model, Teacher};
 
 use crate::cli::{Cli, ModelArgs, TrainArgs};
 use crate::config::RunConfig;
@@ -33,7 +34,7 @@ pub fn train_phase(
     arch: &str,
     method: &str,
     params: &Params,
-    teacher: Option<&Model>,
+    teacher: Option<&dyn Teacher>,
     config: TrainConfig,
     data: &Splits,
     device: &Device,
@@ -47,21 +48,11 @@ pub fn train_phase(
         input_shape: data.train.shape,
         num_classes: data.train.num_classes(),
     };
-    if let (Some(t), true) = (teacher, method.needs_teacher) {
-        if t.config.input_shape != arch_config.input_shape {
-            bail!(
-                "the teacher takes images of {:?} but the data set `{}` has {:?}: use a teacher trained on this data set",
-                t.config.input_shape,
-                data.train.name,
-                arch_config.input_shape
-            );
-        }
-    }
     let model = Model::new(arch, arch_config, config.seed, device)?;
     let params = kd_core::loss::resolve_params(method.params, params, method.name)?;
     let mut trainer = Trainer::new(
         &model,
-        teacher.map(|t| t as _),
+        teacher,
         method,
         &params,
         config,
@@ -169,7 +160,56 @@ pub fn load_teacher(
             e.context(format!("cannot load teacher {}", path.display()))
         }
     })?;
+    if model.config.input_shape != data.train.shape {
+        bail!(
+            "the teacher takes images of {:?} but the data set `{}` has {:?}: use a teacher trained on this data set",
+            model.config.input_shape,
+            data.train.name,
+            data.train.shape
+        );
+    }
     Ok(model)
+}
+
+/// The teacher-output cache for `--teacher-cache MODE` (auto, off, memory):
+/// the teacher's outputs over the training set, computed once.
+pub fn teacher_cache(
+    mode: &str,
+    teacher: &Model,
+    taps: &[&str],
+    data: &Splits,
+    device: &Device,
+) -> Result<Option<CachedTeacher>> {
+    /// `auto` keeps outputs in memory up to this size.
+    const AUTO_LIMIT: usize = 2 << 30;
+    let build = match mode {
+        "off" => false,
+        "memory" => true,
+        "auto" => {
+            let bytes = CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)?;
+            if bytes > AUTO_LIMIT {
+                tracing::info!(
+                    "teacher cache off: {} MB of outputs would not fit the {} MB limit of `auto`",
+                    bytes >> 20,
+                    AUTO_LIMIT >> 20
+                );
+            }
+            bytes <= AUTO_LIMIT
+        }
+        other => bail!("--teacher-cache {other} is not a mode: use auto, off or memory"),
+    };
+    if !build {
+        return Ok(None);
+    }
+    let start = std::time::Instant::now();
+    let cache = CachedTeacher::build(teacher, &data.train, taps, device)?;
+    tracing::info!(
+        "teacher cache: {} training images' outputs ({} MB) computed once in {:.1} s; every epoch now skips the teacher's forward pass",
+        data.train.len(),
+        cache.bytes() >> 20,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(Some(cache))
 }
 
 /// Settings that change a run's result: resuming with another value is refused.
@@ -295,13 +335,28 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         run_config: toml.clone(),
     };
     crate::install_interrupt_handler(&format!("kd train --resume {}", run_dir.display()));
+    let cache = match &teacher {
+        Some(t) => teacher_cache(
+            hyper.teacher_cache.as_deref().unwrap_or("auto"),
+            t,
+            method.teacher_taps,
+            &data,
+            &device,
+        )?,
+        None => None,
+    };
+    let teacher_ref: Option<&dyn Teacher> = match (&cache, &teacher) {
+        (Some(c), _) => Some(c),
+        (None, Some(t)) => Some(t),
+        _ => None,
+    };
     let mut progress = Progress::new(&method_name, quiet, args.metrics.as_deref())?;
     let phase = train_phase(
         &method_name,
         &arch,
         &method_name,
         &hyper.params,
-        teacher.as_ref(),
+        teacher_ref,
         config,
         &data,
         &device,
