@@ -58,6 +58,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
+    super::train::check_cache_mode(hyper.teacher_cache.as_deref())?;
     let out = out_arg.unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
     });

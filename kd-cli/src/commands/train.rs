@@ -171,6 +171,18 @@ pub fn load_teacher(
     Ok(model)
 }
 
+fn bad_cache_mode(mode: &str) -> String {
+    format!("--teacher-cache {mode} is not a mode: use auto, off or memory")
+}
+
+/// Checks a `--teacher-cache` value before any work is done.
+pub fn check_cache_mode(mode: Option<&str>) -> Result<()> {
+    match mode {
+        None | Some("auto" | "off" | "memory") => Ok(()),
+        Some(other) => bail!("{}", bad_cache_mode(other)),
+    }
+}
+
 /// The teacher-output cache for `--teacher-cache MODE` (auto, off, memory):
 /// the teacher's outputs over the training set, computed once.
 pub fn teacher_cache(
@@ -196,7 +208,7 @@ pub fn teacher_cache(
             }
             bytes <= AUTO_LIMIT
         }
-        other => bail!("--teacher-cache {other} is not a mode: use auto, off or memory"),
+        other => bail!("{}", bad_cache_mode(other)),
     };
     if !build {
         return Ok(None);
@@ -296,6 +308,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     registry::arch(&arch)?;
     let method = registry::method(&method_name)?;
     kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
+    check_cache_mode(hyper.teacher_cache.as_deref())?;
     super::check_writable(&out)?;
     if let Some(m) = &args.metrics {
         super::check_writable(m)?;
