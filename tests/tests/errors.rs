@@ -494,3 +494,47 @@ fn a_full_disk_leaves_the_old_file_and_no_half_written_one() {
         .collect();
     assert!(leftovers.is_empty(), "no half-written files: {leftovers:?}");
 }
+
+/// A safetensors file with a hand-written header.
+fn raw_safetensors(header: &str, data_len: usize) -> Vec<u8> {
+    let mut h = header.as_bytes().to_vec();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(vec![0u8; data_len]);
+    out
+}
+
+#[test]
+fn unknown_dtypes_and_overlapping_offsets_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "dtype.safetensors",
+            r#"{"a":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+            "unknown dtype",
+        ),
+        (
+            "overlap.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+            "overlap",
+        ),
+        (
+            "short.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            8,
+            "not a valid safetensors file",
+        ),
+    ];
+    for (name, header, len, word) in cases {
+        std::fs::write(dir.path().join(name), raw_safetensors(header, len)).unwrap();
+        let before = sha(&dir.path().join(name));
+        let err = fails(&["inspect", name], dir.path(), 1);
+        assert!(err.contains(name) && err.contains(word), "{name}: {err}");
+        assert_eq!(sha(&dir.path().join(name)), before);
+    }
+}
