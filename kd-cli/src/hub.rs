@@ -72,6 +72,7 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
     let client = hf_hub::HFClientSync::from_inner(inner)
         .map_err(|e| anyhow::anyhow!("cannot start the Hub client: {e}"))?;
     let offline = offline();
+    let bar = DownloadBar::new(&file.path);
     let request = |filename: String, revision: Option<String>| match kind {
         Kind::Model => client
             .model(file.owner.clone(), file.name.clone())
@@ -79,6 +80,7 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
             .filename(filename)
             .maybe_revision(revision)
             .local_files_only(offline)
+            .progress(bar.clone())
             .send(),
         Kind::Dataset => client
             .dataset(file.owner.clone(), file.name.clone())
@@ -86,6 +88,7 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
             .filename(filename)
             .maybe_revision(revision)
             .local_files_only(offline)
+            .progress(bar.clone())
             .send(),
     };
     if !offline {
@@ -97,7 +100,9 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
             cache.display()
         );
     }
-    request(file.path.clone(), file.revision.clone()).map_err(|e| {
+    let result = request(file.path.clone(), file.revision.clone());
+    bar.0.finish_and_clear();
+    result.map_err(|e| {
         let at = file.revision.as_deref().map(|r| format!(" at revision {r}")).unwrap_or_default();
         if offline {
             anyhow::anyhow!(
@@ -111,4 +116,51 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
             )
         }
     })
+}
+
+/// Bytes, rate and ETA of a download, drawn by indicatif (hidden when stderr
+/// is not a terminal).
+#[derive(Clone)]
+struct DownloadBar(indicatif::ProgressBar);
+
+impl DownloadBar {
+    fn new(name: &str) -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(format!("downloading {name}"));
+        Self(bar)
+    }
+}
+
+impl hf_hub::progress::ProgressHandler for DownloadBar {
+    fn on_progress(&self, event: &hf_hub::progress::ProgressEvent) {
+        use hf_hub::progress::{DownloadEvent, ProgressEvent};
+        let ProgressEvent::Download(event) = event else {
+            return;
+        };
+        match event {
+            DownloadEvent::Start { total_bytes, .. } => self.0.set_length(*total_bytes),
+            DownloadEvent::AggregateProgress {
+                bytes_completed,
+                total_bytes,
+                ..
+            } => {
+                self.0.set_length(*total_bytes);
+                self.0.set_position(*bytes_completed);
+            }
+            DownloadEvent::Progress { files } => {
+                let (done, total) = files.iter().fold((0, 0), |(d, t), f| {
+                    (d + f.bytes_completed, t + f.total_bytes)
+                });
+                self.0.set_length(total);
+                self.0.set_position(done);
+            }
+            DownloadEvent::Complete => self.0.finish_and_clear(),
+        }
+    }
 }
