@@ -28,8 +28,8 @@ fn valid_idx() -> Vec<u8> {
     b
 }
 
+// Case count: proptest's default (256), or PROPTEST_CASES.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
     fn safetensors_loader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
