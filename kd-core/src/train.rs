@@ -482,8 +482,3 @@ fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
-
-/// A varmap's tensors by name (student or adapters), for saving.
-pub fn varmap_tensors(varmap: &VarMap) -> Vec<(String, candle_core::Tensor)> {
-    sorted_tensors(varmap)
-}

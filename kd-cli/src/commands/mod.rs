@@ -52,12 +52,6 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `path` with its extension replaced: `student.safetensors` -> `student.toml`,
-/// or `student.adapters.safetensors` for `adapters.safetensors`.
-pub fn sibling(path: &Path, extension: &str) -> PathBuf {
-    path.with_extension(extension)
-}
-
 /// Loads a model for eval / predict: from kd's metadata, or from `--arch` and
 /// `--input-shape` for a plain PyTorch state_dict.
 pub fn load_model(

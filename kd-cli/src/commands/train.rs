@@ -9,7 +9,8 @@ use kd_core::checkpoint::{self, Checkpoint};
 use kd_core::data::Splits;
 use kd_core::eval::Evaluation;
 use kd_core::loss::Params;
-use kd_core::train::{varmap_tensors, CheckpointPolicy, TrainConfig, Trainer};
+use kd_core::model::sorted_tensors;
+use kd_core::train::{CheckpointPolicy, TrainConfig, Trainer};
 use kd_core::weights::{self, ModelInfo};
 use kd_core::{registry, ArchConfig, Model, Teacher};
 
@@ -110,7 +111,7 @@ pub fn save_phase(
         run_config,
     };
     weights::save(path, &phase.model.tensors(), info.to_metadata())?;
-    let adapters = varmap_tensors(&phase.adapters);
+    let adapters = sorted_tensors(&phase.adapters);
     if !adapters.is_empty() {
         let mut meta = info.to_metadata();
         meta.insert(
@@ -379,7 +380,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     )
     .map_err(|e| crate::explain_stop(e, &format!("kd train --resume {}", run_dir.display())))?;
     save_phase(&out, &phase, &method_name, &data, Some(toml.clone()))?;
-    kd_core::weights::write_atomic(&super::sibling(&out, "toml"), toml.as_bytes())?;
+    kd_core::weights::write_atomic(&out.with_extension("toml"), toml.as_bytes())?;
     println!("Test accuracy: {:.2}%", phase.evaluation.accuracy);
     if !quiet {
         eprintln!(
