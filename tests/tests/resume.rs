@@ -222,3 +222,31 @@ fn a_diverging_run_stops_with_a_remedy_and_writes_no_nan_weights() {
         "no weights written"
     );
 }
+
+#[test]
+fn reproduce_resume_keeps_finished_phases_and_continues_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["reproduce", "--epochs", "1", "--out", "run", "--quiet"];
+    args.extend(DATA);
+    ok(&args, dir.path());
+    let run = dir.path().join("run");
+    let kept = sha(&run.join("kd.safetensors"));
+    // As if the run had died during its last phase: its weights were never written.
+    std::fs::remove_file(run.join("fitnets.safetensors")).unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let o = ok(&["reproduce", "--resume", "run"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(err.matches("finished before").count(), 4, "{err}");
+    assert!(run.join("fitnets.safetensors").exists() && run.join("summary.json").exists());
+    assert_eq!(
+        sha(&run.join("kd.safetensors")),
+        kept,
+        "finished phases are kept as they were"
+    );
+    let err = fails(
+        &["reproduce", "--resume", "run", "--seed", "3"],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("seed"), "{err}");
+}
