@@ -31,18 +31,6 @@ const RUN: &[&str] = &[
     "--quiet",
 ];
 
-fn weights_bits(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    v
-}
-
 fn start(dir: &Path, out: &str) -> std::process::Child {
     let mut args = RUN.to_vec();
     args.extend(["--out", out]);

@@ -127,3 +127,17 @@ pub fn accuracy(text: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Every tensor's name and raw bytes, sorted: for bitwise comparisons that
+/// ignore metadata.
+pub fn weights_bits(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
