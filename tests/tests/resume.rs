@@ -238,3 +238,19 @@ fn reproduce_resume_keeps_finished_phases_and_continues_the_rest() {
     );
     assert!(err.contains("seed"), "{err}");
 }
+
+#[test]
+fn a_fresh_run_over_an_earlier_runs_checkpoints_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<&str> = RUN
+        .iter()
+        .copied()
+        .filter(|a| *a != "--checkpoint-every" && *a != "3")
+        .collect();
+    args.extend(["--out", "s.safetensors"]);
+    ok(&args, dir.path());
+    let before = sha(&dir.path().join("s.safetensors"));
+    let err = fails(&args, dir.path(), 1);
+    assert!(err.contains("s.run") && err.contains("--resume"), "{err}");
+    assert_eq!(sha(&dir.path().join("s.safetensors")), before);
+}

@@ -52,6 +52,18 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start a fresh run over the checkpoints of an earlier one, which
+/// a later `--resume` would otherwise mix up with the new run's.
+pub fn refuse_earlier_run(dir: &Path, has_checkpoints: bool, resume: &str) -> Result<()> {
+    if has_checkpoints {
+        bail!(
+            "{} holds checkpoints of an earlier run. Continue it with `{resume}`, or delete that folder (or pick another --out / --run-dir) to start over.",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Loads a model for eval / predict: from kd's metadata, or from `--arch` and
 /// `--input-shape` for a plain PyTorch state_dict.
 pub fn load_model(

@@ -89,6 +89,15 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     }
     .to_toml();
     if !resuming {
+        let checkpoints = out.join("checkpoints");
+        let earlier = std::fs::read_dir(&checkpoints)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        super::refuse_earlier_run(
+            &checkpoints,
+            earlier,
+            &format!("kd reproduce --resume {}", out.display()),
+        )?;
         // A fresh run starts a fresh metrics file.
         let _ = std::fs::remove_file(&metrics);
         kd_core::weights::write_atomic(&out.join("settings.toml"), settings.as_bytes())?;
@@ -163,9 +172,6 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         } else {
             None
         };
-        if !resuming {
-            let _ = std::fs::remove_dir_all(&run_dir);
-        }
         let policy = CheckpointPolicy {
             dir: run_dir,
             every_batches: args.checkpoint_every,

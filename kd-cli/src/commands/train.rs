@@ -342,6 +342,14 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         .clone()
         .or(args.checkpoints.run_dir.clone())
         .unwrap_or_else(|| out.with_extension("run"));
+    if resume.is_none() {
+        let earlier = !checkpoint::list(&run_dir)?.is_empty();
+        super::refuse_earlier_run(
+            &run_dir,
+            earlier,
+            &format!("kd train --resume {}", run_dir.display()),
+        )?;
+    }
     let policy = CheckpointPolicy {
         dir: run_dir.clone(),
         every_batches: args.checkpoints.checkpoint_every,
