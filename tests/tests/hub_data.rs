@@ -96,7 +96,7 @@ fn good_train() -> (Vec<Vec<u8>>, Vec<i64>) {
     (images, labels)
 }
 
-fn train_on_hub(dir: &Path, repo: &str) -> std::process::Output {
+fn train_on_hub(dir: &Path, repo: &str, out: &str) -> std::process::Output {
     kd(
         &[
             "train",
@@ -111,7 +111,7 @@ fn train_on_hub(dir: &Path, repo: &str) -> std::process::Output {
             "--batch-size",
             "8",
             "--out",
-            "s.safetensors",
+            out,
             "--quiet",
         ],
         dir,
@@ -122,7 +122,7 @@ fn train_on_hub(dir: &Path, repo: &str) -> std::process::Output {
 fn cifar10_parquet_from_the_hub_cache_decodes_once_and_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     fake_hub(dir.path(), "kd-test/cifar-mini", good_train());
-    let o = train_on_hub(dir.path(), "kd-test/cifar-mini");
+    let o = train_on_hub(dir.path(), "kd-test/cifar-mini", "s.safetensors");
     assert!(o.status.success(), "{}", stderr(&o));
     let (names, meta) = tensors(&dir.path().join("s.safetensors"));
     assert_eq!(names.len(), 8);
@@ -133,7 +133,7 @@ fn cifar10_parquet_from_the_hub_cache_decodes_once_and_is_kept() {
     assert!(decoded.exists(), "a decoded copy is kept");
     // Without the Hub files, the decoded copy alone is enough.
     std::fs::remove_dir_all(dir.path().join("hf-home")).unwrap();
-    let o = train_on_hub(dir.path(), "kd-test/cifar-mini");
+    let o = train_on_hub(dir.path(), "kd-test/cifar-mini", "again.safetensors");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -143,7 +143,11 @@ fn a_corrupt_png_or_a_wrong_size_is_reported_by_row() {
     let (mut images, labels) = good_train();
     images[7] = b"\x89PNG not really".to_vec();
     fake_hub(dir.path(), "kd-test/corrupt", (images, labels.clone()));
-    let err = stderr(&train_on_hub(dir.path(), "kd-test/corrupt"));
+    let err = stderr(&train_on_hub(
+        dir.path(),
+        "kd-test/corrupt",
+        "s.safetensors",
+    ));
     assert!(
         err.contains("row 7")
             && err.contains("not a valid PNG")
@@ -154,7 +158,7 @@ fn a_corrupt_png_or_a_wrong_size_is_reported_by_row() {
     let (mut images, labels) = good_train();
     images[3] = png(28, 28, [1, 2, 3]);
     fake_hub(dir.path(), "kd-test/small", (images, labels));
-    let err = stderr(&train_on_hub(dir.path(), "kd-test/small"));
+    let err = stderr(&train_on_hub(dir.path(), "kd-test/small", "s.safetensors"));
     assert!(
         err.contains("row 3") && err.contains("28x28") && err.contains("32x32"),
         "{err}"
