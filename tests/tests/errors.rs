@@ -538,3 +538,122 @@ fn unknown_dtypes_and_overlapping_offsets_are_refused_by_name() {
         assert_eq!(sha(&dir.path().join(name)), before);
     }
 }
+
+#[test]
+fn bad_data_files_are_named_and_left_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let cifar = dir.path().join("cifar");
+    std::fs::create_dir(&cifar).unwrap();
+    let record = |label: u8| {
+        let mut r = vec![label];
+        r.extend(vec![9u8; 3072]);
+        r
+    };
+    for f in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
+        std::fs::write(cifar.join(f), [record(1), record(2)].concat()).unwrap();
+    }
+    // Truncated.
+    std::fs::write(cifar.join("data_batch_3.bin"), &record(1)[..2000]).unwrap();
+    let before = sha(&cifar.join("data_batch_3.bin"));
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            "cifar",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("data_batch_3.bin") && err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(sha(&cifar.join("data_batch_3.bin")), before);
+    // A label outside the ten classes.
+    std::fs::write(
+        cifar.join("data_batch_3.bin"),
+        [record(1), record(11)].concat(),
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            "cifar",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("label 11"), "{err}");
+    // An IDX file of the wrong kind where MNIST images belong.
+    let mnist = dir.path().join("mnist");
+    std::fs::create_dir(&mnist).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(
+            mnist.join(f),
+            [vec![0u8, 0, 8, 1, 0, 0, 0, 12], vec![3u8; 12]].concat(),
+        )
+        .unwrap();
+    }
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            "mnist",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("magic number"),
+        "{err}"
+    );
+    // An empty subset.
+    let err = fails(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "synthetic",
+            "--train-subset",
+            "0",
+            "--out",
+            "s.safetensors",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("subset of 0"), "{err}");
+    assert!(!dir.path().join("s.safetensors").exists() && !dir.path().join("s.run").exists());
+}
