@@ -269,7 +269,16 @@ pub fn load_model(
     fallback: Option<(&str, ArchConfig)>,
     device: &Device,
 ) -> Result<(Model, ModelInfo)> {
-    let file = read(path)?;
+    model_from_file(&read(path)?, fallback, device)
+}
+
+/// [`load_model`] for a file already read.
+pub fn model_from_file(
+    file: &WeightsFile,
+    fallback: Option<(&str, ArchConfig)>,
+    device: &Device,
+) -> Result<(Model, ModelInfo)> {
+    let path = &file.path;
     let info = ModelInfo::from_metadata(path, &file.metadata)?;
     let (arch, config) = match (&info.arch, &info.config, fallback) {
         (_, _, Some((a, c))) => (a.to_string(), c),
@@ -282,6 +291,6 @@ pub fn load_model(
         }
     };
     let model = Model::new(&arch, config, 0, device)?;
-    load_into(&model, &file)?;
+    load_into(&model, file)?;
     Ok((model, info))
 }

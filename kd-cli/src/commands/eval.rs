@@ -16,7 +16,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let mut data = crate::datasets::load(&data_args)?;
     let (model, info) = super::load_model(
-        &path,
+        &file,
         &args.model_args,
         Some(data.test.shape),
         Some(data.test.num_classes()),

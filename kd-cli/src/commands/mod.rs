@@ -67,7 +67,7 @@ pub fn refuse_earlier_run(dir: &Path, has_checkpoints: bool, resume: &str) -> Re
 /// Loads a model for eval / predict: from kd's metadata, or from `--arch` and
 /// `--input-shape` for a plain PyTorch state_dict.
 pub fn load_model(
-    path: &Path,
+    file: &weights::WeightsFile,
     args: &ModelArgs,
     default_shape: Option<[usize; 3]>,
     default_classes: Option<usize>,
@@ -75,9 +75,8 @@ pub fn load_model(
 ) -> Result<(Model, ModelInfo)> {
     let fallback = match &args.arch {
         Some(arch) => {
-            let file_config = weights::read(path)
+            let file_config = ModelInfo::from_metadata(&file.path, &file.metadata)
                 .ok()
-                .and_then(|f| ModelInfo::from_metadata(path, &f.metadata).ok())
                 .and_then(|i| i.config);
             let input_shape = args
                 .input_shape
@@ -99,7 +98,7 @@ pub fn load_model(
         }
         None => None,
     };
-    Ok(weights::load_model(path, fallback, device)?)
+    Ok(weights::model_from_file(file, fallback, device)?)
 }
 
 /// The device named by a flag, or `auto`.

@@ -144,8 +144,10 @@ pub fn load_teacher(
         num_classes: None,
         device: String::new(),
     };
+    let file = kd_core::weights::read(&path)
+        .with_context(|| format!("cannot load teacher {}", path.display()))?;
     let (model, _) = super::load_model(
-        &path,
+        &file,
         &args,
         Some(data.train.shape),
         Some(data.train.num_classes()),
