@@ -1,6 +1,7 @@
-//! kd's CPU convolution against Candle's reference: values and both gradients.
+//! kd's CPU convolution and max-pool against Candle's reference: values and
+//! gradients.
 use kd_core::candle::{Device, Tensor, Var};
-use kd_core::nn::{reference_conv2d, Conv2dOp};
+use kd_core::nn::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     use rand::{Rng, SeedableRng};
@@ -30,16 +31,39 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
 }
 
 fn check(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, pad: usize, stride: usize) {
-    let what = format!("{n}x{ci}x{h}x{w} -> {co} k{k} p{pad} s{stride}");
+    for relu in [false, true] {
+        check_conv(n, ci, h, w, co, k, pad, stride, relu);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    pad: usize,
+    stride: usize,
+    relu: bool,
+) {
+    let what = format!("{n}x{ci}x{h}x{w} -> {co} k{k} p{pad} s{stride} relu {relu}");
     let x = Var::from_tensor(&random(&[n, ci, h, w], 1)).unwrap();
     let wt = Var::from_tensor(&random(&[co, ci, k, k], 2)).unwrap();
     let b = Var::from_tensor(&random(&[co], 3)).unwrap();
+    let op = Conv2dOp { pad, stride, relu };
     let ours = x
         .as_tensor()
-        .apply_op3(wt.as_tensor(), b.as_tensor(), Conv2dOp { pad, stride })
+        .apply_op3(wt.as_tensor(), b.as_tensor(), op)
         .unwrap();
-    let reference =
+    let mut reference =
         reference_conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), pad, stride).unwrap();
+    if relu {
+        reference = reference.relu().unwrap();
+        let values = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(values.contains(&0.0), "{what}: the ReLU clipped nothing");
+    }
     assert_close(&format!("{what} forward"), &ours, &reference);
     // A loss that weighs every output differently, so gradients are not uniform.
     let mix = random(ours.dims(), 4);
@@ -94,10 +118,71 @@ fn images_get_no_gradient_they_do_not_need() {
         .apply_op3(
             wt.as_tensor(),
             b.as_tensor(),
-            Conv2dOp { pad: 1, stride: 1 },
+            Conv2dOp {
+                pad: 1,
+                stride: 1,
+                relu: false,
+            },
         )
         .unwrap();
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(&x).is_none());
     assert!(g.get(wt.as_tensor()).is_some());
+}
+
+fn check_pool(n: usize, c: usize, h: usize, w: usize, k: usize) {
+    let what = format!("max-pool {n}x{c}x{h}x{w} k{k}");
+    let x = Var::from_tensor(&random(&[n, c, h, w], 5)).unwrap();
+    let ours = x.as_tensor().apply_op1(MaxPool2dOp { k }).unwrap();
+    let reference = reference_max_pool2d(x.as_tensor(), k).unwrap();
+    assert_close(&format!("{what} forward"), &ours, &reference);
+    let mix = random(ours.dims(), 6);
+    let g1 = (&ours * &mix)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&reference * &mix)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(
+        &format!("{what} input gradient"),
+        g1.get(x.as_tensor()).unwrap(),
+        g2.get(x.as_tensor()).unwrap(),
+    );
+}
+
+#[test]
+fn max_pool_matches_the_reference_on_even_and_odd_sizes() {
+    check_pool(4, 64, 32, 32, 2); // the teacher's first pool
+    check_pool(3, 16, 16, 16, 2);
+    check_pool(2, 3, 7, 9, 2); // trailing row and column dropped
+    check_pool(2, 5, 9, 10, 3);
+    check_pool(1, 1, 2, 2, 2);
+}
+
+#[test]
+fn max_pool_sends_a_tied_windows_gradient_to_its_first_maximum_like_pytorch() {
+    // Window 0 is all ties, window 1 has its maximum at the last position.
+    let x = Var::from_tensor(
+        &Tensor::from_vec(
+            vec![1f32, 1., 0., 2., 1., 1., -1., 5.],
+            (1, 1, 2, 4),
+            &Device::Cpu,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let y = x.as_tensor().apply_op1(MaxPool2dOp { k: 2 }).unwrap();
+    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1., 5.]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let dx = g.get(x.as_tensor()).unwrap();
+    assert_eq!(
+        dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        [1., 0., 0., 0., 0., 0., 0., 1.]
+    );
 }

@@ -6,7 +6,10 @@
 //! (and for input images too, which nobody needs). Here the forward is
 //! `out[n] = W · cols(x[n]) + b`, and the backward is two more products:
 //! `dW = Σ_n dY[n] · cols(x[n])ᵀ` and `dx[n] = col2im(Wᵀ · dY[n])`, the latter
-//! only when the input needs a gradient.
+//! only when the input needs a gradient. The bias and an optional ReLU are
+//! applied in the same pass over the output (Candle's separate bias add and
+//! ReLU each cost a full read and write of the activations, and more in their
+//! backward).
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -190,10 +193,12 @@ fn matmul(
     }
 }
 
-/// Forward: (x, weight, bias) -> y, with its backward.
+/// Forward: (x, weight, bias) -> y = conv(x, weight) + bias, then `max(y, 0)`
+/// when `relu` is set; with its backward.
 pub struct Conv2dOp {
     pub pad: usize,
     pub stride: usize,
+    pub relu: bool,
 }
 
 impl CustomOp3 for Conv2dOp {
@@ -230,6 +235,9 @@ impl CustomOp3 for Conv2dOp {
                     row.fill(b[co]);
                 }
                 matmul(y, true, g.co, p, kk, w, kk, 1, cols, p, 1);
+                if self.relu {
+                    y.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))))
@@ -240,10 +248,15 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+        let grad = if self.relu {
+            grad.contiguous()?
+                .apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?
+        } else {
+            grad.contiguous()?
+        };
         let geometry = (self.pad, self.stride);
         // Input images need no gradient: skip the most expensive product for them.
         let dx = if x.track_op() {
@@ -264,8 +277,62 @@ impl CustomOp3 for Conv2dOp {
                 kernel: w.dims4()?,
             },
         )?;
-        let db = grad.sum((0, 2, 3))?;
+        let db = grad.apply_op1_no_bwd(&ChannelSum)?;
         Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// (dY, Y) -> dY where Y > 0, else 0: the backward of the fused ReLU.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "kd-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dy, y) = (slice(s1, l1, "gradient")?, slice(s2, l2, "output")?);
+        let mut out = vec![0f32; dy.len()];
+        out.par_chunks_mut(1 << 14)
+            .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+            .for_each(|(o, (d, y))| {
+                for ((o, d), y) in o.iter_mut().zip(d).zip(y) {
+                    *o = if *y > 0.0 { *d } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// N x C x H x W -> C: the sum over all but the channel axis (the bias gradient).
+struct ChannelSum;
+
+impl candle_core::CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "kd-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, h, w] = l.dims() else {
+            candle_core::bail!("channel sum: {:?} is not N x C x H x W", l.dims())
+        };
+        let x = slice(s, l, "gradient")?;
+        let plane = h * w;
+        let sums: Vec<f32> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                (0..n)
+                    .map(|i| x[(i * c + ch) * plane..][..plane].iter().sum::<f32>())
+                    .sum()
+            })
+            .collect();
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }
 

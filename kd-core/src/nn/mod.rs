@@ -5,8 +5,10 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 mod conv_cpu;
+mod pool_cpu;
 
 pub use conv_cpu::Conv2dOp;
+pub use pool_cpu::MaxPool2dOp;
 
 use crate::model::Mode;
 use crate::Result;
@@ -47,17 +49,40 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+impl Conv2d {
+    /// `relu(conv(x))` in one pass on the CPU: what `nn.Conv2d` followed by
+    /// `nn.ReLU` computes.
+    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        if on_cpu_f32(x) {
             let op = Conv2dOp {
                 pad: self.padding,
                 stride: self.stride,
+                relu,
             };
             return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
         }
-        reference_conv2d(x, &self.weight, &self.bias, self.padding, self.stride)
+        let y = reference_conv2d(x, &self.weight, &self.bias, self.padding, self.stride)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, false)
+    }
+}
+
+/// Whether kd's own CPU kernels apply; elsewhere (CUDA, other dtypes) Candle's run.
+fn on_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
 /// Candle's own convolution plus a bias: what runs on CUDA, and the reference
@@ -85,11 +110,19 @@ pub fn linear(
     Ok(candle_nn::Linear::new(weight, Some(bias)))
 }
 
-/// `nn.MaxPool2d(k, stride=k)`. Built from a reshape and two max reductions,
-/// so that its gradient goes to the maximum with weight 1 as in PyTorch
-/// (Candle 0.11's own `max_pool2d` backward scales it by 1/k²). Odd trailing
-/// rows and columns are dropped, as PyTorch does.
+/// `nn.MaxPool2d(k, stride=k)`, its gradient going to the maximum with weight
+/// 1 as in PyTorch (Candle 0.11's own `max_pool2d` backward scales it by
+/// 1/k²). Odd trailing rows and columns are dropped, as PyTorch does.
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if on_cpu_f32(x) {
+        return Ok(x.contiguous()?.apply_op1(MaxPool2dOp { k })?);
+    }
+    reference_max_pool2d(x, k)
+}
+
+/// Max-pooling from a reshape and two max reductions: what runs on CUDA, and
+/// the reference the CPU kernel is tested against.
+pub fn reference_max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (ho, wo) = (h / k, w / k);
     let x = if ho * k != h || wo * k != w {

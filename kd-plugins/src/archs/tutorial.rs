@@ -39,7 +39,8 @@ const DEEP_FEATURES: &[Layer] = &[
 const LIGHT_FEATURES: &[Layer] = &[Conv(16), Relu, Pool, Conv(16), Relu, Pool];
 
 enum Built {
-    Conv(Conv2d),
+    /// A convolution, with the ReLU that follows it fused in when `true`.
+    Conv(Conv2d, bool),
     Relu,
     Pool,
 }
@@ -55,13 +56,19 @@ pub struct TutorialCnn {
 impl TutorialCnn {
     fn new(spec: &[Layer], hidden: usize, config: &ArchConfig, vb: VarBuilder) -> Result<Self> {
         let [mut c, mut h, mut w] = config.input_shape;
-        let mut features = Vec::with_capacity(spec.len());
+        let mut features: Vec<Built> = Vec::with_capacity(spec.len());
         for (i, layer) in spec.iter().enumerate() {
+            // A ReLU right after a convolution is fused into it; the index `i`
+            // still counts it, so later layers keep PyTorch's names.
+            if let (Relu, Some(Built::Conv(_, fused @ false))) = (layer, features.last_mut()) {
+                *fused = true;
+                continue;
+            }
             features.push(match *layer {
                 Conv(out) => {
                     let conv = Conv2d::new(c, out, 3, 1, 1, vb.pp("features").pp(i))?;
                     c = out;
-                    Built::Conv(conv)
+                    Built::Conv(conv, false)
                 }
                 Relu => Built::Relu,
                 Pool => {
@@ -92,7 +99,8 @@ impl Network for TutorialCnn {
         let mut x = images.clone();
         for layer in &self.features {
             x = match layer {
-                Built::Conv(conv) => conv.forward(&x)?,
+                Built::Conv(conv, false) => conv.forward(&x)?,
+                Built::Conv(conv, true) => conv.forward_relu(&x)?,
                 Built::Relu => x.relu()?,
                 Built::Pool => max_pool2d(&x, 2)?,
             };

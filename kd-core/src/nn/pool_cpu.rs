@@ -1,0 +1,131 @@
+//! 2-D max-pooling for the CPU whose backward routes each output's gradient
+//! to the one input that was the maximum, as PyTorch's does.
+//!
+//! Candle 0.11's `max_pool2d` backward spreads the gradient over the window
+//! scaled by 1/k², and the reshape-and-reduce formulation is correct but
+//! makes several full passes over the activations. Here the forward is one
+//! pass, and the backward finds each window's arg-max again from the input
+//! (the first maximum in row-major order, NaN counting as the largest, like
+//! PyTorch) instead of keeping an index tensor alive between the passes.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `nn.MaxPool2d(k, stride=k)` on N x C x H x W; trailing rows and columns
+/// that do not fill a window are dropped.
+pub struct MaxPool2dOp {
+    pub k: usize,
+}
+
+struct Planes {
+    count: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+fn planes(l: &Layout, k: usize) -> Result<Planes> {
+    let &[n, c, h, w] = l.dims() else {
+        candle_core::bail!("max_pool2d: {:?} is not N x C x H x W", l.dims())
+    };
+    if k == 0 || h < k || w < k {
+        candle_core::bail!(
+            "max_pool2d: window {k} does not fit the input {:?}",
+            l.dims()
+        )
+    }
+    Ok(Planes {
+        count: n * c,
+        h,
+        w,
+        ho: h / k,
+        wo: w / k,
+    })
+}
+
+fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("max_pool2d: the input must be contiguous"),
+    }
+}
+
+/// The offset within a plane of window (oy, ox)'s maximum.
+#[inline]
+fn arg_max(plane: &[f32], w: usize, k: usize, oy: usize, ox: usize) -> usize {
+    let mut best = oy * k * w + ox * k;
+    for dy in 0..k {
+        let row = (oy * k + dy) * w + ox * k;
+        for i in row..row + k {
+            if plane[i] > plane[best] || (plane[i].is_nan() && !plane[best].is_nan()) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+impl CustomOp1 for MaxPool2dOp {
+    fn name(&self) -> &'static str {
+        "kd-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let p = planes(l, self.k)?;
+        let x = input(s, l)?;
+        let mut out = vec![0f32; p.count * p.ho * p.wo];
+        out.par_chunks_mut(p.ho * p.wo)
+            .zip(x.par_chunks(p.h * p.w))
+            .for_each(|(y, plane)| {
+                for oy in 0..p.ho {
+                    for ox in 0..p.wo {
+                        y[oy * p.wo + ox] = plane[arg_max(plane, p.w, self.k, oy, ox)];
+                    }
+                }
+            });
+        let &[n, c, ..] = l.dims() else {
+            unreachable!()
+        };
+        Ok((CpuStorage::F32(out), Shape::from((n, c, p.ho, p.wo))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPoolGrad { k: self.k },
+        )?))
+    }
+}
+
+/// (x, dY) -> dx: each dY entry added at its window's arg-max, zeros elsewhere.
+struct MaxPoolGrad {
+    k: usize,
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "kd-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(l1, self.k)?;
+        let (x, dy) = (input(s1, l1)?, input(s2, l2)?);
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(p.h * p.w)
+            .zip(x.par_chunks(p.h * p.w).zip(dy.par_chunks(p.ho * p.wo)))
+            .for_each(|(dx, (plane, dy))| {
+                for oy in 0..p.ho {
+                    for ox in 0..p.wo {
+                        dx[arg_max(plane, p.w, self.k, oy, ox)] += dy[oy * p.wo + ox];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
