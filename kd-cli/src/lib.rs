@@ -69,6 +69,7 @@ impl std::error::Error for Interrupted {}
 /// Parses the command line, runs it, and maps the outcome to an exit code:
 /// 0 success, 1 failure, 2 usage error (clap's).
 pub fn main() -> ExitCode {
+    kd_core::malloc::keep_freed_memory();
     // A full disk or a file-size limit must surface as a write error (and leave
     // the old file in place), not kill the process mid-write with SIGXFSZ.
     #[cfg(unix)]

@@ -14,6 +14,7 @@ mod error;
 pub mod eval;
 pub mod init;
 pub mod loss;
+pub mod malloc;
 pub mod model;
 pub mod nn;
 pub mod optim;

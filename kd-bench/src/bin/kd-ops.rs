@@ -5,6 +5,7 @@ use kd_core::candle::{Device, Module, Tensor, Var};
 use kd_core::candle_nn::VarBuilder;
 
 fn main() {
+    kd_core::malloc::keep_freed_memory();
     let dev = Device::Cpu;
     let varmap = kd_core::candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, kd_core::candle::DType::F32, &dev);

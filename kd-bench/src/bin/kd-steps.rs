@@ -8,6 +8,7 @@ use kd_bench::*;
 use kd_core::Teacher;
 
 fn main() {
+    kd_core::malloc::keep_freed_memory();
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
