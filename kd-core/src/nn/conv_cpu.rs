@@ -5,8 +5,9 @@
 //! thread, and computes the input gradient with a slow transposed convolution
 //! (and for input images too, which nobody needs). Here the forward is
 //! `out[n] = W · cols(x[n]) + b`, and the backward is two more products:
-//! `dW = Σ_n dY[n] · cols(x[n])ᵀ` and `dx[n] = col2im(Wᵀ · dY[n])`, the latter
-//! only when the input needs a gradient. The bias and an optional ReLU are
+//! `dW = Σ_n dY[n] · cols(x[n])ᵀ` and, only when the input needs a gradient,
+//! `dx` (a convolution of dY with the flipped kernel at stride 1,
+//! `col2im(Wᵀ · dY[n])` otherwise). The bias and an optional ReLU are
 //! applied in the same pass over the output (Candle's separate bias add and
 //! ReLU each cost a full read and write of the activations, and more in their
 //! backward).
@@ -193,6 +194,32 @@ fn matmul(
     }
 }
 
+/// `relu?(conv(x, w) + b)` for geometry `g`: one im2col and one product per image.
+fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    let (kk, p) = (g.kk(), g.p());
+    let mut out = vec![0f32; g.n * g.co * p];
+    out.par_chunks_mut(g.co * p).enumerate().for_each_init(
+        || vec![0f32; kk * p],
+        |cols, (i, y)| {
+            im2col(
+                g,
+                &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
+                cols,
+            );
+            if let Some(b) = b {
+                for (co, row) in y.chunks_mut(p).enumerate() {
+                    row.fill(b[co]);
+                }
+            }
+            matmul(y, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
+            if relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        },
+    );
+    out
+}
+
 /// Forward: (x, weight, bias) -> y = conv(x, weight) + bias, then `max(y, 0)`
 /// when `relu` is set; with its backward.
 pub struct Conv2dOp {
@@ -221,25 +248,7 @@ impl CustomOp3 for Conv2dOp {
             slice(s2, l2, "kernel")?,
             slice(s3, l3, "bias")?,
         );
-        let (kk, p) = (g.kk(), g.p());
-        let mut out = vec![0f32; g.n * g.co * p];
-        out.par_chunks_mut(g.co * p).enumerate().for_each_init(
-            || vec![0f32; kk * p],
-            |cols, (i, y)| {
-                im2col(
-                    &g,
-                    &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
-                    cols,
-                );
-                for (co, row) in y.chunks_mut(p).enumerate() {
-                    row.fill(b[co]);
-                }
-                matmul(y, true, g.co, p, kk, w, kk, 1, cols, p, 1);
-                if self.relu {
-                    y.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-            },
-        );
+        let out = convolve(&g, x, w, Some(b), self.relu);
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))))
     }
 
@@ -357,28 +366,51 @@ impl CustomOp2 for InputGrad {
         let (n, c, h, wd) = self.input;
         let g = Geometry::new(&[n, c, h, wd], l2.dims(), self.geometry.0, self.geometry.1)?;
         let (dy, w) = (slice(s1, l1, "gradient")?, slice(s2, l2, "kernel")?);
-        let (kk, p) = (g.kk(), g.p());
-        let mut dx = vec![0f32; n * c * h * wd];
-        dx.par_chunks_mut(c * h * wd).enumerate().for_each_init(
-            || vec![0f32; kk * p],
-            |cols, (i, dxi)| {
-                // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
-                matmul(
-                    cols,
-                    false,
-                    kk,
-                    p,
-                    g.co,
-                    w,
-                    1,
-                    kk,
-                    &dy[i * g.co * p..(i + 1) * g.co * p],
-                    p,
-                    1,
-                );
-                col2im(&g, cols, dxi);
-            },
-        );
+        let (k, pad) = (g.k, g.pad);
+        let dx = if g.stride == 1 && pad < k {
+            // With stride 1 the input gradient is itself a convolution: of dY
+            // with the kernel flipped and its channel axes swapped, padded by
+            // k - 1 - pad. Its column matrix is Co·K² x H·W instead of the
+            // Ci·K² x Ho·Wo that col2im would scatter back, and nothing is
+            // scattered: 2-3x faster for the tutorial's layers.
+            let mut flipped = vec![0f32; w.len()];
+            for co in 0..g.co {
+                for ci in 0..g.ci {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            flipped[((ci * g.co + co) * k + ky) * k + kx] =
+                                w[((co * g.ci + ci) * k + (k - 1 - ky)) * k + (k - 1 - kx)];
+                        }
+                    }
+                }
+            }
+            let full = Geometry::new(&[n, g.co, g.ho, g.wo], &[g.ci, g.co, k, k], k - 1 - pad, 1)?;
+            convolve(&full, dy, &flipped, None, false)
+        } else {
+            let (kk, p) = (g.kk(), g.p());
+            let mut dx = vec![0f32; n * c * h * wd];
+            dx.par_chunks_mut(c * h * wd).enumerate().for_each_init(
+                || vec![0f32; kk * p],
+                |cols, (i, dxi)| {
+                    // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
+                    matmul(
+                        cols,
+                        false,
+                        kk,
+                        p,
+                        g.co,
+                        w,
+                        1,
+                        kk,
+                        &dy[i * g.co * p..(i + 1) * g.co * p],
+                        p,
+                        1,
+                    );
+                    col2im(&g, cols, dxi);
+                },
+            );
+            dx
+        };
         Ok((CpuStorage::F32(dx), Shape::from(self.input)))
     }
 }
