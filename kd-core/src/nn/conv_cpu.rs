@@ -198,9 +198,8 @@ fn matmul(
 fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let (kk, p) = (g.kk(), g.p());
     let mut out = vec![0f32; g.n * g.co * p];
-    out.par_chunks_mut(g.co * p).enumerate().for_each_init(
-        || vec![0f32; kk * p],
-        |cols, (i, y)| {
+    out.par_chunks_mut(g.co * p).enumerate().for_each(|(i, y)| {
+        with_scratch(kk * p, |cols| {
             im2col(
                 g,
                 &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
@@ -215,9 +214,25 @@ fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -
             if relu {
                 y.iter_mut().for_each(|v| *v = v.max(0.0));
             }
-        },
-    );
+        })
+    });
     out
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats, whose
+/// contents are left from earlier calls: a column matrix is several MB, and
+/// allocating (and zeroing) one per image costs as much as filling it.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
 }
 
 /// Forward: (x, weight, bias) -> y = conv(x, weight) + bias, then `max(y, 0)`
@@ -389,26 +404,27 @@ impl CustomOp2 for InputGrad {
         } else {
             let (kk, p) = (g.kk(), g.p());
             let mut dx = vec![0f32; n * c * h * wd];
-            dx.par_chunks_mut(c * h * wd).enumerate().for_each_init(
-                || vec![0f32; kk * p],
-                |cols, (i, dxi)| {
-                    // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
-                    matmul(
-                        cols,
-                        false,
-                        kk,
-                        p,
-                        g.co,
-                        w,
-                        1,
-                        kk,
-                        &dy[i * g.co * p..(i + 1) * g.co * p],
-                        p,
-                        1,
-                    );
-                    col2im(&g, cols, dxi);
-                },
-            );
+            dx.par_chunks_mut(c * h * wd)
+                .enumerate()
+                .for_each(|(i, dxi)| {
+                    with_scratch(kk * p, |cols| {
+                        // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
+                        matmul(
+                            cols,
+                            false,
+                            kk,
+                            p,
+                            g.co,
+                            w,
+                            1,
+                            kk,
+                            &dy[i * g.co * p..(i + 1) * g.co * p],
+                            p,
+                            1,
+                        );
+                        col2im(&g, cols, dxi);
+                    })
+                });
             dx
         };
         Ok((CpuStorage::F32(dx), Shape::from(self.input)))
