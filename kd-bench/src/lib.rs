@@ -78,3 +78,73 @@ pub fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     t.sort_by(f64::total_cmp);
     t[t.len() / 2]
 }
+
+/// One 3x3, padding-1 convolution of the tutorial's networks at batch 128.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub size: usize,
+}
+
+/// Every conv layer of DeepNN and LightNN at CIFAR-10 size.
+pub const TUTORIAL_CONVS: [ConvShape; 6] = [
+    ConvShape::new(3, 128, 32),
+    ConvShape::new(128, 64, 32),
+    ConvShape::new(64, 64, 16),
+    ConvShape::new(64, 32, 16),
+    ConvShape::new(3, 16, 32),
+    ConvShape::new(16, 16, 16),
+];
+
+impl ConvShape {
+    const fn new(in_channels: usize, out_channels: usize, size: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            size,
+        }
+    }
+
+    /// `conv_3_128_32`: the name `kd-ops` and `compare` print.
+    pub fn key(&self) -> String {
+        format!(
+            "conv_{}_{}_{}",
+            self.in_channels, self.out_channels, self.size
+        )
+    }
+
+    /// The layer, with PyTorch's initialisation.
+    pub fn layer(&self) -> kd_core::nn::Conv2d {
+        let varmap = kd_core::candle_nn::VarMap::new();
+        let vb = kd_core::candle_nn::VarBuilder::from_varmap(
+            &varmap,
+            kd_core::candle::DType::F32,
+            &Device::Cpu,
+        );
+        let conv =
+            kd_core::nn::Conv2d::new(self.in_channels, self.out_channels, 3, 1, 1, vb).unwrap();
+        kd_core::init::pytorch_default(&varmap, 0).unwrap();
+        conv
+    }
+
+    /// A random batch; a gradient is tracked unless it holds input images
+    /// (3 channels), as in the networks.
+    pub fn input(&self) -> Tensor {
+        let x = Tensor::randn(
+            0f32,
+            1.,
+            (BATCH, self.in_channels, self.size, self.size),
+            &Device::Cpu,
+        )
+        .unwrap();
+        if self.in_channels == 3 {
+            x
+        } else {
+            kd_core::candle::Var::from_tensor(&x)
+                .unwrap()
+                .as_tensor()
+                .clone()
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! prints milliseconds per step (median of N runs after a warm-up), one
 //! `name ms` line each: what `kd-bench/compare` sets beside PyTorch.
 //!
-//! `cargo run --release -p kd-bench --bin kd-steps -- [RUNS]`
+//! `cargo run --release -p kd-bench --bin kd-steps -- [RUNS] [ONLY]`: ONLY
+//! times just the step of that name (for a profiler).
 
 use kd_bench::*;
 use kd_core::Teacher;
@@ -13,35 +14,29 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let only = std::env::args().nth(2);
+    let report = |name: &str, f: &mut dyn FnMut()| {
+        if only.as_deref().is_none_or(|o| o == name) {
+            println!("{name} {:.1}", median_ms(runs, f));
+        }
+    };
     let data = cifar_shaped_data();
     let b = batch(&data);
     let teacher = model("deep_nn");
     let student = model("light_nn");
     let mut opt_t = adam(&teacher);
     let mut opt_s = adam(&student);
-    println!(
-        "teacher_train_step {:.1}",
-        median_ms(runs, || {
-            train_step(&teacher, &mut opt_t, &b);
-        })
-    );
-    println!(
-        "student_train_step {:.1}",
-        median_ms(runs, || {
-            train_step(&student, &mut opt_s, &b);
-        })
-    );
-    println!(
-        "teacher_forward {:.1}",
-        median_ms(runs, || {
-            eval_forward(&teacher, &b.images);
-        })
-    );
-    println!(
-        "kd_step {:.1}",
-        median_ms(runs, || {
-            let _ = teacher.outputs(&b).unwrap();
-            train_step(&student, &mut opt_s, &b);
-        })
-    );
+    report("teacher_train_step", &mut || {
+        train_step(&teacher, &mut opt_t, &b);
+    });
+    report("student_train_step", &mut || {
+        train_step(&student, &mut opt_s, &b);
+    });
+    report("teacher_forward", &mut || {
+        eval_forward(&teacher, &b.images);
+    });
+    report("kd_step", &mut || {
+        let _ = teacher.outputs(&b).unwrap();
+        train_step(&student, &mut opt_s, &b);
+    });
 }
