@@ -79,8 +79,10 @@ pub struct HyperArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// Teacher-output cache: `memory` computes the teacher's outputs over the training
-    /// set once and reuses them every epoch; `off` runs the teacher every batch;
-    /// `auto` is `memory` up to 2 GB [default: auto].
+    /// set once and reuses them every epoch; `disk` keeps them memory-mapped in kd's
+    /// cache folder ($KD_CACHE), where later runs with the same teacher and data reuse
+    /// them; `off` runs the teacher every batch; `auto` reuses a file on disk if there
+    /// is one, else picks memory up to 512 MB and disk above [default: auto].
     #[arg(long, value_name = "MODE")]
     pub teacher_cache: Option<String>,
     /// A method hyper-parameter, NAME=VALUE (repeatable), e.g. --param temperature=4.

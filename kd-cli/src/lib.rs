@@ -15,6 +15,7 @@ mod datasets;
 mod hub;
 mod plot;
 mod progress;
+mod teacher_cache;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,20 +3,104 @@
 //! Without augmentation a sample's teacher outputs never change, yet a
 //! distillation epoch spends most of its time in the teacher's forward pass.
 //! [`CachedTeacher`] runs the teacher once over the training set, keeps the
-//! logits and the taps the method needs, and serves each batch by index.
+//! logits and the taps the method needs, and serves each batch by index:
+//! from memory, or from a memory-mapped safetensors file that later runs
+//! reuse. A file is named by [`cache_key`], a hash of everything the outputs
+//! depend on, so a changed teacher or data set never meets a stale file.
 use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
 
 use crate::data::Dataset;
 use crate::eval::EVAL_BATCH;
-use crate::model::{Outputs, Teacher};
-use crate::Result;
+use crate::model::{Model, Outputs, Teacher};
+use crate::{Error, Result};
+
+/// The name of the logits in a cache file; taps are stored under their own names.
+const LOGITS: &str = "logits";
+/// Bumped whenever what a cache file holds changes meaning.
+const FORMAT: &str = "kd teacher-output cache v1";
+
+/// One output (logits or a tap) for every sample, row after row.
+struct Column {
+    /// The shape of one sample's output.
+    row_dims: Vec<usize>,
+    row_len: usize,
+    rows: Rows,
+}
+
+enum Rows {
+    Memory(Vec<f32>),
+    /// `len` floats at byte `start` of a mapped file (checked aligned when opened).
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Rows {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Rows::Memory(v) => v,
+            Rows::Mapped { map, start, len } => {
+                // SAFETY: `open` checked that the range lies in the map and is
+                // 4-byte aligned; any bit pattern is a valid f32.
+                unsafe { std::slice::from_raw_parts(map.as_ptr().add(*start).cast(), *len) }
+            }
+        }
+    }
+}
+
+/// Where a cache lives, for the run log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    Memory,
+    /// Memory-mapped from this file.
+    Disk(PathBuf),
+}
 
 pub struct CachedTeacher {
-    logits: Tensor,
-    taps: BTreeMap<String, Tensor>,
+    columns: BTreeMap<String, Column>,
+    samples: usize,
+    /// Seconds the teacher took to compute the outputs (when first built).
+    pub build_seconds: f64,
+    pub placement: Placement,
     device: Device,
+}
+
+/// A hex SHA-256 of what the teacher's outputs depend on: its tensors (names,
+/// shapes, values), the data set's images, shape and normalisation, and the
+/// taps kept. Labels and class names do not change outputs and are left out.
+pub fn cache_key(teacher: &Model, data: &Dataset, taps: &[&str]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(FORMAT.as_bytes());
+    for (name, t) in teacher.tensors() {
+        h.update(name.as_bytes());
+        h.update(format!("{:?}", t.dims()).as_bytes());
+        for v in t.flatten_all()?.to_vec1::<f32>()? {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.update(format!("{:?}", data.shape).as_bytes());
+    for v in data
+        .normalization
+        .mean
+        .iter()
+        .chain(&data.normalization.std)
+    {
+        h.update(v.to_le_bytes());
+    }
+    h.update((data.images.len() as u64).to_le_bytes());
+    h.update(&data.images);
+    let mut taps: Vec<&str> = taps.to_vec();
+    taps.sort_unstable();
+    h.update(taps.join(",").as_bytes());
+    Ok(format!("{:x}", h.finalize()))
 }
 
 impl CachedTeacher {
@@ -35,55 +119,178 @@ impl CachedTeacher {
         Ok(per_sample * 4 * data.len())
     }
 
-    /// Runs `teacher` over all of `data` in order and keeps logits and `taps`.
+    /// Runs `teacher` over all of `data` in order and keeps logits and `taps` in memory.
     pub fn build(
         teacher: &dyn Teacher,
         data: &Dataset,
         taps: &[&str],
         device: &Device,
     ) -> Result<Self> {
-        let (mut logits, mut kept): (Vec<Tensor>, BTreeMap<String, Vec<Tensor>>) =
-            (Vec::new(), BTreeMap::new());
+        let start = std::time::Instant::now();
+        let mut columns: BTreeMap<String, Column> = BTreeMap::new();
         for indices in data.batch_indices(EVAL_BATCH, None) {
             let out = teacher.outputs(&data.batch(&indices, device)?)?;
-            logits.push(out.logits.clone());
+            let mut parts = vec![(LOGITS, &out.logits)];
             for t in taps {
-                kept.entry(t.to_string())
-                    .or_default()
-                    .push(out.tap(t)?.clone());
+                parts.push((t, out.tap(t)?));
+            }
+            for (name, t) in parts {
+                let column = columns.entry(name.to_string()).or_insert_with(|| Column {
+                    row_dims: t.dims()[1..].to_vec(),
+                    row_len: t.dims()[1..].iter().product(),
+                    rows: Rows::Memory(Vec::new()),
+                });
+                if let Rows::Memory(v) = &mut column.rows {
+                    v.extend(t.flatten_all()?.to_vec1::<f32>()?);
+                }
             }
         }
         Ok(Self {
-            logits: Tensor::cat(&logits, 0)?,
-            taps: kept
-                .into_iter()
-                .map(|(k, v)| Ok((k, Tensor::cat(&v, 0)?)))
-                .collect::<Result<_>>()?,
+            columns,
+            samples: data.len(),
+            build_seconds: start.elapsed().as_secs_f64(),
+            placement: Placement::Memory,
             device: device.clone(),
         })
     }
 
+    /// Writes the cache to `path` (atomically) as safetensors, `key` in its metadata.
+    pub fn save(&self, path: &Path, key: &str) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (name, c) in &self.columns {
+            let mut dims = vec![self.samples];
+            dims.extend(&c.row_dims);
+            let t = Tensor::from_slice(c.rows.as_slice(), dims, &Device::Cpu)?;
+            tensors.push((name.clone(), t));
+        }
+        let metadata = HashMap::from([
+            ("kd.cache_key".to_string(), key.to_string()),
+            (
+                "kd.build_seconds".to_string(),
+                self.build_seconds.to_string(),
+            ),
+        ]);
+        crate::weights::save(path, &tensors, metadata)
+    }
+
+    /// Maps a cache file written by [`save`](Self::save): the outputs stay on
+    /// disk and are paged in as batches ask for them. Fails unless the file
+    /// holds `key`, `samples` rows of f32 logits and every tap in `taps`.
+    pub fn open(
+        path: &Path,
+        key: &str,
+        samples: usize,
+        taps: &[&str],
+        device: &Device,
+    ) -> Result<Self> {
+        let bad = |m: String| Error::bad_file(path, m);
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        // SAFETY: kd writes cache files by atomic rename and never edits them in place.
+        let map =
+            Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("map", path, e))?);
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| bad(format!("not a readable cache file: {e:?}")))?;
+        let extra = meta.metadata().clone().unwrap_or_default();
+        if extra.get("kd.cache_key").map(String::as_str) != Some(key) {
+            return Err(bad("the file belongs to another teacher or data set".into()));
+        }
+        let data_start = 8 + header_len;
+        let mut columns = BTreeMap::new();
+        for (name, info) in meta.tensors() {
+            let (begin, end) = info.data_offsets;
+            let (start, len) = (data_start + begin, (end - begin) / 4);
+            if info.dtype != safetensors::Dtype::F32
+                || info.shape.first() != Some(&samples)
+                || end > map.len() - data_start
+                || start % 4 != 0
+                || len != info.shape.iter().product::<usize>()
+            {
+                return Err(bad(format!("tensor {name} is not {samples} rows of f32")));
+            }
+            let row_dims = info.shape[1..].to_vec();
+            columns.insert(
+                name.clone(),
+                Column {
+                    row_len: row_dims.iter().product(),
+                    row_dims,
+                    rows: Rows::Mapped {
+                        map: map.clone(),
+                        start,
+                        len,
+                    },
+                },
+            );
+        }
+        for t in taps.iter().chain(&[LOGITS]) {
+            if !columns.contains_key(*t) {
+                return Err(bad(format!("the file has no `{t}` outputs")));
+            }
+        }
+        Ok(Self {
+            columns,
+            samples,
+            build_seconds: extra
+                .get("kd.build_seconds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0.0),
+            placement: Placement::Disk(path.to_path_buf()),
+            device: device.clone(),
+        })
+    }
+
+    /// Switches to serving from `path`'s mapping (after [`save`](Self::save)),
+    /// which frees the in-memory copy.
+    pub fn into_mapped(self, path: &Path, key: &str, taps: &[&str]) -> Result<Self> {
+        let mut mapped = Self::open(path, key, self.samples, taps, &self.device)?;
+        mapped.build_seconds = self.build_seconds;
+        Ok(mapped)
+    }
+
     pub fn bytes(&self) -> usize {
-        4 * (self.logits.elem_count() + self.taps.values().map(Tensor::elem_count).sum::<usize>())
+        4 * self
+            .columns
+            .values()
+            .map(|c| c.rows.as_slice().len())
+            .sum::<usize>()
     }
 
     /// Whether this cache holds every tap in `taps`.
     pub fn has_taps(&self, taps: &[&str]) -> bool {
-        taps.iter().all(|t| self.taps.contains_key(*t))
+        taps.iter().all(|t| self.columns.contains_key(*t))
+    }
+
+    /// The rows of `indices` of one column, as a batch tensor.
+    fn gather(&self, column: &Column, indices: &[usize]) -> Result<Tensor> {
+        let src = column.rows.as_slice();
+        let mut out = Vec::with_capacity(indices.len() * column.row_len);
+        for &i in indices {
+            if i >= self.samples {
+                return Err(Error::config(format!(
+                    "sample {i} is outside the teacher cache ({} samples)",
+                    self.samples
+                )));
+            }
+            out.extend_from_slice(&src[i * column.row_len..(i + 1) * column.row_len]);
+        }
+        let mut dims = vec![indices.len()];
+        dims.extend(&column.row_dims);
+        Ok(Tensor::from_vec(out, dims, &self.device)?)
     }
 }
 
 impl Teacher for CachedTeacher {
     fn outputs(&self, batch: &crate::data::Batch) -> Result<Outputs> {
-        let idx: Vec<u32> = batch.indices.iter().map(|&i| i as u32).collect();
-        let idx = Tensor::from_vec(idx, batch.indices.len(), &self.device)?;
-        Ok(Outputs {
-            logits: self.logits.index_select(&idx, 0)?,
-            taps: self
-                .taps
-                .iter()
-                .map(|(k, t)| Ok((k.clone(), t.index_select(&idx, 0)?)))
-                .collect::<Result<_>>()?,
-        })
+        let mut taps = BTreeMap::new();
+        let mut logits = None;
+        for (name, column) in &self.columns {
+            let t = self.gather(column, &batch.indices)?;
+            if name == LOGITS {
+                logits = Some(t);
+            } else {
+                taps.insert(name.clone(), t);
+            }
+        }
+        let logits = logits.ok_or_else(|| Error::config("the teacher cache holds no logits"))?;
+        Ok(Outputs { logits, taps })
     }
 }

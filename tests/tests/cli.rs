@@ -343,9 +343,8 @@ fn the_teacher_cache_changes_speed_not_results() {
     let (_, teacher) = teacher();
     let dir = tempfile::tempdir().unwrap();
     let t = teacher.to_str().unwrap();
-    let mut bits = Vec::new();
-    for mode in ["off", "memory"] {
-        let out = format!("{mode}.safetensors");
+    let files = dir.path().join("kd-cache/teacher-outputs");
+    let train = |mode: &str, out: &str| {
         let mut args = vec![
             "train",
             "--arch",
@@ -359,21 +358,78 @@ fn the_teacher_cache_changes_speed_not_results() {
             "--teacher-cache",
             mode,
             "--out",
-            &out,
+            out,
         ];
         args.extend(DATA);
         let err = stderr(&ok(&args, dir.path()));
-        assert_eq!(
-            err.contains("teacher cache:"),
-            mode == "memory",
-            "the log says what the cache did: {err}"
-        );
-        bits.push(weights_bits(&dir.path().join(&out)));
-    }
-    assert_eq!(
-        bits[0], bits[1],
-        "cached teacher outputs give bitwise the same student"
+        (err, weights_bits(&dir.path().join(out)))
+    };
+    let (log, off) = train("off", "off.safetensors");
+    assert!(!log.contains("teacher cache:"), "{log}");
+    let (log, memory) = train("memory", "memory.safetensors");
+    assert!(
+        log.contains("teacher cache:") && log.contains("in memory"),
+        "{log}"
     );
+    assert!(!files.exists(), "memory mode writes no file");
+    assert_eq!(off, memory, "cached outputs give bitwise the same student");
+
+    let (log, disk) = train("disk", "disk.safetensors");
+    assert!(
+        log.contains("memory-mapped from") && log.contains("computed once"),
+        "{log}"
+    );
+    assert_eq!(off, disk, "memory-mapped outputs give the same student");
+    let cached: Vec<_> = std::fs::read_dir(&files).unwrap().flatten().collect();
+    assert_eq!(cached.len(), 1, "one cache file");
+    // `auto` finds the file of the same teacher and data and reuses it.
+    let (log, auto) = train("auto", "auto.safetensors");
+    assert!(log.contains("reused from an earlier run"), "{log}");
+    assert_eq!(off, auto);
+
+    // A damaged cache file is not trusted: it is computed again and replaced.
+    let file = cached[0].path();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (log, again) = train("disk", "again.safetensors");
+    assert!(
+        log.contains("not reused") && log.contains("computed once"),
+        "{log}"
+    );
+    assert_eq!(off, again);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        len,
+        "rewritten whole"
+    );
+
+    // Other data (a different subset) is another key: a second file, never the first.
+    let mut args = vec![
+        "train",
+        "--arch",
+        "light_nn",
+        "--method",
+        "kd",
+        "--teacher",
+        t,
+        "--epochs",
+        "1",
+        "--teacher-cache",
+        "auto",
+        "--out",
+        "other.safetensors",
+    ];
+    args.extend(DATA);
+    let n = args.iter().position(|a| *a == "--train-subset").unwrap();
+    args[n + 1] = "256";
+    let log = stderr(&ok(&args, dir.path()));
+    assert!(!log.contains("reused"), "{log}");
+
     let err = fails(
         &[
             "train",
@@ -384,12 +440,12 @@ fn the_teacher_cache_changes_speed_not_results() {
             "--teacher",
             t,
             "--teacher-cache",
-            "disk",
+            "mmap",
             "--out",
             "x.safetensors",
         ],
         dir.path(),
         1,
     );
-    assert!(err.contains("auto, off or memory"), "{err}");
+    assert!(err.contains("auto, off, memory or disk"), "{err}");
 }

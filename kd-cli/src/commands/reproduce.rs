@@ -58,7 +58,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
-    super::train::check_cache_mode(hyper.teacher_cache.as_deref())?;
+    crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     let out = out_arg.unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
     });
@@ -181,7 +181,19 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         if method.needs_teacher && cache.is_none() {
             if let Some(t) = &teacher {
                 let mode = hyper.teacher_cache.as_deref().unwrap_or("auto");
-                cache = Some(super::train::teacher_cache(mode, t, &taps, &data, &device)?);
+                let runs = recipe
+                    .runs
+                    .iter()
+                    .filter(|r| registry::method(r.method).is_ok_and(|m| m.needs_teacher))
+                    .count();
+                cache = Some(crate::teacher_cache::build(
+                    mode,
+                    t,
+                    &taps,
+                    &data,
+                    &device,
+                    runs * config.epochs,
+                )?);
             }
         }
         let teacher_ref: Option<&dyn kd_core::Teacher> = match (&cache, &teacher) {

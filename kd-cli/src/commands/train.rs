@@ -2,7 +2,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
-use kd_core::cache::CachedTeacher;
 use kd_core::candle::Device;
 use kd_core::candle_nn::VarMap;
 use kd_core::checkpoint::{self, Checkpoint};
@@ -174,59 +173,6 @@ pub fn load_teacher(
     Ok(model)
 }
 
-fn bad_cache_mode(mode: &str) -> String {
-    format!("--teacher-cache {mode} is not a mode: use auto, off or memory")
-}
-
-/// Checks a `--teacher-cache` value before any work is done.
-pub fn check_cache_mode(mode: Option<&str>) -> Result<()> {
-    match mode {
-        None | Some("auto" | "off" | "memory") => Ok(()),
-        Some(other) => bail!("{}", bad_cache_mode(other)),
-    }
-}
-
-/// The teacher-output cache for `--teacher-cache MODE` (auto, off, memory):
-/// the teacher's outputs over the training set, computed once.
-pub fn teacher_cache(
-    mode: &str,
-    teacher: &Model,
-    taps: &[&str],
-    data: &Splits,
-    device: &Device,
-) -> Result<Option<CachedTeacher>> {
-    /// `auto` keeps outputs in memory up to this size.
-    const AUTO_LIMIT: usize = 2 << 30;
-    let build = match mode {
-        "off" => false,
-        "memory" => true,
-        "auto" => {
-            let bytes = CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)?;
-            if bytes > AUTO_LIMIT {
-                tracing::info!(
-                    "teacher cache off: {} MB of outputs would not fit the {} MB limit of `auto`",
-                    bytes >> 20,
-                    AUTO_LIMIT >> 20
-                );
-            }
-            bytes <= AUTO_LIMIT
-        }
-        other => bail!("{}", bad_cache_mode(other)),
-    };
-    if !build {
-        return Ok(None);
-    }
-    let start = std::time::Instant::now();
-    let cache = CachedTeacher::build(teacher, &data.train, taps, device)?;
-    tracing::info!(
-        "teacher cache: {} training images' outputs ({} MB) computed once in {:.1} s; every epoch now skips the teacher's forward pass",
-        data.train.len(),
-        cache.bytes() >> 20,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(Some(cache))
-}
-
 /// Settings that change a run's result: resuming with another value is refused.
 const RESULT_SETTINGS: &[&str] = &[
     "arch",
@@ -311,7 +257,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     registry::arch(&arch)?;
     let method = registry::method(&method_name)?;
     kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
-    check_cache_mode(hyper.teacher_cache.as_deref())?;
+    crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     super::check_writable(&out)?;
     if let Some(m) = &args.metrics {
         super::check_writable(m)?;
@@ -360,12 +306,15 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     crate::install_interrupt_handler(&format!("kd train --resume {}", run_dir.display()));
     let cache = match &teacher {
-        Some(t) => teacher_cache(
+        Some(t) => crate::teacher_cache::build(
             hyper.teacher_cache.as_deref().unwrap_or("auto"),
             t,
             method.teacher_taps,
             &data,
             &device,
+            config
+                .epochs
+                .saturating_sub(resume.as_ref().map_or(0, |r| r.state.epochs_done)),
         )?,
         None => None,
     };

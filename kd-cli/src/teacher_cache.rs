@@ -1,0 +1,105 @@
+//! `--teacher-cache`: where a frozen teacher's outputs are kept between epochs
+//! (and between runs), and what the run log says about it.
+use anyhow::{bail, Context, Result};
+use kd_core::cache::{cache_key, CachedTeacher, Placement};
+use kd_core::candle::Device;
+use kd_core::data::Splits;
+use kd_core::Model;
+
+pub const MODES: &str = "auto, off, memory or disk";
+
+/// `auto` keeps outputs up to this size in memory, larger ones on disk.
+const AUTO_MEMORY_LIMIT: usize = 512 << 20;
+
+/// Checks a `--teacher-cache` value before any work is done.
+pub fn check_mode(mode: Option<&str>) -> Result<()> {
+    match mode {
+        None | Some("auto" | "off" | "memory" | "disk") => Ok(()),
+        Some(other) => bail!("--teacher-cache {other} is not a mode: use {MODES}"),
+    }
+}
+
+/// The teacher's outputs over the training set for `epochs` epochs of
+/// distillation: `off` none; `memory` computed now and kept in memory;
+/// `disk` kept in a memory-mapped file under kd's cache folder, reused by
+/// any later run with the same teacher, data and taps; `auto` reuses such a
+/// file when there is one, else picks memory or disk by size.
+pub fn build(
+    mode: &str,
+    teacher: &Model,
+    taps: &[&str],
+    data: &Splits,
+    device: &Device,
+    epochs: usize,
+) -> Result<Option<CachedTeacher>> {
+    check_mode(Some(mode))?;
+    if mode == "off" {
+        return Ok(None);
+    }
+    let key = cache_key(teacher, &data.train, taps)?;
+    let path = crate::datasets::cache_dir()
+        .join("teacher-outputs")
+        .join(format!("{}.safetensors", &key[..32]));
+    if mode != "memory" && path.exists() {
+        match CachedTeacher::open(&path, &key, data.train.len(), taps, device) {
+            Ok(cache) => {
+                report(&cache, data.train.len(), epochs, true);
+                return Ok(Some(cache));
+            }
+            Err(e) => tracing::warn!("teacher cache not reused ({e:#}); computing it again"),
+        }
+    }
+    let on_disk = match mode {
+        "disk" => true,
+        "memory" => false,
+        _ => CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)? > AUTO_MEMORY_LIMIT,
+    };
+    let cache = CachedTeacher::build(teacher, &data.train, taps, device)?;
+    let cache = if on_disk {
+        let saved = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(cache.save(&path, &key)?));
+        match saved {
+            Ok(()) => cache
+                .into_mapped(&path, &key, taps)
+                .with_context(|| format!("reading back the teacher cache {}", path.display()))?,
+            Err(e) if mode == "auto" => {
+                tracing::warn!("teacher cache kept in memory: {e:#}");
+                cache
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "cannot write the teacher cache {}: set KD_CACHE to a writable folder, or use --teacher-cache memory",
+                    path.display()
+                )))
+            }
+        }
+    } else {
+        cache
+    };
+    report(&cache, data.train.len(), epochs, false);
+    Ok(Some(cache))
+}
+
+/// One log line: where the outputs are, what they cost and what they save.
+fn report(cache: &CachedTeacher, images: usize, epochs: usize, reused: bool) {
+    let place = match &cache.placement {
+        Placement::Memory => "in memory".to_string(),
+        Placement::Disk(p) => format!("memory-mapped from {}", p.display()),
+    };
+    // Building took about one epoch of teacher forward passes; each epoch
+    // served from the cache skips one.
+    let saved = cache.build_seconds * epochs.saturating_sub(usize::from(!reused)) as f64;
+    let how = if reused {
+        format!(
+            "reused from an earlier run (computing them took {:.1} s)",
+            cache.build_seconds
+        )
+    } else {
+        format!("computed once in {:.1} s", cache.build_seconds)
+    };
+    tracing::info!(
+        "teacher cache: {images} training images' outputs ({} MB, {place}) {how}; {epochs} epoch(s) skip the teacher's forward pass, saving about {saved:.0} s",
+        cache.bytes() >> 20,
+    );
+}
