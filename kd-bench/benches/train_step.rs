@@ -1,5 +1,6 @@
-//! Train steps, teacher forward, each method's loss and batch assembly, at the
-//! tutorial's batch of 128 CIFAR-10-shaped images. `cargo bench -p kd-bench`.
+//! Train steps, teacher forward, each method's loss, each conv layer of the
+//! tutorial's networks and batch assembly, at the tutorial's batch of 128
+//! CIFAR-10-shaped images. `cargo bench -p kd-bench`.
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -10,6 +11,7 @@ use kd_core::loss::{resolve_params, MethodContext, Params};
 use kd_core::{registry, Teacher};
 
 fn steps(c: &mut Criterion) {
+    kd_core::malloc::keep_freed_memory();
     let data = cifar_shaped_data();
     let b = batch(&data);
     let mut g = c.benchmark_group("step");
@@ -30,6 +32,7 @@ fn steps(c: &mut Criterion) {
 }
 
 fn losses(c: &mut Criterion) {
+    kd_core::malloc::keep_freed_memory();
     let data = cifar_shaped_data();
     let b = batch(&data);
     let (student, teacher) = (model("light_nn"), model("deep_nn"));
@@ -65,5 +68,31 @@ fn losses(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, steps, losses);
+/// Each conv layer shape with its ReLU, forward and forward+backward (the
+/// input gradient only where the network needs one).
+fn convs(c: &mut Criterion) {
+    kd_core::malloc::keep_freed_memory();
+    let mut g = c.benchmark_group("conv");
+    g.sample_size(10);
+    for conv in TUTORIAL_CONVS {
+        let (layer, x) = (conv.layer(), conv.input());
+        g.bench_function(format!("{} forward", conv.key()), |bench| {
+            bench.iter(|| layer.forward_relu(&x).unwrap())
+        });
+        g.bench_function(format!("{} forward+backward", conv.key()), |bench| {
+            bench.iter(|| {
+                layer
+                    .forward_relu(&x)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, steps, losses, convs);
 criterion_main!(benches);
