@@ -322,14 +322,14 @@ impl CustomOp2 for ReluMask {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (dy, y) = (slice(s1, l1, "gradient")?, slice(s2, l2, "output")?);
+        const CHUNK: usize = 1 << 14;
         let mut out = vec![0f32; dy.len()];
-        out.par_chunks_mut(1 << 14)
-            .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-            .for_each(|(o, (d, y))| {
-                for ((o, d), y) in o.iter_mut().zip(d).zip(y) {
-                    *o = if *y > 0.0 { *d } else { 0.0 };
-                }
-            });
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            let (d, y) = (&dy[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
+            for i in 0..o.len() {
+                o[i] = if y[i] > 0.0 { d[i] } else { 0.0 };
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

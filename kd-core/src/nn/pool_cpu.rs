@@ -65,17 +65,24 @@ fn arg_max(plane: &[f32], w: usize, k: usize, oy: usize, ox: usize) -> usize {
     best
 }
 
-/// Which of a 2x2 window's (a, b, c, d) is its maximum, by the rule of [`arg_max`].
+/// Which of a 2x2 window's (a, b, c, d) is its maximum, by the rule of
+/// [`arg_max`]; written as selects so it compiles without branches.
 #[inline(always)]
 fn pick4(a: f32, b: f32, c: f32, d: f32) -> usize {
-    let wins = |v: f32, best: f32| v > best || (v.is_nan() && !best.is_nan());
-    let (mut i, mut best) = (0, a);
-    for (j, v) in [(1, b), (2, c), (3, d)] {
-        if wins(v, best) {
-            (i, best) = (j, v);
-        }
+    let m = a.max(b).max(c.max(d));
+    if m.is_nan() || a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
+        // Rare: the first NaN wins.
+        return [a, b, c, d].iter().position(|v| v.is_nan()).unwrap_or(0);
     }
-    i
+    if a == m {
+        0
+    } else if b == m {
+        1
+    } else if c == m {
+        2
+    } else {
+        3
+    }
 }
 
 /// 2x2 windows, the networks' only pool: two rows at a time without index
@@ -92,8 +99,10 @@ fn pool2_plane(plane: &[f32], w: usize, ho: usize, y: &mut [f32]) {
             .zip(r0.chunks_exact(2))
             .zip(r1.chunks_exact(2))
         {
-            let v = [a[0], a[1], b[0], b[1]];
-            *o = v[pick4(v[0], v[1], v[2], v[3])];
+            let m = a[0].max(a[1]).max(b[0].max(b[1]));
+            // f32::max skips NaN; PyTorch's pool propagates it.
+            let nan = a[0].is_nan() | a[1].is_nan() | b[0].is_nan() | b[1].is_nan();
+            *o = if nan { f32::NAN } else { m };
         }
     }
 }
