@@ -449,3 +449,37 @@ fn the_teacher_cache_changes_speed_not_results() {
     );
     assert!(err.contains("auto, off, memory or disk"), "{err}");
 }
+
+#[test]
+fn eval_every_tests_only_the_epochs_asked_for_and_always_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "train",
+        "--arch",
+        "light_nn",
+        "--epochs",
+        "3",
+        "--eval-every",
+        "2",
+        "--metrics",
+        "m.jsonl",
+        "--out",
+        "s.safetensors",
+    ];
+    args.extend(DATA);
+    let log = stderr(&ok(&args, dir.path()));
+    let tested: Vec<bool> = log
+        .lines()
+        .filter(|l| l.contains(" epoch "))
+        .map(|l| l.contains("test accuracy"))
+        .collect();
+    assert_eq!(tested, [false, true, true], "{log}");
+    let metrics = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    let accuracies: Vec<bool> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("epoch").is_some())
+        .map(|v| v["test_accuracy"].is_f64())
+        .collect();
+    assert_eq!(accuracies, [false, true, true], "{metrics}");
+}
