@@ -326,12 +326,27 @@ impl CustomOp2 for ReluMask {
         let mut out = vec![0f32; dy.len()];
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let (d, y) = (&dy[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
-            for i in 0..o.len() {
-                o[i] = if y[i] > 0.0 { d[i] } else { 0.0 };
+            // A bit mask instead of a select, so that the loop vectorises.
+            for ((o, d), y) in o.iter_mut().zip(d).zip(y) {
+                *o = f32::from_bits(d.to_bits() & (0u32.wrapping_sub(u32::from(*y > 0.0))));
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// The sum of `v` in 16 interleaved partial sums: a plain `iter().sum()` must
+/// add in order and so runs one float at a time.
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// N x C x H x W -> C: the sum over all but the channel axis (the bias gradient).
@@ -352,7 +367,7 @@ impl candle_core::CustomOp1 for ChannelSum {
             .into_par_iter()
             .map(|ch| {
                 (0..n)
-                    .map(|i| x[(i * c + ch) * plane..][..plane].iter().sum::<f32>())
+                    .map(|i| lane_sum(&x[(i * c + ch) * plane..][..plane]))
                     .sum()
             })
             .collect();
