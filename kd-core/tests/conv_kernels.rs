@@ -1,5 +1,6 @@
 //! kd's CPU convolution and max-pool against Candle's reference: values and
 //! gradients.
+use kd_core::candle::backprop::GradStore;
 use kd_core::candle::{Device, Tensor, Var};
 use kd_core::nn::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 
@@ -28,6 +29,14 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
             "{what}[{i}]: {x} vs {y}"
         );
     }
+}
+
+/// Gradients of both outputs under one loss that weighs every output
+/// differently, so that the gradients are not uniform.
+fn mixed_gradients(ours: &Tensor, reference: &Tensor, seed: u64) -> (GradStore, GradStore) {
+    let mix = random(ours.dims(), seed);
+    let grads = |y: &Tensor| (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+    (grads(ours), grads(reference))
 }
 
 fn check(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, pad: usize, stride: usize) {
@@ -65,20 +74,7 @@ fn check_conv(
         assert!(values.contains(&0.0), "{what}: the ReLU clipped nothing");
     }
     assert_close(&format!("{what} forward"), &ours, &reference);
-    // A loss that weighs every output differently, so gradients are not uniform.
-    let mix = random(ours.dims(), 4);
-    let g1 = (&ours * &mix)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&reference * &mix)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let (g1, g2) = mixed_gradients(&ours, &reference, 4);
     for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &b)] {
         assert_close(
             &format!("{what} {name} gradient"),
@@ -136,19 +132,7 @@ fn check_pool(n: usize, c: usize, h: usize, w: usize, k: usize) {
     let ours = x.as_tensor().apply_op1(MaxPool2dOp { k }).unwrap();
     let reference = reference_max_pool2d(x.as_tensor(), k).unwrap();
     assert_close(&format!("{what} forward"), &ours, &reference);
-    let mix = random(ours.dims(), 6);
-    let g1 = (&ours * &mix)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&reference * &mix)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let (g1, g2) = mixed_gradients(&ours, &reference, 6);
     assert_close(
         &format!("{what} input gradient"),
         g1.get(x.as_tensor()).unwrap(),
