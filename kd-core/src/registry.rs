@@ -17,6 +17,9 @@ pub struct ParamSpec {
     pub positive: bool,
 }
 
+/// Makes a method's loss from its context; `None` for plain cross-entropy.
+pub type BuildLoss = fn(&MethodContext) -> Result<Option<Box<dyn DistillLoss>>>;
+
 /// A distillation method. `build` returns `None` for plain supervised
 /// training (no teacher, cross-entropy only).
 pub struct MethodPlugin {
@@ -26,7 +29,7 @@ pub struct MethodPlugin {
     /// Taps the teacher must provide (besides logits); shown in `kd list`.
     pub teacher_taps: &'static [&'static str],
     pub needs_teacher: bool,
-    pub build: fn(&MethodContext) -> Result<Option<Box<dyn DistillLoss>>>,
+    pub build: BuildLoss,
 }
 
 /// A network architecture; variable paths follow PyTorch's module paths.

@@ -318,7 +318,7 @@ impl<'a> Trainer<'a> {
             }
         }
         let last = epoch + 1 == cfg.epochs;
-        let due = last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0);
+        let due = last || (cfg.eval_every > 0 && (epoch + 1).is_multiple_of(cfg.eval_every));
         let test_accuracy = match test.filter(|_| due) {
             Some(t) => {
                 Some(evaluate(self.student, t, crate::eval::EVAL_BATCH, &self.device)?.accuracy)

@@ -39,6 +39,7 @@ fn mixed_gradients(ours: &Tensor, reference: &Tensor, seed: u64) -> (GradStore, 
     (grads(ours), grads(reference))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, pad: usize, stride: usize) {
     for relu in [false, true] {
         check_conv(n, ci, h, w, co, k, pad, stride, relu);

@@ -6,7 +6,7 @@ use kd_core::data::{load_cifar10_dir, load_idx_dir, read_idx_images, read_idx_la
 
 fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
     let mut r = vec![label];
-    r.extend(std::iter::repeat(fill).take(3072));
+    r.extend(std::iter::repeat_n(fill, 3072));
     r
 }
 
@@ -149,7 +149,7 @@ fn idx_errors_name_file_and_problem() {
     assert!(err.contains("magic number"), "{err}");
 
     let l = dir.path().join("labels");
-    std::fs::write(&l, idx_labels(&[0, 1])[..9].to_vec()).unwrap();
+    std::fs::write(&l, &idx_labels(&[0, 1])[..9]).unwrap();
     assert!(read_idx_labels(&l)
         .unwrap_err()
         .to_string()

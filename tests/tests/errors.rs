@@ -498,7 +498,7 @@ fn a_full_disk_leaves_the_old_file_and_no_half_written_one() {
 /// A safetensors file with a hand-written header.
 fn raw_safetensors(header: &str, data_len: usize) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -95,12 +95,13 @@ pub fn teacher() -> &'static (tempfile::TempDir, PathBuf) {
     })
 }
 
-pub fn tensors(
-    path: &Path,
-) -> (
+/// A safetensors file's (name, shape) pairs, sorted, and its metadata.
+pub type Listing = (
     Vec<(String, Vec<usize>)>,
     std::collections::HashMap<String, String>,
-) {
+);
+
+pub fn tensors(path: &Path) -> Listing {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<(String, Vec<usize>)> = st
