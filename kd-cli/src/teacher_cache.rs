@@ -1,6 +1,6 @@
 //! `--teacher-cache`: where a frozen teacher's outputs are kept between epochs
 //! (and between runs), and what the run log says about it.
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use kd_core::cache::{cache_key, CachedTeacher, Placement};
 use kd_core::candle::Device;
 use kd_core::data::Splits;
@@ -54,18 +54,24 @@ pub fn build(
         "memory" => false,
         _ => CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)? > AUTO_MEMORY_LIMIT,
     };
-    let cache = CachedTeacher::build(teacher, &data.train, taps, device)?;
     let cache = if on_disk {
-        let saved = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+        let built = std::fs::create_dir_all(path.parent().unwrap_or(&path))
             .map_err(anyhow::Error::from)
-            .and_then(|()| Ok(cache.save(&path, &key)?));
-        match saved {
-            Ok(()) => cache
-                .into_mapped(&path, &key, taps)
-                .with_context(|| format!("reading back the teacher cache {}", path.display()))?,
+            .and_then(|()| {
+                Ok(CachedTeacher::build_on_disk(
+                    teacher,
+                    &data.train,
+                    taps,
+                    device,
+                    &path,
+                    &key,
+                )?)
+            });
+        match built {
+            Ok(cache) => cache,
             Err(e) if mode == "auto" => {
-                tracing::warn!("teacher cache kept in memory: {e:#}");
-                cache
+                tracing::warn!("teacher cache kept in memory instead of on disk: {e:#}");
+                CachedTeacher::build(teacher, &data.train, taps, device)?
             }
             Err(e) => {
                 return Err(e.context(format!(
@@ -75,7 +81,7 @@ pub fn build(
             }
         }
     } else {
-        cache
+        CachedTeacher::build(teacher, &data.train, taps, device)?
     };
     report(&cache, data.train.len(), epochs, false);
     Ok(Some(cache))

@@ -8,7 +8,6 @@
 //! reuse. A file is named by [`cache_key`], a hash of everything the outputs
 //! depend on, so a changed teacher or data set never meets a stale file.
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -126,54 +125,114 @@ impl CachedTeacher {
         taps: &[&str],
         device: &Device,
     ) -> Result<Self> {
-        let start = std::time::Instant::now();
         let mut columns: BTreeMap<String, Column> = BTreeMap::new();
-        for indices in data.batch_indices(EVAL_BATCH, None) {
-            let out = teacher.outputs(&data.batch(&indices, device)?)?;
-            let mut parts = vec![(LOGITS, &out.logits)];
-            for t in taps {
-                parts.push((t, out.tap(t)?));
-            }
-            for (name, t) in parts {
-                let column = columns.entry(name.to_string()).or_insert_with(|| Column {
-                    row_dims: t.dims()[1..].to_vec(),
-                    row_len: t.dims()[1..].iter().product(),
+        let build_seconds = run_teacher(teacher, data, taps, device, &mut |_, outputs| {
+            for (name, values, row_dims) in outputs {
+                let column = columns.entry(name).or_insert_with(|| Column {
+                    row_len: row_dims.iter().product(),
+                    row_dims,
                     rows: Rows::Memory(Vec::new()),
                 });
                 if let Rows::Memory(v) = &mut column.rows {
-                    v.extend(t.flatten_all()?.to_vec1::<f32>()?);
+                    v.extend(values);
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(Self {
             columns,
             samples: data.len(),
-            build_seconds: start.elapsed().as_secs_f64(),
+            build_seconds,
             placement: Placement::Memory,
             device: device.clone(),
         })
     }
 
-    /// Writes the cache to `path` (atomically) as safetensors, `key` in its metadata.
-    pub fn save(&self, path: &Path, key: &str) -> Result<()> {
-        let mut tensors = Vec::new();
-        for (name, c) in &self.columns {
-            let mut dims = vec![self.samples];
-            dims.extend(&c.row_dims);
-            let t = Tensor::from_slice(c.rows.as_slice(), dims, &Device::Cpu)?;
-            tensors.push((name.clone(), t));
-        }
-        let metadata = HashMap::from([
-            ("kd.cache_key".to_string(), key.to_string()),
-            (
-                "kd.build_seconds".to_string(),
-                self.build_seconds.to_string(),
-            ),
-        ]);
-        crate::weights::save(path, &tensors, metadata)
+    /// Runs `teacher` over `data` like [`build`](Self::build) but writes each
+    /// batch's outputs straight into a safetensors file at `path` (`key` in its
+    /// metadata), so that memory holds one batch however large the cache; the
+    /// file replaces `path` atomically when complete and is then mapped.
+    pub fn build_on_disk(
+        teacher: &dyn Teacher,
+        data: &Dataset,
+        taps: &[&str],
+        device: &Device,
+        path: &Path,
+        key: &str,
+    ) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| Error::io("create a file in", dir, e))?;
+        let samples = data.len();
+        // Header space is reserved at the front and written last, when the
+        // build time is known; its length is fixed because the seconds are
+        // written with a fixed width.
+        let header = |layout: &BTreeMap<String, (usize, Vec<usize>)>, seconds: f64| {
+            let mut h = serde_json::Map::new();
+            h.insert(
+                "__metadata__".into(),
+                serde_json::json!({
+                    "kd.cache_key": key,
+                    "kd.build_seconds": format!("{seconds:016.3}"),
+                }),
+            );
+            let mut offset = 0;
+            for (name, (_, row_dims)) in layout {
+                let mut shape = vec![samples];
+                shape.extend(row_dims);
+                let bytes = 4 * shape.iter().product::<usize>();
+                h.insert(
+                    name.clone(),
+                    serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+                );
+                offset += bytes;
+            }
+            let mut text = serde_json::to_string(&h).unwrap_or_default().into_bytes();
+            // Padded so the data, and so every f32, starts 8-byte aligned.
+            text.resize((8 + text.len()).next_multiple_of(8) - 8, b' ');
+            text
+        };
+        // Name -> (byte offset of its data from the data start, row dims).
+        let mut layout: BTreeMap<String, (usize, Vec<usize>)> = BTreeMap::new();
+        let mut data_start = 0;
+        let file = tmp.as_file_mut();
+        let write_at = |file: &mut std::fs::File, at: usize, bytes: &[u8]| -> Result<()> {
+            use std::io::{Seek, SeekFrom, Write};
+            file.seek(SeekFrom::Start(at as u64))
+                .and_then(|_| file.write_all(bytes))
+                .map_err(|e| Error::io("write", path, e))
+        };
+        let seconds = run_teacher(teacher, data, taps, device, &mut |first, outputs| {
+            if layout.is_empty() {
+                let mut offset = 0;
+                for (name, _, row_dims) in &outputs {
+                    layout.insert(name.clone(), (0, row_dims.clone()));
+                }
+                for (at, row_dims) in layout.values_mut() {
+                    *at = offset;
+                    offset += 4 * samples * row_dims.iter().product::<usize>();
+                }
+                data_start = 8 + header(&layout, 0.0).len();
+            }
+            for (name, values, _) in outputs {
+                let (at, row_dims) = &layout[&name];
+                let row_bytes = 4 * row_dims.iter().product::<usize>();
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                write_at(file, data_start + at + first * row_bytes, &bytes)?;
+            }
+            Ok(())
+        })?;
+        let text = header(&layout, seconds);
+        let mut front = (text.len() as u64).to_le_bytes().to_vec();
+        front.extend(text);
+        write_at(file, 0, &front)?;
+        file.sync_all().map_err(|e| Error::io("flush", path, e))?;
+        tmp.persist(path)
+            .map_err(|e| Error::io("replace", path, e.error))?;
+        Self::open(path, key, samples, taps, device)
     }
 
-    /// Maps a cache file written by [`save`](Self::save): the outputs stay on
+    /// Maps a cache file written by [`build_on_disk`](Self::build_on_disk): the outputs stay on
     /// disk and are paged in as batches ask for them. Fails unless the file
     /// holds `key`, `samples` rows of f32 logits and every tap in `taps`.
     pub fn open(
@@ -238,14 +297,6 @@ impl CachedTeacher {
         })
     }
 
-    /// Switches to serving from `path`'s mapping (after [`save`](Self::save)),
-    /// which frees the in-memory copy.
-    pub fn into_mapped(self, path: &Path, key: &str, taps: &[&str]) -> Result<Self> {
-        let mut mapped = Self::open(path, key, self.samples, taps, &self.device)?;
-        mapped.build_seconds = self.build_seconds;
-        Ok(mapped)
-    }
-
     pub fn bytes(&self) -> usize {
         4 * self
             .columns
@@ -276,6 +327,37 @@ impl CachedTeacher {
         dims.extend(&column.row_dims);
         Ok(Tensor::from_vec(out, dims, &self.device)?)
     }
+}
+
+/// One batch's outputs: (name, values row after row, the shape of one row).
+type BatchOutputs = Vec<(String, Vec<f32>, Vec<usize>)>;
+
+/// Runs `teacher` over all of `data` in order, handing each batch's logits and
+/// `taps` to `sink` with the index of the batch's first sample; returns the seconds taken.
+fn run_teacher(
+    teacher: &dyn Teacher,
+    data: &Dataset,
+    taps: &[&str],
+    device: &Device,
+    sink: &mut dyn FnMut(usize, BatchOutputs) -> Result<()>,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    for indices in data.batch_indices(EVAL_BATCH, None) {
+        let out = teacher.outputs(&data.batch(&indices, device)?)?;
+        let mut parts = vec![(LOGITS, &out.logits)];
+        for t in taps {
+            parts.push((t, out.tap(t)?));
+        }
+        let outputs = parts
+            .into_iter()
+            .map(|(name, t)| {
+                let values = t.flatten_all()?.to_vec1::<f32>()?;
+                Ok((name.to_string(), values, t.dims()[1..].to_vec()))
+            })
+            .collect::<Result<_>>()?;
+        sink(indices[0], outputs)?;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
 
 impl Teacher for CachedTeacher {
