@@ -163,6 +163,8 @@ pub struct Trainer<'a> {
     student: &'a dyn Student,
     teacher: Option<&'a dyn Teacher>,
     method_name: &'static str,
+    /// The method's hyper-parameters, defaults filled in.
+    params: Params,
     distill: Option<Box<dyn DistillLoss>>,
     adapters: VarMap,
     optimizer: Adam,
@@ -219,6 +221,7 @@ impl<'a> Trainer<'a> {
             student,
             teacher: if method.needs_teacher { teacher } else { None },
             method_name: method.name,
+            params: params.clone(),
             distill,
             adapters,
             optimizer,
@@ -228,6 +231,11 @@ impl<'a> Trainer<'a> {
             checkpoints: None,
             stop: None,
         })
+    }
+
+    /// The method's hyper-parameters as used: those given, defaults for the rest.
+    pub fn params(&self) -> &Params {
+        &self.params
     }
 
     /// Writes checkpoints as `policy` says.

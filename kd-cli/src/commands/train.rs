@@ -49,18 +49,9 @@ pub fn train_phase(
         num_classes: data.train.num_classes(),
     };
     let model = Model::new(arch, arch_config, config.seed, device)?;
-    let params = kd_core::loss::resolve_params(method.params, params, method.name)?;
-    let mut trainer = Trainer::new(
-        &model,
-        teacher,
-        method,
-        &params,
-        config,
-        &data.train,
-        device,
-    )
-    .with_context(|| format!("cannot start run `{name}`"))?
-    .with_stop_flag(&crate::STOP);
+    let mut trainer = Trainer::new(&model, teacher, method, params, config, &data.train, device)
+        .with_context(|| format!("cannot start run `{name}`"))?
+        .with_stop_flag(&crate::STOP);
     if let Some(policy) = checkpoints {
         trainer = trainer.with_checkpoints(policy);
     }
@@ -78,6 +69,7 @@ pub fn train_phase(
     trainer.fit(&data.train, Some(&data.test), progress)?;
     let evaluation = trainer.evaluate(&data.test)?;
     let adapters = trainer.adapters().clone();
+    let params = trainer.params().clone();
     drop(trainer);
     Ok(Phase {
         model,
