@@ -105,7 +105,7 @@ fn report(cache: &CachedTeacher, images: usize, epochs: usize, reused: bool) {
         format!("computed once in {:.1} s", cache.build_seconds)
     };
     tracing::info!(
-        "teacher cache: {images} training images' outputs ({} MB, {place}) {how}; {epochs} epoch(s) skip the teacher's forward pass, saving about {saved:.0} s",
+        "teacher cache: {images} training images' outputs ({} MB, {place}) {how}; {epochs} epoch(s) skip the teacher's forward pass, saving about {saved:.1} s",
         cache.bytes() >> 20,
     );
 }
