@@ -65,6 +65,38 @@ pub fn eval_forward(model: &Model, images: &Tensor) -> Tensor {
     model.forward(images, Mode::Eval).unwrap().logits
 }
 
+/// The command line of the timing binaries, `[RUNS] [ONLY]`: how many timed
+/// runs per figure (default 5), and a name prefix that selects what is timed
+/// (for a profiler). Also sets up the allocator as `kd` does.
+pub struct Timer {
+    runs: usize,
+    only: String,
+}
+
+impl Timer {
+    pub fn from_args() -> Self {
+        kd_core::malloc::keep_freed_memory();
+        let mut args = std::env::args().skip(1);
+        Self {
+            runs: args.next().and_then(|s| s.parse().ok()).unwrap_or(5),
+            only: args.next().unwrap_or_default(),
+        }
+    }
+
+    /// Whether anything named `group...` may be timed: set-up for the
+    /// others is skipped, so that it stays out of a profile.
+    pub fn wants(&self, group: &str) -> bool {
+        group.starts_with(&self.only) || self.only.starts_with(group)
+    }
+
+    /// Prints `name ms` (median of the runs) unless `name` is filtered out.
+    pub fn report(&self, name: &str, f: &mut dyn FnMut()) {
+        if name.starts_with(&self.only) {
+            println!("{name} {:.1}", median_ms(self.runs, f));
+        }
+    }
+}
+
 /// Median wall time in milliseconds of `runs` calls of `f`, after one warm-up call.
 pub fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f();

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use kd_core::cache::{cache_key, CachedTeacher, Placement};
 use kd_core::candle::Device;
 use kd_core::data::Splits;
-use kd_core::Model;
+use kd_core::{Model, Teacher};
 
 pub const MODES: &str = "auto, off, memory or disk";
 
@@ -33,14 +33,24 @@ pub fn build(
     epochs: usize,
 ) -> Result<Option<CachedTeacher>> {
     check_mode(Some(mode))?;
-    if mode == "off" {
-        return Ok(None);
+    // A newly computed cache: logged as such and returned.
+    let fresh = |cache: Result<CachedTeacher>| -> Result<Option<CachedTeacher>> {
+        let cache = cache?;
+        report(&cache, data.train.len(), epochs, false);
+        Ok(Some(cache))
+    };
+    let memory = || Ok(CachedTeacher::build(teacher, &data.train, taps, device)?);
+    match mode {
+        "off" => return Ok(None),
+        // Nothing on disk is read or written: no key to compute.
+        "memory" => return fresh(memory()),
+        _ => {}
     }
     let key = cache_key(teacher, &data.train, taps)?;
     let path = crate::datasets::cache_dir()
         .join("teacher-outputs")
         .join(format!("{}.safetensors", &key[..32]));
-    if mode != "memory" && path.exists() {
+    if path.exists() {
         match CachedTeacher::open(&path, &key, data.train.len(), taps, device) {
             Ok(cache) => {
                 report(&cache, data.train.len(), epochs, true);
@@ -49,42 +59,47 @@ pub fn build(
             Err(e) => tracing::warn!("teacher cache not reused ({e:#}); computing it again"),
         }
     }
-    let on_disk = match mode {
-        "disk" => true,
-        "memory" => false,
-        _ => CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)? > AUTO_MEMORY_LIMIT,
-    };
-    let cache = if on_disk {
-        let built = std::fs::create_dir_all(path.parent().unwrap_or(&path))
-            .map_err(anyhow::Error::from)
-            .and_then(|()| {
-                Ok(CachedTeacher::build_on_disk(
-                    teacher,
-                    &data.train,
-                    taps,
-                    device,
-                    &path,
-                    &key,
-                )?)
-            });
-        match built {
-            Ok(cache) => cache,
-            Err(e) if mode == "auto" => {
-                tracing::warn!("teacher cache kept in memory instead of on disk: {e:#}");
-                CachedTeacher::build(teacher, &data.train, taps, device)?
-            }
-            Err(e) => {
-                return Err(e.context(format!(
-                    "cannot write the teacher cache {}: set KD_CACHE to a writable folder, or use --teacher-cache memory",
-                    path.display()
-                )))
-            }
+    if mode == "auto"
+        && CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)? <= AUTO_MEMORY_LIMIT
+    {
+        return fresh(memory());
+    }
+    let built = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            Ok(CachedTeacher::build_on_disk(
+                teacher,
+                &data.train,
+                taps,
+                device,
+                &path,
+                &key,
+            )?)
+        });
+    match built {
+        Ok(cache) => fresh(Ok(cache)),
+        Err(e) if mode == "auto" => {
+            tracing::warn!("teacher cache kept in memory instead of on disk: {e:#}");
+            fresh(memory())
         }
-    } else {
-        CachedTeacher::build(teacher, &data.train, taps, device)?
-    };
-    report(&cache, data.train.len(), epochs, false);
-    Ok(Some(cache))
+        Err(e) => Err(e.context(format!(
+            "cannot write the teacher cache {}: set KD_CACHE to a writable folder, or use --teacher-cache memory",
+            path.display()
+        ))),
+    }
+}
+
+/// What serves the teacher's outputs: the cache when there is one, else the
+/// teacher itself.
+pub fn serving<'a>(
+    cache: Option<&'a CachedTeacher>,
+    teacher: Option<&'a Model>,
+) -> Option<&'a dyn Teacher> {
+    match (cache, teacher) {
+        (Some(c), _) => Some(c),
+        (None, Some(t)) => Some(t),
+        (None, None) => None,
+    }
 }
 
 /// One log line: where the outputs are, what they cost and what they save.

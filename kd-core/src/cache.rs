@@ -305,11 +305,6 @@ impl CachedTeacher {
             .sum::<usize>()
     }
 
-    /// Whether this cache holds every tap in `taps`.
-    pub fn has_taps(&self, taps: &[&str]) -> bool {
-        taps.iter().all(|t| self.columns.contains_key(*t))
-    }
-
     /// The rows of `indices` of one column, as a batch tensor.
     fn gather(&self, column: &Column, indices: &[usize]) -> Result<Tensor> {
         let src = column.rows.as_slice();

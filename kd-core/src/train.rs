@@ -351,7 +351,6 @@ impl<'a> Trainer<'a> {
         self.state = RunState {
             epochs_done: epoch + 1,
             best_accuracy: self.state.best_accuracy,
-            adam_steps: self.optimizer.steps_taken(),
             ..RunState::default()
         };
         self.write_checkpoint(test_accuracy)?;

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release -p kd-bench --bin kd-ops -- [RUNS] [ONLY]`: ONLY times
 //! just the names that start with it (for a profiler).
-use kd_bench::{median_ms, TUTORIAL_CONVS};
+use kd_bench::{Timer, TUTORIAL_CONVS};
 use kd_core::candle::{DType, Device, Tensor, Var};
 
 fn backward(t: Tensor) {
@@ -14,19 +14,10 @@ fn backward(t: Tensor) {
 }
 
 fn main() {
-    kd_core::malloc::keep_freed_memory();
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let only = std::env::args().nth(2).unwrap_or_default();
-    let report = |name: &str, f: &mut dyn FnMut()| {
-        if name.starts_with(&only) {
-            println!("{name} {:.1}", median_ms(runs, f));
-        }
-    };
+    let timer = Timer::from_args();
+    let report = |name: &str, f: &mut dyn FnMut()| timer.report(name, f);
     let dev = Device::Cpu;
-    for conv in TUTORIAL_CONVS {
+    for conv in TUTORIAL_CONVS.iter().filter(|c| timer.wants(&c.key())) {
         let (layer, x) = (conv.layer(), conv.input());
         report(&format!("{}_fwd", conv.key()), &mut || {
             layer.forward_relu(&x).unwrap();

@@ -3,23 +3,14 @@
 //! `name ms` line each: what `kd-bench/compare` sets beside PyTorch.
 //!
 //! `cargo run --release -p kd-bench --bin kd-steps -- [RUNS] [ONLY]`: ONLY
-//! times just the step of that name (for a profiler).
+//! times just the steps whose names start with it (for a profiler).
 
 use kd_bench::*;
 use kd_core::Teacher;
 
 fn main() {
-    kd_core::malloc::keep_freed_memory();
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let only = std::env::args().nth(2);
-    let report = |name: &str, f: &mut dyn FnMut()| {
-        if only.as_deref().is_none_or(|o| o == name) {
-            println!("{name} {:.1}", median_ms(runs, f));
-        }
-    };
+    let timer = Timer::from_args();
+    let report = |name: &str, f: &mut dyn FnMut()| timer.report(name, f);
     let data = cifar_shaped_data();
     let b = batch(&data);
     let teacher = model("deep_nn");

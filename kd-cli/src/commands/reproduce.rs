@@ -196,11 +196,10 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
                 )?);
             }
         }
-        let teacher_ref: Option<&dyn kd_core::Teacher> = match (&cache, &teacher) {
-            (Some(Some(c)), _) => Some(c),
-            (_, Some(t)) => Some(t),
-            _ => None,
-        };
+        let teacher_ref = crate::teacher_cache::serving(
+            cache.as_ref().and_then(Option::as_ref),
+            teacher.as_ref(),
+        );
         let mut progress = Progress::new(run.name, quiet, Some(&metrics))?;
         let phase = train_phase(
             run.name,

@@ -310,11 +310,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         )?,
         None => None,
     };
-    let teacher_ref: Option<&dyn Teacher> = match (&cache, &teacher) {
-        (Some(c), _) => Some(c),
-        (None, Some(t)) => Some(t),
-        _ => None,
-    };
+    let teacher_ref = crate::teacher_cache::serving(cache.as_ref(), teacher.as_ref());
     let mut progress = Progress::new(&method_name, quiet, args.metrics.as_deref())?;
     let phase = train_phase(
         &method_name,

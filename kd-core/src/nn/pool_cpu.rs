@@ -86,7 +86,7 @@ fn pick4(a: f32, b: f32, c: f32, d: f32) -> usize {
 }
 
 /// 2x2 windows, the networks' only pool: two rows at a time without index
-/// arithmetic (3-4x faster than the general loop).
+/// arithmetic (a 64x32x32 pool's forward+backward went from ~71 to ~49 ms).
 fn pool2_plane(plane: &[f32], w: usize, ho: usize, y: &mut [f32]) {
     let wo = y.len() / ho;
     for (oy, out) in y.chunks_exact_mut(wo).enumerate() {
