@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use kd_bench::*;
 use kd_core::candle::{DType, Device, Var};
 use kd_core::candle_nn::{VarBuilder, VarMap};
-use kd_core::loss::{resolve_params, MethodContext, Params};
+use kd_core::loss::{resolve_params, MethodContext, Params, Step};
 use kd_core::{registry, Teacher};
 
 fn steps(c: &mut Criterion) {
@@ -40,8 +40,11 @@ fn losses(c: &mut Criterion) {
     let s_out = student.forward(&b.images, kd_core::Mode::Eval).unwrap();
     let mut g = c.benchmark_group("loss forward+backward");
     g.sample_size(20);
-    for name in ["kd", "cosine", "fitnets"] {
-        let plugin = registry::method(name).unwrap();
+    for plugin in registry::methods()
+        .into_iter()
+        .filter(|m| m.needs_teacher())
+    {
+        let name = plugin.name;
         let params: Params = resolve_params(plugin.params, &Params::new(), name).unwrap();
         let adapters = VarMap::new();
         let ctx = MethodContext {
@@ -50,7 +53,7 @@ fn losses(c: &mut Criterion) {
             student: &s_out,
             teacher: &t_out,
         };
-        let loss = (plugin.build)(&ctx).unwrap().unwrap();
+        let loss = plugin.build.unwrap()(&ctx).unwrap();
         // The student's outputs as leaves, so backward stops at them.
         let leaf = |t: &kd_core::candle::Tensor| Var::from_tensor(t).unwrap().as_tensor().clone();
         let s = kd_core::Outputs {
@@ -62,7 +65,10 @@ fn losses(c: &mut Criterion) {
                 .collect::<BTreeMap<_, _>>(),
         };
         g.bench_function(name, |bench| {
-            bench.iter(|| loss.loss(&s, &t_out).unwrap().backward().unwrap())
+            bench.iter(|| {
+                let step = Step::new(&s, &t_out, &b.labels);
+                loss.loss(&step).unwrap().backward().unwrap()
+            })
         });
     }
     g.finish();

@@ -43,6 +43,37 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Run a recipe end to end (default: the PyTorch tutorial's five runs) and report.
     Reproduce(ReproduceArgs),
+    /// Check that methods compute what their reference says: each registered method
+    /// against the fixtures it ships (loss value and gradients, made by an independent
+    /// PyTorch implementation), or against property checks when it ships none.
+    #[command(
+        after_help = "A fixture is a safetensors file of inputs, the expected loss and its gradients; \
+the README's `kd verify` section gives the format. Exit status 1 when any check fails.\n\n\
+Examples:\n  kd verify\n  kd verify --fixture my_loss.safetensors\n  kd verify --fixture kd.safetensors --method my_kd\n  kd verify --method dkd --properties"
+    )]
+    Verify(VerifyArgs),
+    /// Combine finished `kd reproduce` runs that differ only in their seeds into one
+    /// report: mean ± spread over all seeds, paired differences against CE.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check these fixture files (repeatable) instead of the methods' own. Each names
+    /// its method in its `kd.method` metadata.
+    #[arg(long, value_name = "FILE")]
+    pub fixture: Vec<PathBuf>,
+    /// Check only this method; with --fixture, check the fixtures against this method
+    /// instead of the one they name (to hold a new loss to another's reference).
+    #[arg(long, value_name = "NAME")]
+    pub method: Option<String>,
+    /// Also run the property checks (finite differences, permutation, no gradient to
+    /// the teacher, zero loss at identity) on methods that ship fixtures.
+    #[arg(long)]
+    pub properties: bool,
+    /// Print every check with its error, not only failures.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,8 +206,8 @@ pub struct ReproduceArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Continue a stopped `kd reproduce` in DIR: finished phases are kept, the
-    /// interrupted one resumes from its checkpoint.
+    /// Continue a stopped `kd reproduce` in DIR: finished seed × phase runs are kept,
+    /// the interrupted one resumes from its checkpoint.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
 
@@ -184,8 +215,62 @@ pub struct ReproduceArgs {
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,
 
-    /// The run folder: every model, metrics.jsonl, summary.json, report.md and plot.png.
-    /// Default: runs/RECIPE-DATASET.
+    /// The run folder: summary.json, report.md, plot.png, and per seed a folder
+    /// seed-S/ with every model, checkpoints and metrics.jsonl. Default: runs/RECIPE-DATASET.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// Run every phase once per seed: a list (42,7,0) or a count N (N seeds from
+    /// --seed on). The report gives mean ± standard deviation, min–max and the paired
+    /// difference against the CE student of the same seed. [default: --seed alone]
+    #[arg(long, value_name = "LIST|N", value_parser = parse_seeds)]
+    pub seeds: Option<Seeds>,
+
+    /// Train one teacher (with the first seed) and vary only the students over the
+    /// seeds; by default each seed is a full replicate with its own teacher.
+    #[arg(long)]
+    pub shared_teacher: bool,
+}
+
+/// `--seeds`: an explicit list, or how many seeds to take from `--seed` on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seeds {
+    List(Vec<u64>),
+    Count(usize),
+}
+
+fn parse_seeds(s: &str) -> Result<Seeds, String> {
+    let bad = || format!("`{s}` is not a seed list (42,7,0) or a count (3)");
+    if s.contains(',') {
+        let v: Vec<u64> = s
+            .split(',')
+            .map(|p| p.trim().parse::<u64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let mut unique = v.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != v.len() {
+            return Err(format!("`{s}` repeats a seed: each seed is run once"));
+        }
+        return Ok(Seeds::List(v));
+    }
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(Seeds::Count(n)),
+        Ok(_) => Err(format!(
+            "`{s}`: give between 1 and 1000 seeds, or a list such as 42,7,0"
+        )),
+        Err(_) => Err(bad()),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Finished `kd reproduce` run folders (each with a summary.json) that differ
+    /// only in their seeds: the same recipe run on several machines, or seeds run
+    /// separately.
+    #[arg(value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the combined summary.json, report.md and plot.png (a new folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }

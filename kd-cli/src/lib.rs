@@ -15,6 +15,7 @@ mod datasets;
 mod hub;
 mod plot;
 mod progress;
+mod report;
 mod teacher_cache;
 
 use std::process::ExitCode;

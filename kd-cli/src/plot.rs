@@ -1,9 +1,9 @@
-//! A picture of a run: training loss and test accuracy per epoch, one line per phase.
+//! A picture of a run: training loss and test accuracy per epoch, one line per
+//! phase at the mean over seeds, with a band from the lowest to the highest seed.
 use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
-use kd_core::train::EpochSummary;
 use plotters::prelude::*;
 
 static FONT: Once = Once::new();
@@ -20,63 +20,98 @@ fn register_font() {
     });
 }
 
-pub fn loss_and_accuracy(path: &Path, runs: &[(String, Vec<EpochSummary>)]) -> Result<()> {
-    register_font();
-    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
-    let (left, right) = root.split_horizontally(600);
-    let max_epoch = runs
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|s| s.epoch))
-        .max()
-        .unwrap_or(1)
-        .max(2);
-    let max_loss = runs
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|s| s.loss))
-        .fold(0.0, f64::max)
-        .max(1e-3)
-        * 1.1;
-    let palette = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+/// Per epoch (1-based): mean, min and max over the seeds that have a value.
+fn band(
+    seeds: &[Vec<(f64, Option<f64>)>],
+    value: impl Fn(&(f64, Option<f64>)) -> Option<f64>,
+) -> Vec<(f64, f64, f64, f64)> {
+    let epochs = seeds.iter().map(Vec::len).max().unwrap_or(0);
+    (0..epochs)
+        .filter_map(|e| {
+            let v: Vec<f64> = seeds
+                .iter()
+                .filter_map(|c| c.get(e).and_then(&value))
+                .collect();
+            (!v.is_empty()).then(|| {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                ((e + 1) as f64, mean, lo, hi)
+            })
+        })
+        .collect()
+}
 
-    let draw = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-                title: &str,
-                y_max: f64,
-                value: &dyn Fn(&EpochSummary) -> Option<f64>|
-     -> Result<()> {
+/// `phases`: name and, per seed, each epoch's (training loss, test accuracy).
+pub fn curves(path: &Path, phases: &[(String, Vec<Vec<(f64, Option<f64>)>>)]) -> Result<()> {
+    register_font();
+    let err = |e: &dyn std::fmt::Display| anyhow!("plot {}: {e}", path.display());
+    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (left, right) = root.split_horizontally(600);
+    let palette = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 60, 160),
+    ];
+    let loss: Vec<_> = phases
+        .iter()
+        .map(|(n, s)| (n, band(s, |p| Some(p.0))))
+        .collect();
+    let accuracy: Vec<_> = phases.iter().map(|(n, s)| (n, band(s, |p| p.1))).collect();
+    for (area, title, series) in [
+        (&left, "training loss", &loss),
+        (&right, "test accuracy (%)", &accuracy),
+    ] {
+        let points = series.iter().flat_map(|(_, b)| b.iter());
+        let max_epoch = points.clone().map(|p| p.0).fold(2.0, f64::max);
+        // The axis spans the data (with a margin), so close curves stay apart.
+        let lo = points.clone().map(|p| p.2).fold(f64::INFINITY, f64::min);
+        let hi = points.map(|p| p.3).fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() {
+            (lo, hi.max(lo + 1e-3))
+        } else {
+            (0.0, 1.0)
+        };
+        let pad = (hi - lo) * 0.08;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(1f64..max_epoch as f64, 0f64..y_max)
-            .map_err(|e| anyhow!("plot: {e}"))?;
+            .build_cartesian_2d(1f64..max_epoch, (lo - pad)..(hi + pad))
+            .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
             .x_desc("epoch")
             .label_style(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow!("plot: {e}"))?;
-        for (i, (name, epochs)) in runs.iter().enumerate() {
+            .map_err(|e| err(&e))?;
+        for (i, (name, points)) in series.iter().enumerate() {
             let color = palette[i % palette.len()];
-            let points: Vec<(f64, f64)> = epochs
-                .iter()
-                .filter_map(|s| value(s).map(|v| (s.epoch as f64, v)))
-                .collect();
+            if points.iter().any(|p| p.3 > p.2) {
+                let mut outline: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
+                outline.extend(points.iter().rev().map(|p| (p.0, p.2)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.15))))
+                    .map_err(|e| err(&e))?;
+            }
+            let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
             chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow!("plot: {e}"))?
+                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
             chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(|e| anyhow!("plot: {e}"))?;
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
         }
         chart
             .configure_series_labels()
@@ -84,12 +119,8 @@ pub fn loss_and_accuracy(path: &Path, runs: &[(String, Vec<EpochSummary>)]) -> R
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
             .draw()
-            .map_err(|e| anyhow!("plot: {e}"))?;
-        Ok(())
-    };
-    draw(&left, "training loss", max_loss, &|s| Some(s.loss))?;
-    draw(&right, "test accuracy (%)", 100.0, &|s| s.test_accuracy)?;
-    root.present()
-        .map_err(|e| anyhow!("plot: cannot write {}: {e}", path.display()))?;
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }

@@ -29,6 +29,18 @@ pub enum Error {
         mismatches: Vec<String>,
     },
 
+    /// A method that distils was given no teacher.
+    #[error("method `{method}` distils from a teacher, and none was given")]
+    MissingTeacher { method: String },
+
+    /// A network lacks a tap (named intermediate tensor) that something reads.
+    #[error("{who} reads the tap `{tap}`, which the network does not provide (it has: {})", if .available.is_empty() { "only logits".to_string() } else { .available.join(", ") })]
+    MissingTap {
+        who: String,
+        tap: String,
+        available: Vec<String>,
+    },
+
     /// Settings that cannot work (absurd hyper-parameters, unknown names, empty data).
     #[error("{0}")]
     Config(String),
@@ -53,6 +65,23 @@ impl Error {
         Error::BadFile {
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    /// Names the method an error came from, where the error does not already.
+    pub fn in_method(self, method: &str) -> Self {
+        match self {
+            Error::MissingTap {
+                who,
+                tap,
+                available,
+            } if who == "a loss" => Error::MissingTap {
+                who: format!("method `{method}`"),
+                tap,
+                available,
+            },
+            Error::Config(m) if !m.starts_with(method) => Error::Config(format!("{method}: {m}")),
+            other => other,
         }
     }
 

@@ -46,7 +46,7 @@ pub fn pytorch_default(varmap: &VarMap, seed: u64) -> Result<()> {
         let values: Vec<f32> = (0..var.elem_count())
             .map(|_| rng.gen_range(-bound..bound))
             .collect();
-        let t = Tensor::from_vec(values, var.shape(), var.device())?;
+        let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }
     Ok(())

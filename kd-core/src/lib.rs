@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod functional;
 pub mod init;
 pub mod loss;
 pub mod malloc;
@@ -20,6 +21,7 @@ pub mod nn;
 pub mod optim;
 pub mod registry;
 pub mod train;
+pub mod verify;
 pub mod weights;
 
 pub use error::{Error, Result};

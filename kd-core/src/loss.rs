@@ -8,14 +8,62 @@ use crate::model::Outputs;
 use crate::registry::ParamSpec;
 use crate::{Error, Result};
 
-/// One distillation objective: what it needs from the teacher, and a loss
-/// comparing student and teacher outputs. Trainable helpers (a FitNets
-/// regressor) come from the `VarBuilder` in [`MethodContext`] and train with
-/// the student.
+/// One distillation objective: a loss comparing student and teacher outputs
+/// on a training step. Trainable helpers (a FitNets regressor) come from the
+/// `VarBuilder` in [`MethodContext`] and train with the student.
+///
+/// The teacher outputs a loss sees hold the logits and exactly the taps its
+/// [`MethodPlugin`](crate::registry::MethodPlugin) declares: a tap read but
+/// not declared is an error at start-up, never a silent difference between a
+/// cached teacher and a live one.
 pub trait DistillLoss: Send + Sync {
-    /// Taps the teacher must provide besides its logits (cacheable).
-    fn teacher_taps(&self) -> &[&str];
-    fn loss(&self, student: &Outputs, teacher: &Outputs) -> Result<Tensor>;
+    /// The method's term alone, before the trainer's `distill_weight`.
+    fn loss(&self, step: &Step) -> Result<Tensor>;
+
+    /// Whether the loss is 0 when the student's outputs equal the teacher's;
+    /// `kd verify` checks it. Methods with trainable helpers say no.
+    fn zero_at_identity(&self) -> bool {
+        true
+    }
+}
+
+/// What a loss sees of one training step. New fields may be added, so plugins
+/// read it and never build it: the trainer (or [`Step::new`]) makes it.
+#[non_exhaustive]
+pub struct Step<'a> {
+    pub student: &'a Outputs,
+    pub teacher: &'a Outputs,
+    /// The batch's class labels (N, u32).
+    pub labels: &'a Tensor,
+    /// 0-based epoch and optimizer step (counted over the whole run), for schedules.
+    pub epoch: usize,
+    pub step: usize,
+    /// Each sample's index in the training set, for methods with per-sample state.
+    pub indices: &'a [usize],
+}
+
+impl<'a> Step<'a> {
+    /// A step at epoch 0, step 0, with no sample indices: for tests and tools.
+    pub fn new(student: &'a Outputs, teacher: &'a Outputs, labels: &'a Tensor) -> Self {
+        Self {
+            student,
+            teacher,
+            labels,
+            epoch: 0,
+            step: 0,
+            indices: &[],
+        }
+    }
+
+    /// The same step placed at `epoch` and `step`, for `indices`.
+    pub fn at(self, epoch: usize, step: usize, indices: &'a [usize]) -> Self {
+        Self {
+            epoch,
+            step,
+            indices,
+            ..self
+        }
+    }
 }
 
 /// Hyper-parameter values by name, resolved against a method's [`ParamSpec`]s.

@@ -19,11 +19,22 @@ pub struct Outputs {
 impl Outputs {
     /// The tap `name`, or an error naming the taps that exist.
     pub fn tap(&self, name: &str) -> Result<&Tensor> {
-        self.taps.get(name).ok_or_else(|| {
-            crate::Error::config(format!(
-                "the network provides no tap `{name}`; it has: {}",
-                self.taps.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+        self.taps.get(name).ok_or_else(|| crate::Error::MissingTap {
+            who: "a loss".into(),
+            tap: name.to_string(),
+            available: self.taps.keys().cloned().collect(),
+        })
+    }
+
+    /// The logits and just the taps `names` (each must exist).
+    pub fn only(&self, names: &[&str]) -> Result<Outputs> {
+        let taps = names
+            .iter()
+            .map(|n| Ok((n.to_string(), self.tap(n)?.clone())))
+            .collect::<Result<_>>()?;
+        Ok(Outputs {
+            logits: self.logits.clone(),
+            taps,
         })
     }
 }

@@ -17,19 +17,53 @@ pub struct ParamSpec {
     pub positive: bool,
 }
 
-/// Makes a method's loss from its context; `None` for plain cross-entropy.
-pub type BuildLoss = fn(&MethodContext) -> Result<Option<Box<dyn DistillLoss>>>;
+impl ParamSpec {
+    /// A hyper-parameter that must be greater than 0.
+    pub const fn positive(name: &'static str, default: f64, help: &'static str) -> Self {
+        Self {
+            name,
+            default,
+            help,
+            positive: true,
+        }
+    }
 
-/// A distillation method. `build` returns `None` for plain supervised
-/// training (no teacher, cross-entropy only).
+    /// A hyper-parameter that may take any finite value.
+    pub const fn any(name: &'static str, default: f64, help: &'static str) -> Self {
+        Self {
+            name,
+            default,
+            help,
+            positive: false,
+        }
+    }
+}
+
+/// Makes a method's loss from its context.
+pub type BuildLoss = fn(&MethodContext) -> Result<Box<dyn DistillLoss>>;
+
+/// A method: a name, its hyper-parameters, the teacher taps it reads and how
+/// to build its loss. Each fact is stated here once: a method needs a teacher
+/// exactly when it has a loss, and its loss sees exactly the teacher taps
+/// listed (see [`DistillLoss`]).
 pub struct MethodPlugin {
     pub name: &'static str,
     pub summary: &'static str,
     pub params: &'static [ParamSpec],
-    /// Taps the teacher must provide (besides logits); shown in `kd list`.
-    pub teacher_taps: &'static [&'static str],
-    pub needs_teacher: bool,
-    pub build: BuildLoss,
+    /// Teacher taps the loss reads besides the logits; also what a teacher cache holds.
+    pub taps: &'static [&'static str],
+    /// `None`: plain supervised training (cross-entropy, no teacher).
+    pub build: Option<BuildLoss>,
+    /// Reference fixtures (safetensors bytes, usually `include_bytes!`) that
+    /// `kd verify` holds the loss to; see [`crate::verify`].
+    pub fixtures: &'static [&'static [u8]],
+}
+
+impl MethodPlugin {
+    /// Whether the method distils from a teacher (it has a loss).
+    pub fn needs_teacher(&self) -> bool {
+        self.build.is_some()
+    }
 }
 
 /// A network architecture; variable paths follow PyTorch's module paths.
@@ -58,7 +92,9 @@ pub struct RecipePlugin {
     pub summary: &'static str,
     pub teacher_arch: &'static str,
     pub student_arch: &'static str,
-    pub runs: &'static [RecipeRun],
+    /// The runs in order; a function, so that a recipe can follow the
+    /// registry (one run per registered method, say).
+    pub runs: fn() -> Vec<RecipeRun>,
 }
 
 inventory::collect!(MethodPlugin);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::eval::{evaluate, Evaluation};
-use crate::loss::{cross_entropy, resolve_params, DistillLoss, MethodContext, Params};
+use crate::loss::{cross_entropy, resolve_params, DistillLoss, MethodContext, Params, Step};
 use crate::model::{sorted_tensors, Mode, Student, Teacher};
 use crate::optim::Adam;
 use crate::registry::MethodPlugin;
@@ -162,7 +162,7 @@ pub struct CheckpointPolicy {
 pub struct Trainer<'a> {
     student: &'a dyn Student,
     teacher: Option<&'a dyn Teacher>,
-    method_name: &'static str,
+    method: &'static MethodPlugin,
     /// The method's hyper-parameters, defaults filled in.
     params: Params,
     distill: Option<Box<dyn DistillLoss>>,
@@ -189,26 +189,31 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         config.validate()?;
         let params = resolve_params(method.params, params, method.name)?;
-        if method.needs_teacher && teacher.is_none() {
-            return Err(Error::config(format!(
-                "method `{}` distils from a teacher: pass --teacher FILE (a model trained with `kd train --arch ...`)",
-                method.name
-            )));
-        }
         let probe = train.batch(&(0..train.len().min(2)).collect::<Vec<_>>(), device)?;
-        let student_out = student.forward_t(&probe.images, Mode::Eval)?;
-        let teacher_out = match teacher {
-            Some(t) if method.needs_teacher => t.outputs(&probe)?,
-            _ => student_out.clone(),
-        };
         let adapters = VarMap::new();
-        let ctx = MethodContext {
-            params: &params,
-            vb: VarBuilder::from_varmap(&adapters, DType::F32, device),
-            student: &student_out,
-            teacher: &teacher_out,
+        let (distill, teacher) = match (method.build, teacher) {
+            (None, _) => (None, None),
+            (Some(_), None) => {
+                return Err(Error::MissingTeacher {
+                    method: method.name.to_string(),
+                })
+            }
+            (Some(build), Some(teacher)) => {
+                let student_out = student.forward_t(&probe.images, Mode::Eval)?;
+                let teacher_out = teacher
+                    .outputs(&probe)?
+                    .only(method.taps)
+                    .map_err(|e| e.in_method(method.name))?;
+                let ctx = MethodContext {
+                    params: &params,
+                    vb: VarBuilder::from_varmap(&adapters, DType::F32, device),
+                    student: &student_out,
+                    teacher: &teacher_out,
+                };
+                let distill = build(&ctx).map_err(|e| e.in_method(method.name))?;
+                (Some(distill), Some(teacher))
+            }
         };
-        let distill = (method.build)(&ctx)?;
         crate::init::pytorch_default(&adapters, config.seed)?;
         let mut vars: Vec<(String, Var)> = named_vars(student.varmap());
         vars.extend(
@@ -219,8 +224,8 @@ impl<'a> Trainer<'a> {
         let optimizer = Adam::new(vars, config.lr)?;
         Ok(Self {
             student,
-            teacher: if method.needs_teacher { teacher } else { None },
-            method_name: method.name,
+            teacher,
+            method,
             params: params.clone(),
             distill,
             adapters,
@@ -294,7 +299,7 @@ impl<'a> Trainer<'a> {
         let mut images = 0;
         for b in self.state.batches_done..batches.len() {
             let indices = &batches[b];
-            let (loss, terms) = self.step(train, indices, epoch, b)?;
+            let (loss, terms) = self.step(train, indices, epoch, b, epoch * batches.len() + b)?;
             self.state.batches_done = b + 1;
             self.state.loss_sum += loss;
             for (n, v) in terms {
@@ -358,14 +363,15 @@ impl<'a> Trainer<'a> {
         Ok(summary)
     }
 
-    /// One optimizer step on the samples at `indices`; returns the total loss
-    /// and each weighted term.
+    /// One optimizer step on the samples at `indices` (batch `b` of `epoch`,
+    /// the run's step `global_step`); returns the total loss and each weighted term.
     fn step(
         &mut self,
         train: &Dataset,
         indices: &[usize],
         epoch: usize,
         b: usize,
+        global_step: usize,
     ) -> Result<(f64, Vec<(String, f64)>)> {
         let cfg = &self.config;
         let batch = train.batch(indices, &self.device)?;
@@ -376,11 +382,14 @@ impl<'a> Trainer<'a> {
         let ce = cross_entropy(&out.logits, &batch.labels)?;
         let (total, terms) = match (&self.distill, self.teacher) {
             (Some(distill), Some(teacher)) => {
-                let t_out = teacher.outputs(&batch)?;
-                let d = distill.loss(&out, &t_out)?;
+                let t_out = teacher.outputs(&batch)?.only(self.method.taps)?;
+                let step = Step::new(&out, &t_out, &batch.labels).at(epoch, global_step, indices);
+                let d = distill
+                    .loss(&step)
+                    .map_err(|e| e.in_method(self.method.name))?;
                 let terms = vec![
                     ("ce", (ce * cfg.ce_weight)?),
-                    (self.method_name, (d * cfg.distill_weight)?),
+                    (self.method.name, (d * cfg.distill_weight)?),
                 ];
                 ((&terms[0].1 + &terms[1].1)?, terms)
             }

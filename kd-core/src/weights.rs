@@ -116,15 +116,20 @@ pub struct WeightsFile {
 /// with dtypes kd cannot read, is an error naming the file and the problem.
 pub fn read(path: &Path) -> Result<WeightsFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    parse(path, &bytes)
+}
+
+/// [`read`] for bytes already in memory; `path` names them in errors.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<WeightsFile> {
     let corrupt = |what: String| {
         Error::bad_file(
             path,
             format!("not a valid safetensors file: {what}. It may be truncated or damaged: export or download it again."),
         )
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(describe(&e)))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| corrupt(describe(&e)))?;
     let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(describe(&e)))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(describe(&e)))?;
     let metadata: BTreeMap<String, String> = header
         .metadata()
         .clone()

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use kd_core::candle::{Device, Module, Tensor};
 use kd_core::candle_nn::VarBuilder;
 use kd_core::data::{synthetic, SyntheticSpec};
-use kd_core::loss::{MethodContext, Params};
+use kd_core::loss::Params;
 use kd_core::nn::{linear, max_pool2d, Conv2d};
 use kd_core::registry::{ArchPlugin, MethodPlugin};
 use kd_core::train::{Silent, TrainConfig, Trainer};
-use kd_core::{ArchConfig, DistillLoss, Mode, Model, Network, Outputs, Result};
+use kd_core::{ArchConfig, Mode, Model, Network, Outputs, Result};
 
 struct Tiny {
     conv: Conv2d,
@@ -37,12 +37,8 @@ fn tiny(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
 
 kd_core::inventory::submit! { ArchPlugin { name: "test_tiny", summary: "a tiny test CNN", build: tiny } }
 
-fn supervised(_: &MethodContext) -> Result<Option<Box<dyn DistillLoss>>> {
-    Ok(None)
-}
-
 kd_core::inventory::submit! {
-    MethodPlugin { name: "test_supervised", summary: "cross-entropy", params: &[], teacher_taps: &[], needs_teacher: false, build: supervised }
+    MethodPlugin { name: "test_supervised", summary: "cross-entropy", params: &[], taps: &[], build: None, fixtures: &[] }
 }
 
 fn train(seed: u64, epochs: usize) -> (Model, f64) {

@@ -41,8 +41,11 @@ fn list_shows_every_registered_thing_with_hyper_parameters() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(methods, ["ce", "cosine", "fitnets", "kd"]);
-    assert_eq!(json["methods"][3]["params"][0]["default"], 2.0);
+    assert_eq!(
+        methods,
+        ["at", "ce", "cosine", "dist", "dkd", "fitnets", "kd", "ls_kd", "pkt", "rkd", "sp"]
+    );
+    assert_eq!(json["methods"][6]["params"][0]["default"], 2.0);
 }
 
 #[test]
@@ -250,14 +253,15 @@ fn reproduce_runs_the_whole_tutorial_and_reports() {
     args.extend(DATA);
     let out = stdout(&ok(&args, dir.path()));
     let run = dir.path().join("run");
+    let seed = run.join("seed-42");
     for phase in ["teacher", "ce", "kd", "cosine", "fitnets"] {
         assert!(
-            run.join(format!("{phase}.safetensors")).exists(),
+            seed.join(format!("{phase}.safetensors")).exists(),
             "{phase} weights"
         );
         assert!(out.contains(&format!("| {phase} |")), "{out}");
     }
-    assert!(run.join("fitnets.adapters.safetensors").exists());
+    assert!(seed.join("fitnets.adapters.safetensors").exists());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     for phase in ["teacher", "ce", "kd", "cosine", "fitnets"] {
@@ -267,7 +271,7 @@ fn reproduce_runs_the_whole_tutorial_and_reports() {
             "{summary}"
         );
     }
-    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(seed.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 5, "one epoch per phase");
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("| kd | kd |") && report.contains("plot.png"));
@@ -283,7 +287,7 @@ fn reproduce_runs_the_whole_tutorial_and_reports() {
         &[
             "eval",
             "--model",
-            "run/ce.safetensors",
+            "run/seed-42/ce.safetensors",
             "--synthetic-shape",
             "3,16,16",
             "--test-subset",

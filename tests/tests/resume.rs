@@ -218,16 +218,17 @@ fn reproduce_resume_keeps_finished_phases_and_continues_the_rest() {
     args.extend(DATA);
     ok(&args, dir.path());
     let run = dir.path().join("run");
-    let kept = sha(&run.join("kd.safetensors"));
+    let seed = run.join("seed-42");
+    let kept = sha(&seed.join("kd.safetensors"));
     // As if the run had died during its last phase: its weights were never written.
-    std::fs::remove_file(run.join("fitnets.safetensors")).unwrap();
+    std::fs::remove_file(seed.join("fitnets.safetensors")).unwrap();
     std::fs::remove_file(run.join("summary.json")).unwrap();
     let o = ok(&["reproduce", "--resume", "run"], dir.path());
     let err = stderr(&o);
     assert_eq!(err.matches("finished before").count(), 4, "{err}");
-    assert!(run.join("fitnets.safetensors").exists() && run.join("summary.json").exists());
+    assert!(seed.join("fitnets.safetensors").exists() && run.join("summary.json").exists());
     assert_eq!(
-        sha(&run.join("kd.safetensors")),
+        sha(&seed.join("kd.safetensors")),
         kept,
         "finished phases are kept as they were"
     );

@@ -14,14 +14,14 @@ pub fn run(args: &ListArgs) -> Result<()> {
             "methods": methods.iter().map(|m| json!({
                 "name": m.name,
                 "summary": m.summary,
-                "needs_teacher": m.needs_teacher,
-                "teacher_taps": m.teacher_taps,
+                "needs_teacher": m.needs_teacher(),
+                "teacher_taps": m.taps,
                 "params": m.params.iter().map(|p| json!({"name": p.name, "default": p.default, "help": p.help})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "architectures": archs.iter().map(|a| json!({"name": a.name, "summary": a.summary})).collect::<Vec<_>>(),
             "recipes": recipes.iter().map(|r| json!({
                 "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
-                "runs": r.runs.iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
+                "runs": (r.runs)().iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "datasets": DATASETS.iter().map(|(n, s)| json!({"name": n, "summary": s})).collect::<Vec<_>>(),
         });
@@ -31,11 +31,11 @@ pub fn run(args: &ListArgs) -> Result<()> {
     println!("Methods (kd train --method NAME):");
     for m in &methods {
         println!("  {:<10} {}", m.name, m.summary);
-        if m.needs_teacher {
-            let taps = if m.teacher_taps.is_empty() {
+        if m.needs_teacher() {
+            let taps = if m.taps.is_empty() {
                 "logits".to_string()
             } else {
-                format!("logits, {}", m.teacher_taps.join(", "))
+                format!("logits, {}", m.taps.join(", "))
             };
             println!("  {:<10} needs a teacher (uses its {taps})", "");
         }
@@ -53,8 +53,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
     println!("\nRecipes (kd reproduce --recipe NAME):");
     for r in &recipes {
         println!("  {:<10} {}", r.name, r.summary);
-        let runs: Vec<_> = r
-            .runs
+        let runs: Vec<_> = (r.runs)()
             .iter()
             .map(|x| format!("{} ({})", x.name, x.method))
             .collect();

@@ -5,6 +5,7 @@ mod list;
 mod predict;
 mod reproduce;
 mod train;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Reproduce(a) => reproduce::run(a, quiet),
+        Command::Verify(a) => verify::run(&a),
+        Command::Report(a) => reproduce::report(&a),
     }
 }
 

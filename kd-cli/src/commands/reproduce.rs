@@ -1,39 +1,57 @@
-use std::fmt::Write as _;
-use std::path::PathBuf;
+//! `kd reproduce`: a recipe's runs once per seed, then the report. Each seed
+//! is a full replicate (its own teacher) unless `--shared-teacher`; every
+//! seed's models, checkpoints and metrics live in `OUT/seed-S/`.
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use kd_core::cache::CachedTeacher;
 use kd_core::loss::Params;
-use kd_core::registry;
-use kd_core::train::TrainConfig;
-use serde_json::json;
+use kd_core::registry::{self, RecipePlugin, RecipeRun};
+use kd_core::train::{CheckpointPolicy, EpochSummary, TrainConfig};
+use kd_core::Model;
+use serde::{Deserialize, Serialize};
 
 use super::train::{save_phase, train_phase};
-use crate::cli::ReproduceArgs;
-use crate::config::RunConfig;
+use crate::cli::{ReproduceArgs, Seeds};
+use crate::config::{HyperArgs, RunConfig};
 use crate::progress::Progress;
-use kd_core::train::{CheckpointPolicy, EpochSummary};
+use crate::report::{PhaseRun, Summary};
 
-/// One finished phase, as reported.
-struct Row {
-    name: &'static str,
-    method: &'static str,
-    accuracy: f64,
-    seconds: f64,
-    /// Whether this phase trained the teacher, and whether it distilled.
-    teacher: bool,
-    distils: bool,
+/// `OUT/settings.toml`: the run's settings and its seeds, read back by `--resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunSettings {
+    seeds: Vec<u64>,
+    #[serde(default)]
+    shared_teacher: bool,
+    #[serde(flatten)]
+    run: RunConfig,
 }
 
-pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
+/// Everything decided before the first batch.
+struct Plan {
+    recipe: &'static RecipePlugin,
+    runs: Vec<RecipeRun>,
+    cfg: RunConfig,
+    hyper: HyperArgs,
+    base: TrainConfig,
+    /// The settings TOML stored in checkpoints and models (seed: the first seed).
+    settings: String,
+    seeds: Vec<u64>,
+    shared_teacher: bool,
+    out: PathBuf,
+    resuming: bool,
+    checkpoint_every: Option<usize>,
+}
+
+fn plan(args: &ReproduceArgs) -> Result<Plan> {
     let recipe = registry::recipe(&args.recipe)?;
-    let resuming = args.resume.is_some();
-    let out_arg = args.resume.clone().or(args.out.clone());
     let flags = RunConfig {
         data: args.data.clone(),
         hyper: args.hyper.clone(),
         ..RunConfig::default()
     };
-    let mut cfg = flags.clone().with_file(args.config.as_deref())?;
+    let mut cfg = flags.with_file(args.config.as_deref())?;
+    let mut stored: Option<RunSettings> = None;
     if let Some(dir) = &args.resume {
         let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
             format!(
@@ -41,36 +59,83 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
                 dir.display()
             )
         })?;
-        let then: RunConfig =
+        let then: RunSettings =
             toml::from_str(&text).context("the run's settings.toml cannot be read")?;
-        cfg = cfg.or(then.clone());
-        let changed = super::train::changed_settings(
-            &then,
-            &RunConfig {
-                hyper: cfg.hyper.clone().resolved(),
-                ..cfg.clone()
-            },
-        );
+        cfg = cfg.or(then.run.clone());
+        let now = RunConfig {
+            hyper: cfg.hyper.clone().resolved(),
+            ..cfg.clone()
+        };
+        let changed = super::train::changed_settings(&then.run, &now);
         if !changed.is_empty() {
-            anyhow::bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
+            bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
         }
+        if args.shared_teacher && !then.shared_teacher {
+            bail!("the run was started without --shared-teacher; resume it without that flag, or start a new run");
+        }
+        stored = Some(then);
     }
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
-    let out = out_arg.unwrap_or_else(|| {
+    let seeds = match (&args.seeds, &stored) {
+        (Some(Seeds::List(v)), _) => v.clone(),
+        (Some(Seeds::Count(n)), _) => (0..*n as u64).map(|i| base.seed.wrapping_add(i)).collect(),
+        (None, Some(s)) => s.seeds.clone(),
+        (None, None) => vec![base.seed],
+    };
+    if seeds.first() != Some(&base.seed) {
+        bail!(
+            "--seeds must start with the run's seed {} (or give --seed {} as well)",
+            base.seed,
+            seeds[0]
+        );
+    }
+    let out = args.resume.clone().or(args.out.clone()).unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
     });
+    let resuming = args.resume.is_some();
+    if !resuming && out.join("settings.toml").exists() {
+        bail!(
+            "{} holds an earlier kd reproduce run. Continue it with `kd reproduce --resume {}`, or choose another --out.",
+            out.display(),
+            out.display()
+        );
+    }
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the run folder {}", out.display()))?;
     super::check_writable(&out.join("summary.json"))?;
-    let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
-    let data = crate::datasets::load(&cfg.data)?;
+    let settings = RunConfig {
+        hyper: hyper.clone(),
+        ..cfg.clone()
+    }
+    .to_toml();
+    let shared_teacher = args.shared_teacher || stored.is_some_and(|s| s.shared_teacher);
+    Ok(Plan {
+        recipe,
+        runs: (recipe.runs)(),
+        cfg,
+        hyper,
+        base,
+        settings,
+        seeds,
+        shared_teacher,
+        out,
+        resuming,
+        checkpoint_every: args.checkpoint_every,
+    })
+}
+
+pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
+    let plan = plan(&args)?;
+    let device = super::device(plan.hyper.device.as_deref().unwrap_or("auto"))?;
+    let data = crate::datasets::load(&plan.cfg.data)?;
+    let base = &plan.base;
     if !quiet {
         eprintln!(
-            "kd reproduce: recipe `{}` on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seed {}, device {}",
-            recipe.name,
+            "kd reproduce: recipe `{}` on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seeds {:?}{}, device {}",
+            plan.recipe.name,
             data.train.name,
             data.train.len(),
             data.test.len(),
@@ -78,249 +143,227 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             base.epochs,
             base.batch_size,
             base.lr,
-            base.seed,
+            plan.seeds,
+            if plan.shared_teacher { " (one shared teacher)" } else { "" },
             kd_core::device::name(&device)
         );
     }
-    let metrics = out.join("metrics.jsonl");
-    let settings = RunConfig {
-        hyper: hyper.clone(),
-        ..cfg.clone()
-    }
-    .to_toml();
-    if !resuming {
-        let checkpoints = out.join("checkpoints");
-        let earlier = std::fs::read_dir(&checkpoints)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        super::refuse_earlier_run(
-            &checkpoints,
-            earlier,
-            &format!("kd reproduce --resume {}", out.display()),
-        )?;
-        // A fresh run starts a fresh metrics file.
-        let _ = std::fs::remove_file(&metrics);
-        kd_core::weights::write_atomic(&out.join("settings.toml"), settings.as_bytes())?;
-    }
-    crate::install_interrupt_handler(&format!("kd reproduce --resume {}", out.display()));
-    let mut rows = Vec::new();
-    let mut curves = Vec::new();
-    let mut teacher: Option<kd_core::Model> = None;
-    // The teacher's outputs, computed once and shared by every distillation run.
-    let mut cache: Option<Option<kd_core::cache::CachedTeacher>> = None;
-    let mut taps: Vec<&str> = Vec::new();
-    for run in recipe.runs {
-        for t in registry::method(run.method)?.teacher_taps {
-            if !taps.contains(t) {
-                taps.push(t);
-            }
-        }
-    }
-    for run in recipe.runs {
-        let method = registry::method(run.method)?;
-        // Flags and config override the recipe's weights and hyper-parameters.
-        let mut params: Params = run
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        for (k, v) in &hyper.params {
-            if method.params.iter().any(|p| p.name == k) {
-                params.insert(k.clone(), *v);
-            }
-        }
-        let config = TrainConfig {
-            ce_weight: cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
-            distill_weight: cfg.hyper.distill_weight.unwrap_or(run.distill_weight),
-            ..base.clone()
-        };
-        let arch = if run.trains_teacher {
-            recipe.teacher_arch
-        } else {
-            recipe.student_arch
-        };
-        let path = out.join(format!("{}.safetensors", run.name));
-        let run_dir = out.join("checkpoints").join(run.name);
-        if resuming && path.exists() {
-            // Finished before the interruption: keep it, and its curves.
-            let (model, info) = kd_core::weights::load_model(&path, None, &device)?;
-            let seconds = info.seconds.unwrap_or(0.0);
-            let accuracy = info.accuracy.unwrap_or(0.0);
-            if !quiet {
-                eprintln!(
-                    "{}: finished before, test accuracy {accuracy:.2}% (kept {})",
-                    run.name,
-                    path.display()
-                );
-            }
-            rows.push(Row {
-                name: run.name,
-                method: run.method,
-                accuracy,
-                seconds,
-                teacher: run.trains_teacher,
-                distils: method.needs_teacher,
-            });
-            curves.push((run.name.to_string(), read_curve(&metrics, run.name)));
-            if run.trains_teacher {
-                teacher = Some(model);
-            }
-            continue;
-        }
-        let resume = if resuming {
-            kd_core::checkpoint::latest(&run_dir)?
-        } else {
-            None
-        };
-        let policy = CheckpointPolicy {
-            dir: run_dir,
-            every_batches: args.checkpoint_every,
-            keep_last: 2,
-            run_config: settings.clone(),
-        };
-        if method.needs_teacher && cache.is_none() {
-            if let Some(t) = &teacher {
-                let mode = hyper.teacher_cache.as_deref().unwrap_or("auto");
-                let runs = recipe
-                    .runs
-                    .iter()
-                    .filter(|r| registry::method(r.method).is_ok_and(|m| m.needs_teacher))
-                    .count();
-                cache = Some(crate::teacher_cache::build(
-                    mode,
-                    t,
-                    &taps,
-                    &data,
-                    &device,
-                    runs * config.epochs,
-                )?);
-            }
-        }
-        let teacher_ref = crate::teacher_cache::serving(
-            cache.as_ref().and_then(Option::as_ref),
-            teacher.as_ref(),
-        );
-        let mut progress = Progress::new(run.name, quiet, Some(&metrics))?;
-        let phase = train_phase(
-            run.name,
-            arch,
-            run.method,
-            &params,
-            teacher_ref,
-            config,
-            &data,
-            &device,
-            &mut progress,
-            Some(policy),
-            resume.as_ref(),
-        )
-        .map_err(|e| crate::explain_stop(e, &format!("kd reproduce --resume {}", out.display())))?;
-        save_phase(&path, &phase, run.method, &data, Some(settings.clone()))?;
-        if !quiet {
-            eprintln!(
-                "{}: test accuracy {:.2}% ({:.1} s), wrote {}",
-                run.name,
-                phase.evaluation.accuracy,
-                phase.seconds,
-                path.display()
-            );
-        }
-        rows.push(Row {
-            name: run.name,
-            method: run.method,
-            accuracy: phase.evaluation.accuracy,
-            seconds: phase.seconds,
-            teacher: run.trains_teacher,
-            distils: method.needs_teacher,
-        });
-        let mut curve = read_curve(&metrics, run.name);
-        if curve.is_empty() {
-            curve = progress.epochs.clone();
-        }
-        curves.push((run.name.to_string(), curve));
-        if run.trains_teacher {
-            teacher = Some(phase.model);
-        }
-    }
-
-    // The baseline is the first student trained without a teacher.
-    let baseline = rows
-        .iter()
-        .find(|r| !r.teacher && !r.distils)
-        .map(|r| r.accuracy);
-    let table = comparison(&rows, baseline);
-    println!("{table}");
-
-    let summary = json!({
-        "recipe": recipe.name,
-        "dataset": data.train.name,
-        "train_images": data.train.len(),
-        "test_images": data.test.len(),
-        "device": kd_core::device::name(&device),
-        "phases": rows.iter().map(|r| (r.name.to_string(), json!({"method": r.method, "accuracy": r.accuracy, "seconds": r.seconds}))).collect::<serde_json::Map<_, _>>(),
-        "settings": toml::from_str::<toml::Value>(&settings).ok(),
-    });
+    let stored = RunSettings {
+        seeds: plan.seeds.clone(),
+        shared_teacher: plan.shared_teacher,
+        run: toml::from_str(&plan.settings).context("own settings parse")?,
+    };
     kd_core::weights::write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
+        &plan.out.join("settings.toml"),
+        toml::to_string(&stored)?.as_bytes(),
     )?;
-    let mut report = String::new();
-    writeln!(
-        report,
-        "# kd reproduce: `{}` on {}\n",
-        recipe.name, data.train.name
-    )?;
-    writeln!(report, "{}\n", recipe.summary)?;
-    writeln!(
-        report,
-        "{} training images, {} test images, device {}.\n",
-        data.train.len(),
-        data.test.len(),
-        kd_core::device::name(&device)
-    )?;
-    writeln!(report, "{table}\n")?;
-    writeln!(report, "![training loss and test accuracy](plot.png)\n")?;
-    writeln!(report, "## Settings\n\n```toml\n{settings}```")?;
-    kd_core::weights::write_atomic(&out.join("report.md"), report.as_bytes())?;
-    crate::plot::loss_and_accuracy(&out.join("plot.png"), &curves)?;
+    let resume_hint = format!("kd reproduce --resume {}", plan.out.display());
+    crate::install_interrupt_handler(&resume_hint);
+
+    let mut records = Vec::new();
+    let mut teacher: Option<Model> = None;
+    // The teacher's outputs, computed once per teacher and shared by every distillation run.
+    let mut cache: Option<Option<CachedTeacher>> = None;
+    for (i, &seed) in plan.seeds.iter().enumerate() {
+        let dir = plan.out.join(format!("seed-{seed}"));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        if !(plan.shared_teacher && i > 0) {
+            (teacher, cache) = (None, None);
+        }
+        for run in &plan.runs {
+            if run.trains_teacher && plan.shared_teacher && i > 0 {
+                continue;
+            }
+            let label = if plan.seeds.len() > 1 {
+                format!("{} s{seed}", run.name)
+            } else {
+                run.name.to_string()
+            };
+            let (record, model) = phase(
+                &plan, run, seed, &dir, &label, &teacher, &mut cache, &data, &device, quiet,
+            )
+            .map_err(|e| crate::explain_stop(e, &resume_hint))?;
+            records.push(record);
+            if run.trains_teacher {
+                (teacher, cache) = (Some(model), None);
+            }
+        }
+    }
+
+    let summary = Summary {
+        recipe: plan.recipe.name.to_string(),
+        dataset: data.train.name.clone(),
+        train_images: data.train.len(),
+        test_images: data.test.len(),
+        device: kd_core::device::name(&device),
+        seeds: plan.seeds.clone(),
+        shared_teacher: plan.shared_teacher,
+        settings: plan.settings.parse().context("own settings parse")?,
+        runs: records,
+        phases: Default::default(),
+        order: Vec::new(),
+    }
+    .aggregate();
+    println!("{}", summary.table());
+    summary.write(&plan.out, plan.recipe.summary)?;
     if !quiet {
         eprintln!(
-            "wrote {} (models, metrics.jsonl, summary.json, report.md, plot.png)",
-            out.display()
+            "wrote {} (seed-*/ models and metrics, summary.json, report.md, plot.png)",
+            plan.out.display()
         );
     }
     Ok(())
 }
 
-/// The tutorial's closing comparison as a Markdown table.
-fn comparison(rows: &[Row], baseline: Option<f64>) -> String {
-    let mut s = String::from(
-        "| phase | method | test accuracy | vs CE student | time |\n|---|---|---:|---:|---:|\n",
-    );
-    for r in rows {
-        let delta = match baseline {
-            Some(b) => format!("{:+.2}", r.accuracy - b),
-            None => "".into(),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.2}% | {} | {:.1} s |",
-            r.name, r.method, r.accuracy, delta, r.seconds
+/// Trains (or, resuming, keeps) one phase of one seed; returns its record and model.
+#[allow(clippy::too_many_arguments)]
+fn phase(
+    plan: &Plan,
+    run: &RecipeRun,
+    seed: u64,
+    dir: &Path,
+    label: &str,
+    teacher: &Option<Model>,
+    cache: &mut Option<Option<CachedTeacher>>,
+    data: &kd_core::data::Splits,
+    device: &kd_core::candle::Device,
+    quiet: bool,
+) -> Result<(PhaseRun, Model)> {
+    let method = registry::method(run.method)?;
+    let path = dir.join(format!("{}.safetensors", run.name));
+    let metrics = dir.join("metrics.jsonl");
+    let record = |accuracy: f64, seconds: f64| {
+        let curve: Vec<(f64, Option<f64>)> = read_curve(&metrics, run.name)
+            .iter()
+            .map(|e| (e.loss, e.test_accuracy))
+            .collect();
+        PhaseRun {
+            seed,
+            phase: run.name.to_string(),
+            method: run.method.to_string(),
+            teacher: run.trains_teacher,
+            distils: method.needs_teacher(),
+            accuracy,
+            best_accuracy: curve.iter().filter_map(|c| c.1).fold(accuracy, f64::max),
+            seconds,
+            curve,
+        }
+    };
+    if plan.resuming && path.exists() {
+        // Finished before the interruption: keep it, and its curve.
+        let (model, info) = kd_core::weights::load_model(&path, None, device)?;
+        let accuracy = info.accuracy.unwrap_or(0.0);
+        if !quiet {
+            eprintln!(
+                "{label}: finished before, test accuracy {accuracy:.2}% (kept {})",
+                path.display()
+            );
+        }
+        return Ok((record(accuracy, info.seconds.unwrap_or(0.0)), model));
+    }
+    // Flags and config override the recipe's weights and hyper-parameters.
+    let mut params: Params = run
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    for (k, v) in &plan.hyper.params {
+        if method.params.iter().any(|p| p.name == k) {
+            params.insert(k.clone(), *v);
+        }
+    }
+    let config = TrainConfig {
+        ce_weight: plan.cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
+        distill_weight: plan.cfg.hyper.distill_weight.unwrap_or(run.distill_weight),
+        seed,
+        ..plan.base.clone()
+    };
+    let arch = if run.trains_teacher {
+        plan.recipe.teacher_arch
+    } else {
+        plan.recipe.student_arch
+    };
+    let run_dir = dir.join("checkpoints").join(run.name);
+    let resume = if plan.resuming {
+        kd_core::checkpoint::latest(&run_dir)?
+    } else {
+        None
+    };
+    let policy = CheckpointPolicy {
+        dir: run_dir,
+        every_batches: plan.checkpoint_every,
+        keep_last: 2,
+        run_config: plan.settings.clone(),
+    };
+    if method.needs_teacher() && cache.is_none() {
+        if let Some(t) = teacher {
+            let mut taps: Vec<&str> = Vec::new();
+            let distilling: Vec<_> = plan
+                .runs
+                .iter()
+                .filter_map(|r| registry::method(r.method).ok())
+                .filter(|m| m.needs_teacher())
+                .collect();
+            for t in distilling.iter().flat_map(|m| m.taps) {
+                if !taps.contains(t) {
+                    taps.push(t);
+                }
+            }
+            let mode = plan.hyper.teacher_cache.as_deref().unwrap_or("auto");
+            let epochs = distilling.len()
+                * config.epochs
+                * if plan.shared_teacher {
+                    plan.seeds.len()
+                } else {
+                    1
+                };
+            *cache = Some(crate::teacher_cache::build(
+                mode, t, &taps, data, device, epochs,
+            )?);
+        }
+    }
+    let teacher_ref =
+        crate::teacher_cache::serving(cache.as_ref().and_then(Option::as_ref), teacher.as_ref());
+    let mut progress = Progress::new(label, quiet, Some(&metrics))?;
+    let phase = train_phase(
+        label,
+        arch,
+        run.method,
+        &params,
+        teacher_ref,
+        config,
+        data,
+        device,
+        &mut progress,
+        Some(policy),
+        resume.as_ref(),
+    )?;
+    save_phase(&path, &phase, run.method, data, Some(plan.settings.clone()))?;
+    if !quiet {
+        eprintln!(
+            "{label}: test accuracy {:.2}% ({:.1} s), wrote {}",
+            phase.evaluation.accuracy,
+            phase.seconds,
+            path.display()
         );
     }
-    s
+    Ok((
+        record(phase.evaluation.accuracy, phase.seconds),
+        phase.model,
+    ))
 }
 
-/// The epochs of `phase` recorded in a run's metrics file (the last record of
-/// each epoch wins, since a resumed epoch is recorded again).
-fn read_curve(metrics: &std::path::Path, phase: &str) -> Vec<EpochSummary> {
+/// The epochs of `phase` recorded in a metrics file (the last record of each
+/// epoch wins, since a resumed epoch is recorded again).
+fn read_curve(metrics: &Path, phase: &str) -> Vec<EpochSummary> {
     let text = std::fs::read_to_string(metrics).unwrap_or_default();
     let mut by_epoch = std::collections::BTreeMap::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["phase"] != phase {
+        if v["phase"].as_str().and_then(|p| p.split(' ').next()) != Some(phase) {
             continue;
         }
         let summary = EpochSummary {
@@ -335,4 +378,33 @@ fn read_curve(metrics: &std::path::Path, phase: &str) -> Vec<EpochSummary> {
         by_epoch.insert(summary.epoch, summary);
     }
     by_epoch.into_values().collect()
+}
+
+/// `kd report DIR...`: one summary of several runs that differ only in their seeds.
+pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
+    let parts = args
+        .runs
+        .iter()
+        .map(|d| Ok((d.display().to_string(), Summary::read(d)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let summary = Summary::merge(parts)?;
+    if args.out.join("summary.json").exists() {
+        bail!(
+            "{} already holds a summary.json; choose another --out",
+            args.out.display()
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    println!("{}", summary.table());
+    let line = format!(
+        "Aggregated by `kd report` from {}.",
+        args.runs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    summary.write(&args.out, &line)?;
+    Ok(())
 }

@@ -254,12 +254,12 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     if let Some(m) = &args.metrics {
         super::check_writable(m)?;
     }
-    if method.needs_teacher && cfg.teacher.is_none() {
+    if method.needs_teacher() && cfg.teacher.is_none() {
         bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one with `kd train --arch deep_nn --out teacher.safetensors`)");
     }
     let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
     let data = crate::datasets::load(&cfg.data)?;
-    let teacher = match (&cfg.teacher, method.needs_teacher) {
+    let teacher = match (&cfg.teacher, method.needs_teacher()) {
         (Some(spec), true) => Some(load_teacher(
             spec,
             cfg.teacher_arch.as_deref(),
@@ -301,7 +301,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         Some(t) => crate::teacher_cache::build(
             hyper.teacher_cache.as_deref().unwrap_or("auto"),
             t,
-            method.teacher_taps,
+            method.taps,
             &data,
             &device,
             config

@@ -1,20 +1,12 @@
-//! Plain supervised training: cross-entropy only, no teacher. Also how a
-//! teacher is trained.
-use kd_core::loss::MethodContext;
-use kd_core::registry::MethodPlugin;
-use kd_core::{DistillLoss, Result};
-
-fn build(_: &MethodContext) -> Result<Option<Box<dyn DistillLoss>>> {
-    Ok(None)
-}
-
+//! Plain supervised training: cross-entropy on the labels, no teacher. How
+//! teachers and the baseline student are trained.
 kd_core::inventory::submit! {
-    MethodPlugin {
+    kd_core::registry::MethodPlugin {
         name: "ce",
         summary: "cross-entropy on the labels only, no teacher (trains teachers and the baseline student)",
         params: &[],
-        teacher_taps: &[],
-        needs_teacher: false,
-        build,
+        taps: &[],
+        build: None,
+        fixtures: &[],
     }
 }

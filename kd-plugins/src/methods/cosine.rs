@@ -3,9 +3,9 @@
 //! between the student's `flat` tap and the teacher's `flat` tap
 //! average-pooled down to the student's width (the tutorial's `avg_pool1d(2)`).
 use kd_core::candle::{Tensor, D};
-use kd_core::loss::MethodContext;
+use kd_core::loss::{MethodContext, Step};
 use kd_core::registry::MethodPlugin;
-use kd_core::{DistillLoss, Error, Outputs, Result};
+use kd_core::{DistillLoss, Error, Result};
 
 /// PyTorch's `EPSILON` in `cosine_embedding_loss`.
 const EPS: f64 = 1e-12;
@@ -24,25 +24,19 @@ pub fn avg_pool_to(x: &Tensor, target: usize) -> Result<Tensor> {
 }
 
 impl DistillLoss for CosineHidden {
-    fn teacher_taps(&self) -> &[&str] {
-        &["flat"]
-    }
-
-    fn loss(&self, student: &Outputs, teacher: &Outputs) -> Result<Tensor> {
-        let s = student.tap("flat")?;
-        let t = avg_pool_to(teacher.tap("flat")?, s.dim(1)?)?;
+    fn loss(&self, step: &Step) -> Result<Tensor> {
+        let s = step.student.tap("flat")?;
+        let t = avg_pool_to(step.teacher.tap("flat")?, s.dim(1)?)?;
         let dot = (s * &t)?.sum(1)?;
         let norms = ((s.sqr()?.sum(1)? + EPS)? * (t.sqr()?.sum(1)? + EPS)?)?.sqrt()?;
-        let cos = (dot / norms)?;
-        Ok(cos.affine(-1.0, 1.0)?.mean_all()?)
+        Ok((dot / norms)?.affine(-1.0, 1.0)?.mean_all()?)
     }
 }
 
-fn build(ctx: &MethodContext) -> Result<Option<Box<dyn DistillLoss>>> {
+fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
     // Fail before training when the widths cannot be matched.
-    let width = ctx.student.tap("flat")?.dim(1)?;
-    avg_pool_to(ctx.teacher.tap("flat")?, width)?;
-    Ok(Some(Box::new(CosineHidden)))
+    avg_pool_to(ctx.teacher.tap("flat")?, ctx.student.tap("flat")?.dim(1)?)?;
+    Ok(Box::new(CosineHidden))
 }
 
 kd_core::inventory::submit! {
@@ -50,8 +44,8 @@ kd_core::inventory::submit! {
         name: "cosine",
         summary: "cosine embedding loss between the flattened conv features, the teacher's average-pooled to the student's width",
         params: &[],
-        teacher_taps: &["flat"],
-        needs_teacher: true,
-        build,
+        taps: &["flat"],
+        build: Some(build),
+        fixtures: &[fixture!("cosine")],
     }
 }

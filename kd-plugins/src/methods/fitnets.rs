@@ -3,10 +3,10 @@
 //! together. The regressor trains with the student but is saved apart from
 //! it, under the tutorial's names `regressor.0.weight` / `regressor.0.bias`.
 use kd_core::candle::{Module, Tensor};
-use kd_core::loss::MethodContext;
+use kd_core::loss::{MethodContext, Step};
 use kd_core::nn::Conv2d;
 use kd_core::registry::MethodPlugin;
-use kd_core::{DistillLoss, Error, Outputs, Result};
+use kd_core::{DistillLoss, Error, Result};
 
 pub struct Hint {
     regressor: Conv2d,
@@ -31,13 +31,9 @@ impl Hint {
 }
 
 impl DistillLoss for Hint {
-    fn teacher_taps(&self) -> &[&str] {
-        &["features"]
-    }
-
-    fn loss(&self, student: &Outputs, teacher: &Outputs) -> Result<Tensor> {
-        let hint = self.regressor.forward(student.tap("features")?)?;
-        let target = teacher.tap("features")?;
+    fn loss(&self, step: &Step) -> Result<Tensor> {
+        let hint = self.regressor.forward(step.student.tap("features")?)?;
+        let target = step.teacher.tap("features")?;
         if hint.dims() != target.dims() {
             return Err(Error::config(format!(
                 "fitnets: regressor output {:?} and teacher features {:?} differ",
@@ -47,10 +43,14 @@ impl DistillLoss for Hint {
         }
         Ok((hint - target)?.sqr()?.mean_all()?)
     }
+
+    fn zero_at_identity(&self) -> bool {
+        false
+    }
 }
 
-fn build(ctx: &MethodContext) -> Result<Option<Box<dyn DistillLoss>>> {
-    Ok(Some(Box::new(Hint::new(ctx)?)))
+fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
+    Ok(Box::new(Hint::new(ctx)?))
 }
 
 kd_core::inventory::submit! {
@@ -58,8 +58,8 @@ kd_core::inventory::submit! {
         name: "fitnets",
         summary: "FitNets hint: a trainable 3x3 conv regressor maps student features to the teacher's, MSE between them",
         params: &[],
-        teacher_taps: &["features"],
-        needs_teacher: true,
-        build,
+        taps: &["features"],
+        build: Some(build),
+        fixtures: &[fixture!("fitnets")],
     }
 }

@@ -3,7 +3,8 @@
 //! student from the same seeded initialisation.
 use kd_core::registry::{RecipePlugin, RecipeRun};
 
-const fn run(name: &'static str, trains_teacher: bool, method: &'static str) -> RecipeRun {
+/// A run with the tutorial's loss weights (0.75 CE + 0.25 the method's term).
+pub const fn run(name: &'static str, trains_teacher: bool, method: &'static str) -> RecipeRun {
     RecipeRun {
         name,
         trains_teacher,
@@ -14,18 +15,25 @@ const fn run(name: &'static str, trains_teacher: bool, method: &'static str) -> 
     }
 }
 
+fn runs() -> Vec<RecipeRun> {
+    vec![
+        run("teacher", true, "ce"),
+        run("ce", false, "ce"),
+        RecipeRun {
+            params: &[("temperature", 2.0)],
+            ..run("kd", false, "kd")
+        },
+        run("cosine", false, "cosine"),
+        run("fitnets", false, "fitnets"),
+    ]
+}
+
 kd_core::inventory::submit! {
     RecipePlugin {
         name: "tutorial",
         summary: "PyTorch's Knowledge Distillation Tutorial: DeepNN teacher, LightNN students with CE, KD (T=2), cosine and FitNets",
         teacher_arch: "deep_nn",
         student_arch: "light_nn",
-        runs: &[
-            run("teacher", true, "ce"),
-            run("ce", false, "ce"),
-            RecipeRun { params: &[("temperature", 2.0)], ..run("kd", false, "kd") },
-            run("cosine", false, "cosine"),
-            run("fitnets", false, "fitnets"),
-        ],
+        runs,
     }
 }

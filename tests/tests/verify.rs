@@ -1,0 +1,61 @@
+//! `kd verify`: every built-in method passes against its PyTorch fixture, and
+//! a deliberately wrong loss registered from outside fails with its errors shown.
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn every_built_in_method_passes_its_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&ok(&["verify"], dir.path()));
+    for m in [
+        "kd", "cosine", "fitnets", "dkd", "dist", "ls_kd", "at", "sp", "rkd", "pkt",
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{m} ")))
+            .unwrap_or_else(|| panic!("no row for {m}:\n{out}"));
+        assert!(row.ends_with("pass"), "{row}\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn a_fixture_file_is_checked_against_the_method_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/methods/dkd.safetensors"
+    );
+    let out = stdout(&ok(
+        &["verify", "--fixture", fixture, "--verbose"],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("dkd ") && out.contains("grad student.logits"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kd_without_t_squared_fails_verify_with_its_errors_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kd-test-plugins"))
+        .args(["verify", "--method", "kd_without_t2"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("kd_without_t2"))
+        .unwrap();
+    assert!(row.ends_with("FAIL"), "{out}");
+    // T = 2: the value and every gradient are a quarter of the reference's.
+    assert!(out.contains("FAIL loss"), "{out}");
+    assert!(out.contains("FAIL grad student.logits"), "{out}");
+    assert!(err.contains("1 of 1 verifications failed"), "{err}");
+}
