@@ -55,6 +55,9 @@ Examples:\n  kd verify\n  kd verify --fixture my_loss.safetensors\n  kd verify -
     /// Combine finished `kd reproduce` runs that differ only in their seeds into one
     /// report: mean ± spread over all seeds, paired differences against CE.
     Report(ReportArgs),
+    /// What this build can do here: the cuda feature and the compute capability it was
+    /// built for, the devices it can open, threads, CPU features, cache folders.
+    Doctor,
 }
 
 #[derive(Debug, Args)]

@@ -77,6 +77,9 @@ pub fn main() -> ExitCode {
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        // `kd list | head -1`: a closed pipe ends the process quietly, as it does
+        // for other Unix tools, instead of a panic in `println!`.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
     if cli.offline {

@@ -160,9 +160,6 @@ impl CachedTeacher {
         path: &Path,
         key: &str,
     ) -> Result<Self> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| Error::io("create a file in", dir, e))?;
         let samples = data.len();
         // Header space is reserved at the front and written last, when the
         // build time is known; its length is fixed because the seconds are
@@ -195,40 +192,38 @@ impl CachedTeacher {
         // Name -> (byte offset of its data from the data start, row dims).
         let mut layout: BTreeMap<String, (usize, Vec<usize>)> = BTreeMap::new();
         let mut data_start = 0;
-        let file = tmp.as_file_mut();
         let write_at = |file: &mut std::fs::File, at: usize, bytes: &[u8]| -> Result<()> {
             use std::io::{Seek, SeekFrom, Write};
             file.seek(SeekFrom::Start(at as u64))
                 .and_then(|_| file.write_all(bytes))
                 .map_err(|e| Error::io("write", path, e))
         };
-        let seconds = run_teacher(teacher, data, taps, device, &mut |first, outputs| {
-            if layout.is_empty() {
-                let mut offset = 0;
-                for (name, _, row_dims) in &outputs {
-                    layout.insert(name.clone(), (0, row_dims.clone()));
+        crate::weights::write_atomic_with(path, |file| {
+            let seconds = run_teacher(teacher, data, taps, device, &mut |first, outputs| {
+                if layout.is_empty() {
+                    let mut offset = 0;
+                    for (name, _, row_dims) in &outputs {
+                        layout.insert(name.clone(), (0, row_dims.clone()));
+                    }
+                    for (at, row_dims) in layout.values_mut() {
+                        *at = offset;
+                        offset += 4 * samples * row_dims.iter().product::<usize>();
+                    }
+                    data_start = 8 + header(&layout, 0.0).len();
                 }
-                for (at, row_dims) in layout.values_mut() {
-                    *at = offset;
-                    offset += 4 * samples * row_dims.iter().product::<usize>();
+                for (name, values, _) in outputs {
+                    let (at, row_dims) = &layout[&name];
+                    let row_bytes = 4 * row_dims.iter().product::<usize>();
+                    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    write_at(file, data_start + at + first * row_bytes, &bytes)?;
                 }
-                data_start = 8 + header(&layout, 0.0).len();
-            }
-            for (name, values, _) in outputs {
-                let (at, row_dims) = &layout[&name];
-                let row_bytes = 4 * row_dims.iter().product::<usize>();
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                write_at(file, data_start + at + first * row_bytes, &bytes)?;
-            }
-            Ok(())
+                Ok(())
+            })?;
+            let text = header(&layout, seconds);
+            let mut front = (text.len() as u64).to_le_bytes().to_vec();
+            front.extend(text);
+            write_at(file, 0, &front)
         })?;
-        let text = header(&layout, seconds);
-        let mut front = (text.len() as u64).to_le_bytes().to_vec();
-        front.extend(text);
-        write_at(file, 0, &front)?;
-        file.sync_all().map_err(|e| Error::io("flush", path, e))?;
-        tmp.persist(path)
-            .map_err(|e| Error::io("replace", path, e.error))?;
         Self::open(path, key, samples, taps, device)
     }
 

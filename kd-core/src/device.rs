@@ -12,7 +12,15 @@ pub fn parse(name: &str) -> Result<Device> {
             if cfg!(feature = "cuda") {
                 match Device::new_cuda(0) {
                     Ok(d) => return Ok(d),
-                    Err(e) => tracing::info!("no usable CUDA device ({e}); using the CPU"),
+                    // Candle's text carries a backtrace under RUST_BACKTRACE: print the message only.
+                    Err(e) => tracing::info!(
+                        "no usable CUDA device ({}); using the CPU",
+                        crate::Error::from(e)
+                            .to_string()
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                    ),
                 }
             } else {
                 tracing::info!("kd was built without the `cuda` feature; using the CPU");

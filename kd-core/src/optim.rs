@@ -72,19 +72,25 @@ impl Adam {
 
     /// The name of the first parameter whose gradient holds NaN or infinity.
     pub fn non_finite_gradient(&self, grads: &GradStore) -> Result<Option<String>> {
-        for (name, p) in &self.params {
-            if let Some(g) = grads.get(p.as_tensor()) {
-                // A sum is NaN or infinite when any element is.
-                let s = g
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                if !s.is_finite() {
-                    return Ok(Some(name.clone()));
-                }
-            }
+        // A sum is NaN or infinite when any element is. The sums are stacked and
+        // read back at once: one device-to-host copy per step on a GPU.
+        let (names, sums): (Vec<&String>, Vec<Tensor>) = self
+            .params
+            .iter()
+            .filter_map(|(name, p)| grads.get(p.as_tensor()).map(|g| (name, g)))
+            .map(|(name, g)| Ok((name, g.sum_all()?.to_dtype(candle_core::DType::F64)?)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        if sums.is_empty() {
+            return Ok(None);
         }
-        Ok(None)
+        let sums = Tensor::stack(&sums, 0)?.to_vec1::<f64>()?;
+        Ok(names
+            .into_iter()
+            .zip(sums)
+            .find(|(_, s)| !s.is_finite())
+            .map(|(n, _)| n.clone()))
     }
 
     /// The moments as named tensors (`adam.m.NAME`, `adam.v.NAME`) plus the step count.

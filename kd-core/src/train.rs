@@ -446,14 +446,9 @@ impl<'a> Trainer<'a> {
         tensors.extend(self.optimizer.state().0);
         let path = crate::checkpoint::write(&policy, &self.state, &tensors)?;
         if is_best {
-            std::fs::copy(&path, policy.dir.join("best.tmp"))
-                .and_then(|_| {
-                    std::fs::rename(
-                        policy.dir.join("best.tmp"),
-                        policy.dir.join(crate::checkpoint::BEST),
-                    )
-                })
-                .map_err(|e| Error::io("write", policy.dir.join(crate::checkpoint::BEST), e))?;
+            let best = policy.dir.join(crate::checkpoint::BEST);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+            crate::weights::write_atomic(&best, &bytes)?;
         }
         Ok(Some(path))
     }

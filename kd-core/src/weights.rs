@@ -195,21 +195,34 @@ pub fn save(
 
 /// Replaces `path` with `bytes` atomically (same-folder temporary + fsync + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| {
+        file.write_all(bytes)
+            .map_err(|e| Error::io("write", path, e))
+    })
+}
+
+/// kd's one way to write a file: `write` fills a temporary file in `path`'s
+/// folder, which is flushed to disk and renamed over `path`. An interruption
+/// leaves the old file or the new one, never a torn one, and an error leaves
+/// no temporary file behind.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
         return Err(Error::config(format!(
-            "cannot write {}: the folder {} does not exist; create it first or choose another --out",
+            "cannot write {}: the folder {} does not exist; create it first or choose another output path",
             path.display(),
             dir.display()
         )));
     }
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| Error::io("create a file in", &dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
+    write(tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io("flush", path, e))?;

@@ -303,3 +303,37 @@ fn cosine_rejects_widths_that_do_not_divide() {
         .to_string();
     assert!(err.contains("1500") && err.contains("1024"), "{err}");
 }
+
+/// Attention transfer compares maps of equal spatial size; other sizes are
+/// refused when the method is built, naming both shapes.
+#[test]
+fn attention_transfer_refuses_different_spatial_sizes() {
+    use kd_core::candle_nn::{VarBuilder, VarMap};
+    use kd_core::loss::{MethodContext, Params};
+    let f = read("methods/at.safetensors");
+    let side = |prefix: &str, size: usize| kd_core::Outputs {
+        logits: f[&format!("{prefix}.logits")].clone(),
+        taps: BTreeMap::from([(
+            "features".to_string(),
+            f[&format!("{prefix}.features")]
+                .narrow(2, 0, size)
+                .unwrap()
+                .narrow(3, 0, size)
+                .unwrap(),
+        )]),
+    };
+    let (student, teacher) = (side("student", 8), side("teacher", 4));
+    let params = Params::from([("p".to_string(), 2.0)]);
+    let ctx = MethodContext {
+        params: &params,
+        vb: VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+        student: &student,
+        teacher: &teacher,
+    };
+    let build = kd_core::registry::method("at").unwrap().build.unwrap();
+    let err = build(&ctx).err().expect("8x8 against 4x4").to_string();
+    assert!(
+        err.contains("[8, 16, 8, 8]") && err.contains("[8, 32, 4, 4]"),
+        "{err}"
+    );
+}

@@ -51,6 +51,22 @@ fn two_seeds_give_per_seed_runs_aggregates_and_a_mergeable_report() {
     assert_eq!(runs[2]["phase"], "kd");
     assert!((kd["last"]["mean"].as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-9);
     assert_eq!(kd["vs_ce"]["differences"].as_array().unwrap().len(), 2);
+    // As if the run had died in the second seed's last phase: resuming keeps the
+    // nine finished seed x phase runs and trains the missing one.
+    let kept = sha(&d.join("both/seed-2/kd.safetensors"));
+    std::fs::remove_file(d.join("both/seed-2/fitnets.safetensors")).unwrap();
+    std::fs::remove_file(d.join("both/summary.json")).unwrap();
+    let err = stderr(&ok(&["reproduce", "--resume", "both"], d));
+    assert_eq!(err.matches("finished before").count(), 9, "{err}");
+    assert_eq!(sha(&d.join("both/seed-2/kd.safetensors")), kept);
+    let resumed: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("both/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        aggregates(&resumed),
+        aggregates(&both),
+        "the same numbers as the uninterrupted run"
+    );
     let table = stdout(&ok(&["report", "both", "--out", "again"], d));
     assert!(
         table.contains("| kd | kd |") && table.contains("/2 |"),

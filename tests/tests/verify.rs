@@ -59,3 +59,61 @@ fn kd_without_t_squared_fails_verify_with_its_errors_printed() {
     assert!(out.contains("FAIL grad student.logits"), "{out}");
     assert!(err.contains("1 of 1 verifications failed"), "{err}");
 }
+
+/// An architecture and a method registered from outside kd-core and kd-plugins
+/// (tests/src/bin/kd-test-plugins.rs) list, train and distil through the CLI.
+#[test]
+fn plugins_registered_outside_the_workspace_crates_train_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(DATA);
+        let o = Command::new(env!("CARGO_BIN_EXE_kd-test-plugins"))
+            .args(&all)
+            .current_dir(dir.path())
+            .env("KD_CACHE", dir.path().join("kd-cache"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{all:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let list = stdout(
+        &Command::new(env!("CARGO_BIN_EXE_kd-test-plugins"))
+            .arg("list")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        list.contains("test_mlp") && list.contains("kd_without_t2"),
+        "{list}"
+    );
+    run(&[
+        "train",
+        "--arch",
+        "test_mlp",
+        "--epochs",
+        "1",
+        "--out",
+        "t.safetensors",
+        "--quiet",
+    ]);
+    let out = run(&[
+        "train",
+        "--arch",
+        "test_mlp",
+        "--method",
+        "kd_without_t2",
+        "--teacher",
+        "t.safetensors",
+        "--epochs",
+        "1",
+        "--out",
+        "s.safetensors",
+        "--quiet",
+    ]);
+    assert!(out.contains("Test accuracy:"), "{out}");
+    let (names, meta) = tensors(&dir.path().join("s.safetensors"));
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(meta["kd.arch"], "test_mlp");
+    assert_eq!(meta["kd.method"], "kd_without_t2");
+}

@@ -1,4 +1,5 @@
 //! One module per subcommand, plus what several of them share.
+mod doctor;
 mod eval;
 mod inspect;
 mod list;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => reproduce::run(a, quiet),
         Command::Verify(a) => verify::run(&a),
         Command::Report(a) => reproduce::report(&a),
+        Command::Doctor => doctor::run(),
     }
 }
 

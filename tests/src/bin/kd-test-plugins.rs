@@ -1,10 +1,14 @@
 //! `kd` with plugins that exist only for tests, registered from outside
 //! kd-core and kd-plugins exactly as a user's crate would register them.
-use kd_core::candle::Tensor;
+use std::collections::BTreeMap;
+
+use kd_core::candle::{Module, Tensor};
+use kd_core::candle_nn::{Linear, VarBuilder};
 use kd_core::functional::soft_kl;
 use kd_core::loss::{MethodContext, Step};
-use kd_core::registry::{MethodPlugin, ParamSpec};
-use kd_core::{DistillLoss, Result};
+use kd_core::nn::linear;
+use kd_core::registry::{ArchPlugin, MethodPlugin, ParamSpec};
+use kd_core::{ArchConfig, DistillLoss, Mode, Network, Outputs, Result};
 use kd_plugins as _;
 
 /// Hinton's loss with a classic mistake: the T² factor left out. `kd verify`
@@ -31,6 +35,36 @@ kd_core::inventory::submit! {
         build: Some(build),
         fixtures: &[include_bytes!("../../fixtures/methods/kd.safetensors")],
     }
+}
+
+/// A one-hidden-layer perceptron: an architecture from outside kd-plugins.
+struct Mlp {
+    hidden: Linear,
+    out: Linear,
+}
+
+impl Network for Mlp {
+    fn forward(&self, images: &Tensor, _: Mode) -> Result<Outputs> {
+        let flat = images.flatten_from(1)?;
+        let hidden = self.hidden.forward(&flat)?.relu()?;
+        let logits = self.out.forward(&hidden)?;
+        Ok(Outputs {
+            logits,
+            taps: BTreeMap::from([("flat".to_string(), hidden)]),
+        })
+    }
+}
+
+fn mlp(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
+    let inputs: usize = config.input_shape.iter().product();
+    Ok(Box::new(Mlp {
+        hidden: linear(inputs, 32, vb.pp("hidden"))?,
+        out: linear(32, config.num_classes, vb.pp("out"))?,
+    }))
+}
+
+kd_core::inventory::submit! {
+    ArchPlugin { name: "test_mlp", summary: "test only: a one-hidden-layer perceptron", build: mlp }
 }
 
 fn main() -> std::process::ExitCode {
