@@ -195,9 +195,10 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
-    /// The recipe to run (`kd list` shows them).
-    #[arg(long, default_value = "tutorial")]
-    pub recipe: String,
+    /// The recipe to run (`kd list` shows them) [default: the recipe marked as the
+    /// default, the tutorial's].
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<String>,
 
     #[command(flatten)]
     pub data: crate::config::DataArgs,

@@ -154,10 +154,11 @@ impl HyperArgs {
 /// Everything `kd train` takes besides its output paths; also the TOML schema.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// Architecture to train (`kd list` shows them), e.g. deep_nn or light_nn.
+    /// Architecture to train (`kd list` shows them).
     #[arg(long, value_name = "NAME")]
     pub arch: Option<String>,
-    /// Distillation method (`kd list` shows them) [default: ce, plain cross-entropy].
+    /// Distillation method (`kd list` shows them) [default: plain supervised training,
+    /// cross-entropy on the labels without a teacher].
     #[arg(long, value_name = "NAME")]
     pub method: Option<String>,
     /// The teacher's weights: a .safetensors file, or hf://OWNER/REPO[@REV]/FILE.

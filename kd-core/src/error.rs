@@ -29,6 +29,11 @@ pub enum Error {
         mismatches: Vec<String>,
     },
 
+    /// A weights file without kd's metadata (a plain PyTorch `state_dict`) was
+    /// loaded without saying which architecture it holds.
+    #[error("{} carries no kd metadata (architecture, input shape): name the architecture (and the input shape C,H,W if not the data set's)", .path.display())]
+    NoMetadata { path: PathBuf },
+
     /// A method that distils was given no teacher.
     #[error("method `{method}` distils from a teacher, and none was given")]
     MissingTeacher { method: String },

@@ -71,6 +71,30 @@ pub struct ArchPlugin {
     pub name: &'static str,
     pub summary: &'static str,
     pub build: fn(&ArchConfig, VarBuilder) -> Result<Box<dyn Network>>,
+    /// The taps its forward pass hands out besides the logits: name and shape of
+    /// one sample's tensor for an input shape. `kd list` shows them, and a method
+    /// that reads a tap an architecture lacks is refused before training.
+    pub taps: fn(&ArchConfig) -> Vec<(&'static str, Vec<usize>)>,
+}
+
+impl ArchPlugin {
+    /// Refuses `method` when it reads a tap this architecture does not provide.
+    pub fn check_taps(&self, method: &MethodPlugin, config: &ArchConfig) -> Result<()> {
+        let taps = (self.taps)(config);
+        match method.taps.iter().find(|t| !taps.iter().any(|(n, _)| n == *t)) {
+            None => Ok(()),
+            Some(tap) => Err(Error::config(format!(
+                "method `{}` reads the tap `{tap}`, which architecture `{}` does not provide (its taps: {})",
+                method.name,
+                self.name,
+                if taps.is_empty() {
+                    "none, only logits".to_string()
+                } else {
+                    taps.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                }
+            ))),
+        }
+    }
 }
 
 /// One run of a recipe.
@@ -95,6 +119,8 @@ pub struct RecipePlugin {
     /// The runs in order; a function, so that a recipe can follow the
     /// registry (one run per registered method, say).
     pub runs: fn() -> Vec<RecipeRun>,
+    /// What `kd reproduce` runs without `--recipe` (one recipe says so).
+    pub default: bool,
 }
 
 inventory::collect!(MethodPlugin);
@@ -125,6 +151,26 @@ pub fn method(name: &str) -> Result<&'static MethodPlugin> {
     all.into_iter()
         .find(|m| m.name == name)
         .ok_or_else(|| unknown("method", name, &names))
+}
+
+/// Plain supervised training: the registered method without a loss. What a
+/// run without `--method` uses, whatever that method is called.
+pub fn supervised() -> Result<&'static MethodPlugin> {
+    methods().into_iter().find(|m| m.build.is_none()).ok_or_else(|| {
+        Error::config("no method for plain supervised training (one without a loss) is linked in; a binary must `use kd_plugins as _;`")
+    })
+}
+
+/// The recipe marked as the default, for `kd reproduce` without `--recipe`.
+pub fn default_recipe() -> Result<&'static RecipePlugin> {
+    let all = recipes();
+    let names: Vec<_> = all.iter().map(|r| r.name).collect();
+    all.into_iter().find(|r| r.default).ok_or_else(|| {
+        Error::config(format!(
+            "no recipe is marked as the default; name one with --recipe ({})",
+            names.join(", ")
+        ))
+    })
 }
 
 pub fn arch(name: &str) -> Result<&'static ArchPlugin> {

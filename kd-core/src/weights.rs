@@ -302,10 +302,9 @@ pub fn model_from_file(
         (_, _, Some((a, c))) => (a.to_string(), c),
         (Some(a), Some(c), None) => (a.clone(), c.clone()),
         _ => {
-            return Err(Error::config(format!(
-                "{} carries no kd metadata (architecture, input shape): name them with --arch NAME (and --input-shape C,H,W if not the data set's)",
-                path.display()
-            )))
+            return Err(Error::NoMetadata {
+                path: path.to_path_buf(),
+            })
         }
     };
     let model = Model::new(&arch, config, 0, device)?;

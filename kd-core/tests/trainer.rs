@@ -35,7 +35,14 @@ fn tiny(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     }))
 }
 
-kd_core::inventory::submit! { ArchPlugin { name: "test_tiny", summary: "a tiny test CNN", build: tiny } }
+fn tiny_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+    let [_, h, w] = config.input_shape;
+    vec![("flat", vec![8 * (h / 2) * (w / 2)])]
+}
+
+kd_core::inventory::submit! {
+    ArchPlugin { name: "test_tiny", summary: "a tiny test CNN", build: tiny, taps: tiny_taps }
+}
 
 kd_core::inventory::submit! {
     MethodPlugin { name: "test_supervised", summary: "cross-entropy", params: &[], taps: &[], build: None, fixtures: &[] }

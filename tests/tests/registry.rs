@@ -20,3 +20,38 @@ fn linking_kd_plugins_registers_all_methods_architectures_and_recipes() {
     );
     assert_eq!(registry::method("kd").unwrap().params[0].default, 2.0);
 }
+
+/// Each architecture's forward pass hands out exactly the taps its registration
+/// declares, with the declared shapes, at two input shapes.
+#[test]
+fn architectures_provide_the_taps_they_declare() {
+    use kd_core::candle::{Device, Tensor};
+    use kd_core::{ArchConfig, Mode, Model};
+    for arch in registry::archs() {
+        for shape in [[3, 32, 32], [1, 28, 28]] {
+            let config = ArchConfig {
+                input_shape: shape,
+                num_classes: 10,
+            };
+            let model = Model::new(arch.name, config.clone(), 0, &Device::Cpu).unwrap();
+            let x = Tensor::zeros(
+                (2, shape[0], shape[1], shape[2]),
+                kd_core::candle::DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let out = model.forward(&x, Mode::Eval).unwrap();
+            let got: Vec<(String, Vec<usize>)> = out
+                .taps
+                .iter()
+                .map(|(k, t)| (k.clone(), t.dims()[1..].to_vec()))
+                .collect();
+            let mut want: Vec<(String, Vec<usize>)> = (arch.taps)(&config)
+                .into_iter()
+                .map(|(k, s)| (k.to_string(), s))
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "{} at {shape:?}", arch.name);
+        }
+    }
+}

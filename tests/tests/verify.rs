@@ -112,6 +112,31 @@ fn plugins_registered_outside_the_workspace_crates_train_through_the_cli() {
         "--quiet",
     ]);
     assert!(out.contains("Test accuracy:"), "{out}");
+    // A method reading a tap the architecture lacks is refused before training.
+    let mut args = vec![
+        "train",
+        "--arch",
+        "test_mlp",
+        "--method",
+        "fitnets",
+        "--teacher",
+        "t.safetensors",
+        "--out",
+        "f.safetensors",
+    ];
+    args.extend(DATA);
+    let o = Command::new(env!("CARGO_BIN_EXE_kd-test-plugins"))
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`fitnets`") && err.contains("`features`") && err.contains("`test_mlp`"),
+        "{err}"
+    );
+    assert!(!dir.path().join("f.safetensors").exists());
     let (names, meta) = tensors(&dir.path().join("s.safetensors"));
     assert_eq!(names.len(), 4, "{names:?}");
     assert_eq!(meta["kd.arch"], "test_mlp");

@@ -21,6 +21,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some(data.test.shape),
         Some(data.test.num_classes()),
         &device,
+        "--arch",
     )?;
     if model.config.input_shape != data.test.shape {
         anyhow::bail!(

@@ -18,7 +18,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 "teacher_taps": m.taps,
                 "params": m.params.iter().map(|p| json!({"name": p.name, "default": p.default, "help": p.help})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "architectures": archs.iter().map(|a| json!({"name": a.name, "summary": a.summary})).collect::<Vec<_>>(),
+            "architectures": archs.iter().map(|a| json!({"name": a.name, "summary": a.summary, "taps_at_3x32x32": (a.taps)(&kd_core::ArchConfig { input_shape: [3, 32, 32], num_classes: 10 })})).collect::<Vec<_>>(),
             "recipes": recipes.iter().map(|r| json!({
                 "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
                 "runs": (r.runs)().iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
@@ -47,12 +47,22 @@ pub fn run(args: &ListArgs) -> Result<()> {
         }
     }
     println!("\nArchitectures (kd train --arch NAME):");
+    let example = kd_core::ArchConfig {
+        input_shape: [3, 32, 32],
+        num_classes: 10,
+    };
     for a in &archs {
         println!("  {:<10} {}", a.name, a.summary);
+        let taps: Vec<String> = (a.taps)(&example)
+            .iter()
+            .map(|(n, shape)| format!("{n} {shape:?}"))
+            .collect();
+        println!("  {:<10} taps at 3x32x32: {}", "", taps.join(", "));
     }
     println!("\nRecipes (kd reproduce --recipe NAME):");
     for r in &recipes {
-        println!("  {:<10} {}", r.name, r.summary);
+        let default = if r.default { " (default)" } else { "" };
+        println!("  {:<10} {}{default}", r.name, r.summary);
         let runs: Vec<_> = (r.runs)()
             .iter()
             .map(|x| format!("{} ({})", x.name, x.method))

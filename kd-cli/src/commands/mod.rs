@@ -69,14 +69,16 @@ pub fn refuse_earlier_run(dir: &Path, has_checkpoints: bool, resume: &str) -> Re
     Ok(())
 }
 
-/// Loads a model for eval / predict: from kd's metadata, or from `--arch` and
-/// `--input-shape` for a plain PyTorch state_dict.
+/// Loads a model for eval / predict / a teacher: from kd's metadata, or from
+/// `--arch` and `--input-shape` for a plain PyTorch state_dict. `arch_flag` is
+/// the flag that names the architecture, for the hint when it is missing.
 pub fn load_model(
     file: &weights::WeightsFile,
     args: &ModelArgs,
     default_shape: Option<[usize; 3]>,
     default_classes: Option<usize>,
     device: &Device,
+    arch_flag: &str,
 ) -> Result<(Model, ModelInfo)> {
     let fallback = match &args.arch {
         Some(arch) => {
@@ -103,7 +105,12 @@ pub fn load_model(
         }
         None => None,
     };
-    Ok(weights::model_from_file(file, fallback, device)?)
+    weights::model_from_file(file, fallback, device).map_err(|e| match e {
+        kd_core::Error::NoMetadata { .. } => {
+            anyhow::anyhow!("{e}: pass {arch_flag} NAME (and --input-shape C,H,W)")
+        }
+        other => other.into(),
+    })
 }
 
 /// The device named by a flag, or `auto`.

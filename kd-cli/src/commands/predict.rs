@@ -12,7 +12,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let device = super::device(&args.model_args.device)?;
     let model_path = crate::hub::resolve(&args.model.to_string_lossy())?;
     let file = kd_core::weights::read(&model_path)?;
-    let (model, info) = super::load_model(&file, &args.model_args, None, None, &device)?;
+    let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
     let is_tensor_file = args.input.len() == 1
         && args.input[0]
             .extension()

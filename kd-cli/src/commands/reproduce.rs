@@ -44,7 +44,10 @@ struct Plan {
 }
 
 fn plan(args: &ReproduceArgs) -> Result<Plan> {
-    let recipe = registry::recipe(&args.recipe)?;
+    let recipe = match &args.recipe {
+        Some(name) => registry::recipe(name)?,
+        None => registry::default_recipe()?,
+    };
     let flags = RunConfig {
         data: args.data.clone(),
         hyper: args.hyper.clone(),
@@ -296,6 +299,9 @@ fn phase(
         keep_last: 2,
         run_config: plan.settings.clone(),
     };
+    if let Some(t) = teacher.as_ref().filter(|_| method.needs_teacher()) {
+        t.arch.check_taps(method, &t.config)?;
+    }
     if method.needs_teacher() && cache.is_none() {
         if let Some(t) = teacher {
             let mut taps: Vec<&str> = Vec::new();

@@ -48,7 +48,8 @@ pub fn train_phase(
         input_shape: data.train.shape,
         num_classes: data.train.num_classes(),
     };
-    let model = Model::new(arch, arch_config, config.seed, device)?;
+    let model = Model::new(arch, arch_config.clone(), config.seed, device)?;
+    model.arch.check_taps(method, &arch_config)?;
     let mut trainer = Trainer::new(&model, teacher, method, params, config, &data.train, device)
         .with_context(|| format!("cannot start run `{name}`"))?
         .with_stop_flag(&crate::STOP);
@@ -143,17 +144,9 @@ pub fn load_teacher(
         Some(data.train.shape),
         Some(data.train.num_classes()),
         device,
+        "--teacher-arch",
     )
-    .map_err(|e| {
-        if e.to_string().contains("no kd metadata") {
-            anyhow::anyhow!(
-                "teacher {}: {e:#} (for the teacher: --teacher-arch NAME)",
-                path.display()
-            )
-        } else {
-            e.context(format!("cannot load teacher {}", path.display()))
-        }
-    })?;
+    .with_context(|| format!("cannot load teacher {}", path.display()))?;
     if model.config.input_shape != data.train.shape {
         bail!(
             "the teacher takes images of {:?} but the data set `{}` has {:?}: use a teacher trained on this data set",
@@ -241,13 +234,16 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             )
             .exit();
     };
-    let method_name = cfg.method.clone().unwrap_or_else(|| "ce".into());
+    let method = match &cfg.method {
+        Some(name) => registry::method(name)?,
+        None => registry::supervised()?,
+    };
+    let method_name = method.name.to_string();
     let hyper = cfg.hyper.clone().resolved();
     let config = hyper.train_config();
     config.validate()?;
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
-    let method = registry::method(&method_name)?;
     kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     super::check_writable(&out)?;
@@ -255,17 +251,16 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         super::check_writable(m)?;
     }
     if method.needs_teacher() && cfg.teacher.is_none() {
-        bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one with `kd train --arch deep_nn --out teacher.safetensors`)");
+        bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)");
     }
     let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
     let data = crate::datasets::load(&cfg.data)?;
     let teacher = match (&cfg.teacher, method.needs_teacher()) {
-        (Some(spec), true) => Some(load_teacher(
-            spec,
-            cfg.teacher_arch.as_deref(),
-            &data,
-            &device,
-        )?),
+        (Some(spec), true) => {
+            let t = load_teacher(spec, cfg.teacher_arch.as_deref(), &data, &device)?;
+            t.arch.check_taps(method, &t.config)?;
+            Some(t)
+        }
         _ => None,
     };
     let resolved = RunConfig {

@@ -114,6 +114,28 @@ impl Network for TutorialCnn {
     }
 }
 
+/// `features` (the last conv block's output) and `flat` (that, flattened) for
+/// a feature extractor `spec` on `config`'s input.
+fn taps(spec: &[Layer], config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+    let [mut c, mut h, mut w] = config.input_shape;
+    for layer in spec {
+        match *layer {
+            Conv(out) => c = out,
+            Pool => (h, w) = (h / 2, w / 2),
+            Relu => {}
+        }
+    }
+    vec![("features", vec![c, h, w]), ("flat", vec![c * h * w])]
+}
+
+fn deep_nn_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+    taps(DEEP_FEATURES, config)
+}
+
+fn light_nn_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+    taps(LIGHT_FEATURES, config)
+}
+
 fn deep_nn(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     Ok(Box::new(TutorialCnn::new(DEEP_FEATURES, 512, config, vb)?))
 }
@@ -127,6 +149,7 @@ kd_core::inventory::submit! {
         name: "deep_nn",
         summary: "the tutorial's teacher DeepNN: 4 conv layers (128-64-64-32), 2 max-pools, MLP 512 (1,186,986 parameters at 3x32x32)",
         build: deep_nn,
+        taps: deep_nn_taps,
     }
 }
 
@@ -135,5 +158,6 @@ kd_core::inventory::submit! {
         name: "light_nn",
         summary: "the tutorial's student LightNN: 2 conv layers (16-16), 2 max-pools, MLP 256 (267,738 parameters at 3x32x32)",
         build: light_nn,
+        taps: light_nn_taps,
     }
 }

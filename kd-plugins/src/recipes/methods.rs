@@ -49,5 +49,6 @@ kd_core::inventory::submit! {
         teacher_arch: "deep_nn",
         student_arch: "light_nn",
         runs,
+        default: false,
     }
 }

@@ -35,5 +35,6 @@ kd_core::inventory::submit! {
         teacher_arch: "deep_nn",
         student_arch: "light_nn",
         runs,
+        default: true,
     }
 }

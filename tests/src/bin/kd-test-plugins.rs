@@ -63,8 +63,12 @@ fn mlp(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     }))
 }
 
+fn mlp_taps(_: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+    vec![("flat", vec![32])]
+}
+
 kd_core::inventory::submit! {
-    ArchPlugin { name: "test_mlp", summary: "test only: a one-hidden-layer perceptron", build: mlp }
+    ArchPlugin { name: "test_mlp", summary: "test only: a one-hidden-layer perceptron", build: mlp, taps: mlp_taps }
 }
 
 fn main() -> std::process::ExitCode {
