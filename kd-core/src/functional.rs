@@ -18,6 +18,23 @@ pub fn same_shape(a_name: &str, a: &Tensor, b_name: &str, b: &Tensor) -> Result<
     Ok(())
 }
 
+/// Refuses feature maps that are not N x C x H x W with the same H x W (the
+/// channels may differ), naming both shapes: for methods that compare maps
+/// position by position. Returns the two shapes.
+pub fn same_spatial_size<'a>(
+    method: &str,
+    student: &'a Tensor,
+    teacher: &'a Tensor,
+) -> Result<(&'a [usize], &'a [usize])> {
+    let (s, t) = (student.dims(), teacher.dims());
+    if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
+        return Err(Error::config(format!(
+            "{method}: the student's features {s:?} and the teacher's {t:?} must be N x C x H x W with the same H x W"
+        )));
+    }
+    Ok((s, t))
+}
+
 /// Hinton's soft-target term: sum(p_t * (log p_t - log p_s)) / N * T², with
 /// p = softmax(logits / T) over the last dimension. Both logs come from
 /// `log_softmax`, so a teacher probability that underflows to 0 adds 0, not NaN.

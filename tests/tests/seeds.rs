@@ -58,6 +58,11 @@ fn two_seeds_give_per_seed_runs_aggregates_and_a_mergeable_report() {
     std::fs::remove_file(d.join("both/summary.json")).unwrap();
     let err = stderr(&ok(&["reproduce", "--resume", "both"], d));
     assert_eq!(err.matches("finished before").count(), 9, "{err}");
+    let settings = std::fs::read_to_string(d.join("both/settings.toml")).unwrap();
+    assert!(
+        settings.contains("recipe = \"tutorial\""),
+        "the recipe is stored for --resume: {settings}"
+    );
     assert_eq!(sha(&d.join("both/seed-2/kd.safetensors")), kept);
     let resumed: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("both/summary.json")).unwrap())

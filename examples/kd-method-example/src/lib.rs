@@ -9,10 +9,10 @@
 //! as RepDistiller's `NSTLoss` (its `full_loss`). Channel counts may differ;
 //! spatial sizes must be equal.
 use kd_core::candle::Tensor;
-use kd_core::functional::l2_normalize;
+use kd_core::functional::{l2_normalize, same_spatial_size};
 use kd_core::loss::{MethodContext, Step};
 use kd_core::registry::MethodPlugin;
-use kd_core::{DistillLoss, Error, Result};
+use kd_core::{DistillLoss, Result};
 
 pub struct SelectivityTransfer;
 
@@ -36,15 +36,11 @@ impl DistillLoss for SelectivityTransfer {
 }
 
 fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    let (s, t) = (
-        ctx.student.tap("features")?.dims(),
-        ctx.teacher.tap("features")?.dims(),
-    );
-    if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
-        return Err(Error::config(format!(
-            "nst: the student's features {s:?} and the teacher's {t:?} must be N x C x H x W with the same H x W"
-        )));
-    }
+    same_spatial_size(
+        "nst",
+        ctx.student.tap("features")?,
+        ctx.teacher.tap("features")?,
+    )?;
     Ok(Box::new(SelectivityTransfer))
 }
 

@@ -20,6 +20,9 @@ use crate::report::{PhaseRun, Summary};
 /// `OUT/settings.toml`: the run's settings and its seeds, read back by `--resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunSettings {
+    /// Absent in folders written before the recipe was stored: then `--recipe` or the default.
+    #[serde(default)]
+    recipe: Option<String>,
     seeds: Vec<u64>,
     #[serde(default)]
     shared_teacher: bool,
@@ -44,10 +47,6 @@ struct Plan {
 }
 
 fn plan(args: &ReproduceArgs) -> Result<Plan> {
-    let recipe = match &args.recipe {
-        Some(name) => registry::recipe(name)?,
-        None => registry::default_recipe()?,
-    };
     let flags = RunConfig {
         data: args.data.clone(),
         hyper: args.hyper.clone(),
@@ -78,6 +77,16 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         }
         stored = Some(then);
     }
+    let stored_recipe = stored.as_ref().and_then(|s| s.recipe.clone());
+    if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
+        if given != then {
+            bail!("the run in this folder follows recipe `{then}`, not `{given}`: resume without --recipe, or start a new run");
+        }
+    }
+    let recipe = match args.recipe.as_ref().or(stored_recipe.as_ref()) {
+        Some(name) => registry::recipe(name)?,
+        None => registry::default_recipe()?,
+    };
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
@@ -152,6 +161,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         );
     }
     let stored = RunSettings {
+        recipe: Some(plan.recipe.name.to_string()),
         seeds: plan.seeds.clone(),
         shared_teacher: plan.shared_teacher,
         run: toml::from_str(&plan.settings).context("own settings parse")?,

@@ -8,10 +8,10 @@
 //! counts may differ; the spatial sizes must be equal (RepDistiller pools the
 //! larger map; kd refuses, naming both shapes).
 use kd_core::candle::Tensor;
-use kd_core::functional::{l2_normalize, rows};
+use kd_core::functional::{l2_normalize, rows, same_spatial_size};
 use kd_core::loss::{MethodContext, Step};
 use kd_core::registry::{MethodPlugin, ParamSpec};
-use kd_core::{DistillLoss, Error, Result};
+use kd_core::{DistillLoss, Result};
 
 pub struct Attention {
     p: f64,
@@ -37,15 +37,11 @@ impl DistillLoss for Attention {
 }
 
 fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    let (s, t) = (
-        ctx.student.tap("features")?.dims(),
-        ctx.teacher.tap("features")?.dims(),
-    );
-    if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
-        return Err(Error::config(format!(
-            "at: the student's features {s:?} and the teacher's {t:?} must be N x C x H x W with the same H x W"
-        )));
-    }
+    same_spatial_size(
+        "at",
+        ctx.student.tap("features")?,
+        ctx.teacher.tap("features")?,
+    )?;
     Ok(Box::new(Attention { p: ctx.param("p")? }))
 }
 

@@ -3,6 +3,7 @@
 //! together. The regressor trains with the student but is saved apart from
 //! it, under the tutorial's names `regressor.0.weight` / `regressor.0.bias`.
 use kd_core::candle::{Module, Tensor};
+use kd_core::functional::same_spatial_size;
 use kd_core::loss::{MethodContext, Step};
 use kd_core::nn::Conv2d;
 use kd_core::registry::MethodPlugin;
@@ -16,15 +17,11 @@ impl Hint {
     /// The regressor `Conv2d(student_channels, teacher_channels, 3, padding=1)`
     /// at `vb.pp("regressor").pp(0)`.
     pub fn new(ctx: &MethodContext) -> Result<Self> {
-        let (s, t) = (
-            ctx.student.tap("features")?.dims(),
-            ctx.teacher.tap("features")?.dims(),
-        );
-        if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
-            return Err(Error::config(format!(
-                "fitnets: student features {s:?} and teacher features {t:?} must both be N x C x H x W with the same H x W"
-            )));
-        }
+        let (s, t) = same_spatial_size(
+            "fitnets",
+            ctx.student.tap("features")?,
+            ctx.teacher.tap("features")?,
+        )?;
         let regressor = Conv2d::new(s[1], t[1], 3, 1, 1, ctx.vb.pp("regressor").pp(0))?;
         Ok(Self { regressor })
     }
