@@ -20,9 +20,12 @@ fn register_font() {
     });
 }
 
+/// One run's epochs: (training loss, test accuracy where the epoch was tested).
+pub type Curve = Vec<(f64, Option<f64>)>;
+
 /// Per epoch (1-based): mean, min and max over the seeds that have a value.
 fn band(
-    seeds: &[Vec<(f64, Option<f64>)>],
+    seeds: &[Curve],
     value: impl Fn(&(f64, Option<f64>)) -> Option<f64>,
 ) -> Vec<(f64, f64, f64, f64)> {
     let epochs = seeds.iter().map(Vec::len).max().unwrap_or(0);
@@ -43,7 +46,7 @@ fn band(
 }
 
 /// `phases`: name and, per seed, each epoch's (training loss, test accuracy).
-pub fn curves(path: &Path, phases: &[(String, Vec<Vec<(f64, Option<f64>)>>)]) -> Result<()> {
+pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
     register_font();
     let err = |e: &dyn std::fmt::Display| anyhow!("plot {}: {e}", path.display());
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();

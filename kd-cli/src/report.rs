@@ -23,7 +23,7 @@ pub struct PhaseRun {
     pub best_accuracy: f64,
     pub seconds: f64,
     /// Per epoch: (training loss, test accuracy where the epoch was tested).
-    pub curve: Vec<(f64, Option<f64>)>,
+    pub curve: crate::plot::Curve,
 }
 
 /// Mean, sample standard deviation (n − 1; none for one value), range and count.
@@ -282,7 +282,7 @@ impl Summary {
             toml::to_string(&self.settings).unwrap_or_default()
         )?;
         kd_core::weights::write_atomic(&dir.join("report.md"), report.as_bytes())?;
-        let curves: Vec<(String, Vec<Vec<(f64, Option<f64>)>>)> = self
+        let curves: Vec<(String, Vec<crate::plot::Curve>)> = self
             .order
             .iter()
             .map(|p| {

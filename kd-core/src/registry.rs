@@ -66,6 +66,9 @@ impl MethodPlugin {
     }
 }
 
+/// Taps by name with the shape of one sample's tensor.
+pub type TapShapes = Vec<(&'static str, Vec<usize>)>;
+
 /// A network architecture; variable paths follow PyTorch's module paths.
 pub struct ArchPlugin {
     pub name: &'static str,
@@ -74,7 +77,7 @@ pub struct ArchPlugin {
     /// The taps its forward pass hands out besides the logits: name and shape of
     /// one sample's tensor for an input shape. `kd list` shows them, and a method
     /// that reads a tap an architecture lacks is refused before training.
-    pub taps: fn(&ArchConfig) -> Vec<(&'static str, Vec<usize>)>,
+    pub taps: fn(&ArchConfig) -> TapShapes,
 }
 
 impl ArchPlugin {

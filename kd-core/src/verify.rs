@@ -3,7 +3,7 @@
 //! A **fixture** is a safetensors file made by an independent implementation
 //! (PyTorch, for kd's own methods): the inputs of one loss evaluation, the
 //! loss it gave and its gradients. Tensors: `student.logits`, `teacher.logits`
-//! [N, K] f32, `labels` [N] (i64 or u32), `student.TAP` / `teacher.TAP` for
+//! `[N, K]` f32, `labels` `[N]` (i64 or u32), `student.TAP` / `teacher.TAP` for
 //! each tap the method reads, `adapter.NAME` for trainable helpers (PyTorch
 //! names), `expected.loss` (0-dim: the method's term alone, before the
 //! trainer's weights) and `expected.grad.student.X` / `expected.grad.adapter.NAME`.
@@ -26,9 +26,10 @@ use crate::model::Outputs;
 use crate::registry::{self, MethodPlugin};
 use crate::{Error, Result};
 
-/// Fixture agreement, as numpy's `allclose`: |got − expected| ≤ 1e-5 · |expected|
-/// + 1e-5 · (the tensor's largest |expected|). The second term is the absolute
-/// floor for entries near zero, where float32 sums in another order differ.
+/// Fixture agreement, as numpy's `allclose`: the difference may be 1e-5 of
+/// |expected| plus 1e-5 of the tensor's largest |expected|. The second term is
+/// the absolute floor for entries near zero, where float32 sums in another
+/// order differ.
 pub const TOLERANCE: f64 = 1e-5;
 /// Finite differences in float64 against the analytic gradient.
 pub const FD_TOLERANCE: f64 = 1e-4;

@@ -35,7 +35,7 @@ fn tiny(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     }))
 }
 
-fn tiny_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+fn tiny_taps(config: &ArchConfig) -> kd_core::registry::TapShapes {
     let [_, h, w] = config.input_shape;
     vec![("flat", vec![8 * (h / 2) * (w / 2)])]
 }

@@ -116,7 +116,7 @@ impl Network for TutorialCnn {
 
 /// `features` (the last conv block's output) and `flat` (that, flattened) for
 /// a feature extractor `spec` on `config`'s input.
-fn taps(spec: &[Layer], config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+fn taps(spec: &[Layer], config: &ArchConfig) -> kd_core::registry::TapShapes {
     let [mut c, mut h, mut w] = config.input_shape;
     for layer in spec {
         match *layer {
@@ -128,11 +128,11 @@ fn taps(spec: &[Layer], config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> 
     vec![("features", vec![c, h, w]), ("flat", vec![c * h * w])]
 }
 
-fn deep_nn_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+fn deep_nn_taps(config: &ArchConfig) -> kd_core::registry::TapShapes {
     taps(DEEP_FEATURES, config)
 }
 
-fn light_nn_taps(config: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+fn light_nn_taps(config: &ArchConfig) -> kd_core::registry::TapShapes {
     taps(LIGHT_FEATURES, config)
 }
 

@@ -1,8 +1,10 @@
 //! DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher",
 //! NeurIPS 2022): match relations rather than values. With y = softmax(z / T),
 //!
+//! ```text
 //! loss = T² · (beta · (1 − mean_i ρ(y_s[i,:], y_t[i,:]))     inter-class
 //!            + gamma · (1 − mean_j ρ(y_s[:,j], y_t[:,j])))   intra-class
+//! ```
 //!
 //! where ρ is the Pearson correlation, computed as in the authors' code: the
 //! cosine of the centred vectors with 1e-8 added to the product of the norms.

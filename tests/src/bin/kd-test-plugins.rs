@@ -63,7 +63,7 @@ fn mlp(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     }))
 }
 
-fn mlp_taps(_: &ArchConfig) -> Vec<(&'static str, Vec<usize>)> {
+fn mlp_taps(_: &ArchConfig) -> kd_core::registry::TapShapes {
     vec![("flat", vec![32])]
 }
 
