@@ -52,16 +52,6 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (left, right) = root.split_horizontally(600);
-    let palette = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        CYAN,
-        BLACK,
-        RGBColor(230, 140, 0),
-        RGBColor(120, 60, 160),
-    ];
     let loss: Vec<_> = phases
         .iter()
         .map(|(n, s)| (n, band(s, |p| Some(p.0))))
@@ -92,11 +82,14 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .x_labels(max_epoch as usize)
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| err(&e))?;
         for (i, (name, points)) in series.iter().enumerate() {
-            let color = palette[i % palette.len()];
+            // Twelve and more phases (the methods recipe) need more than the basic colours.
+            let color = Palette99::pick(i).to_rgba();
             if points.iter().any(|p| p.3 > p.2) {
                 let mut outline: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
                 outline.extend(points.iter().rev().map(|p| (p.0, p.2)));
