@@ -74,9 +74,41 @@ fn model(arch: &str, shape: [usize; 3]) -> Model {
         num_classes: 10,
     };
     let m = Model::new(arch, config, 0, &Device::Cpu).unwrap();
-    let file = weights::read(&fixture_path(&format!("{arch}_{tag}.safetensors"))).unwrap();
-    weights::load_into(&m, &file).unwrap();
+    weights::load_into(&m, &read_weights(&format!("{arch}_{tag}"))).unwrap();
     m
+}
+
+/// A state_dict fixture: `STEM.safetensors` and any `STEM.partK.safetensors`,
+/// with tensors over 1 MiB stored as row blocks `NAME@0`, `NAME@1`, ... that
+/// are concatenated back (generate.py's `save_weights`).
+fn read_weights(stem: &str) -> weights::WeightsFile {
+    let mut file = weights::read(&fixture_path(&format!("{stem}.safetensors"))).unwrap();
+    for k in 1.. {
+        let part = fixture_path(&format!("{stem}.safetensors"))
+            .with_file_name(format!("{stem}.part{k}.safetensors"));
+        if !part.exists() {
+            break;
+        }
+        file.tensors.extend(weights::read(&part).unwrap().tensors);
+    }
+    let mut blocks: BTreeMap<String, Vec<(usize, Tensor)>> = BTreeMap::new();
+    for (key, t) in std::mem::take(&mut file.tensors) {
+        match key.split_once('@') {
+            Some((name, i)) => blocks
+                .entry(name.into())
+                .or_default()
+                .push((i.parse().unwrap(), t)),
+            None => {
+                file.tensors.insert(key, t);
+            }
+        }
+    }
+    for (name, mut parts) in blocks {
+        parts.sort_by_key(|p| p.0);
+        let parts: Vec<Tensor> = parts.into_iter().map(|p| p.1).collect();
+        file.tensors.insert(name, Tensor::cat(&parts, 0).unwrap());
+    }
+    file
 }
 
 fn forward_parity(shape: [usize; 3]) {
