@@ -39,9 +39,10 @@ pub enum Error {
     MissingTeacher { method: String },
 
     /// A network lacks a tap (named intermediate tensor) that something reads.
-    #[error("{who} reads the tap `{tap}`, which the network does not provide (it has: {})", if .available.is_empty() { "only logits".to_string() } else { .available.join(", ") })]
+    #[error("{} reads the tap `{tap}`, which the network does not provide (it has: {})", .method.as_ref().map_or("a loss".to_string(), |m| format!("method `{m}`")), if .available.is_empty() { "only logits".to_string() } else { .available.join(", ") })]
     MissingTap {
-        who: String,
+        /// The method that reads it, once known (see [`Error::in_method`]).
+        method: Option<String>,
         tap: String,
         available: Vec<String>,
     },
@@ -73,19 +74,20 @@ impl Error {
         }
     }
 
-    /// Names the method an error came from, where the error does not already.
+    /// Names the method an error of its loss came from: the trainer and
+    /// `kd verify` call this once, so a method's own messages need not.
     pub fn in_method(self, method: &str) -> Self {
         match self {
             Error::MissingTap {
-                who,
+                method: None,
                 tap,
                 available,
-            } if who == "a loss" => Error::MissingTap {
-                who: format!("method `{method}`"),
+            } => Error::MissingTap {
+                method: Some(method.to_string()),
                 tap,
                 available,
             },
-            Error::Config(m) if !m.starts_with(method) => Error::Config(format!("{method}: {m}")),
+            Error::Config(m) => Error::Config(format!("method `{method}`: {m}")),
             other => other,
         }
     }

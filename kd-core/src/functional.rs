@@ -22,14 +22,13 @@ pub fn same_shape(a_name: &str, a: &Tensor, b_name: &str, b: &Tensor) -> Result<
 /// channels may differ), naming both shapes: for methods that compare maps
 /// position by position. Returns the two shapes.
 pub fn same_spatial_size<'a>(
-    method: &str,
     student: &'a Tensor,
     teacher: &'a Tensor,
 ) -> Result<(&'a [usize], &'a [usize])> {
     let (s, t) = (student.dims(), teacher.dims());
     if s.len() != 4 || t.len() != 4 || s[2..] != t[2..] {
         return Err(Error::config(format!(
-            "{method}: the student's features {s:?} and the teacher's {t:?} must be N x C x H x W with the same H x W"
+            "the student's features {s:?} and the teacher's {t:?} must be N x C x H x W with the same H x W"
         )));
     }
     Ok((s, t))

@@ -20,10 +20,22 @@ impl Outputs {
     /// The tap `name`, or an error naming the taps that exist.
     pub fn tap(&self, name: &str) -> Result<&Tensor> {
         self.taps.get(name).ok_or_else(|| crate::Error::MissingTap {
-            who: "a loss".into(),
+            method: None,
             tap: name.to_string(),
             available: self.taps.keys().cloned().collect(),
         })
+    }
+
+    /// The same outputs cut from the graph: what a teacher hands to a loss.
+    pub fn detach(self) -> Outputs {
+        Outputs {
+            logits: self.logits.detach(),
+            taps: self
+                .taps
+                .into_iter()
+                .map(|(k, t)| (k, t.detach()))
+                .collect(),
+        }
     }
 
     /// The logits and just the taps `names` (each must exist).
@@ -144,10 +156,6 @@ impl Student for Model {
 
 impl Teacher for Model {
     fn outputs(&self, batch: &Batch) -> Result<Outputs> {
-        let out = self.net.forward(&batch.images, Mode::Eval)?;
-        Ok(Outputs {
-            logits: out.logits.detach(),
-            taps: out.taps.into_iter().map(|(k, t)| (k, t.detach())).collect(),
-        })
+        Ok(self.net.forward(&batch.images, Mode::Eval)?.detach())
     }
 }

@@ -189,7 +189,6 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         config.validate()?;
         let params = resolve_params(method.params, params, method.name)?;
-        let probe = train.batch(&(0..train.len().min(2)).collect::<Vec<_>>(), device)?;
         let adapters = VarMap::new();
         let (distill, teacher) = match (method.build, teacher) {
             (None, _) => (None, None),
@@ -199,6 +198,7 @@ impl<'a> Trainer<'a> {
                 })
             }
             (Some(build), Some(teacher)) => {
+                let probe = train.batch(&(0..train.len().min(2)).collect::<Vec<_>>(), device)?;
                 let student_out = student.forward_t(&probe.images, Mode::Eval)?;
                 let teacher_out = teacher
                     .outputs(&probe)?

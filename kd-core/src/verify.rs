@@ -222,11 +222,7 @@ impl Leaves {
 
     /// The outputs as [`crate::Teacher::outputs`] hands them to a loss: detached.
     fn detached(&self) -> Outputs {
-        let o = self.outputs();
-        Outputs {
-            logits: o.logits.detach(),
-            taps: o.taps.into_iter().map(|(k, t)| (k, t.detach())).collect(),
-        }
+        self.outputs().detach()
     }
 }
 

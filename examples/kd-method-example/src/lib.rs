@@ -36,11 +36,7 @@ impl DistillLoss for SelectivityTransfer {
 }
 
 fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    same_spatial_size(
-        "nst",
-        ctx.student.tap("features")?,
-        ctx.teacher.tap("features")?,
-    )?;
+    same_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
     Ok(Box::new(SelectivityTransfer))
 }
 

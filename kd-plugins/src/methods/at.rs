@@ -37,11 +37,7 @@ impl DistillLoss for Attention {
 }
 
 fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    same_spatial_size(
-        "at",
-        ctx.student.tap("features")?,
-        ctx.teacher.tap("features")?,
-    )?;
+    same_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
     Ok(Box::new(Attention { p: ctx.param("p")? }))
 }
 

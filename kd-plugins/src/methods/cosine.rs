@@ -17,7 +17,7 @@ pub fn avg_pool_to(x: &Tensor, target: usize) -> Result<Tensor> {
     let (n, width) = x.dims2()?;
     if target == 0 || width % target != 0 {
         return Err(Error::config(format!(
-            "cosine: the teacher's width {width} is not a whole multiple of the student's width {target}, so it cannot be average-pooled to match; use taps whose widths divide"
+            "the teacher's width {width} is not a whole multiple of the student's width {target}, so it cannot be average-pooled to match; use taps whose widths divide"
         )));
     }
     Ok(x.reshape((n, target, width / target))?.mean(D::Minus1)?)

@@ -17,11 +17,7 @@ impl Hint {
     /// The regressor `Conv2d(student_channels, teacher_channels, 3, padding=1)`
     /// at `vb.pp("regressor").pp(0)`.
     pub fn new(ctx: &MethodContext) -> Result<Self> {
-        let (s, t) = same_spatial_size(
-            "fitnets",
-            ctx.student.tap("features")?,
-            ctx.teacher.tap("features")?,
-        )?;
+        let (s, t) = same_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
         let regressor = Conv2d::new(s[1], t[1], 3, 1, 1, ctx.vb.pp("regressor").pp(0))?;
         Ok(Self { regressor })
     }
@@ -33,7 +29,7 @@ impl DistillLoss for Hint {
         let target = step.teacher.tap("features")?;
         if hint.dims() != target.dims() {
             return Err(Error::config(format!(
-                "fitnets: regressor output {:?} and teacher features {:?} differ",
+                "regressor output {:?} and teacher features {:?} differ",
                 hint.dims(),
                 target.dims()
             )));
