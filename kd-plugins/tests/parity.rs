@@ -190,6 +190,41 @@ fn gradients_match_pytorch_mnist_shape() {
     gradient_parity([1, 28, 28]);
 }
 
+/// NaN and infinite pixels go through convolution, ReLU and max-pooling as
+/// in PyTorch: the same elements are NaN or infinite, and the rest agree.
+fn nonfinite_parity(shape: [usize; 3]) {
+    let tag = format!("{}x{}x{}", shape[0], shape[1], shape[2]);
+    let io = read(&format!("nonfinite_{tag}.safetensors"));
+    for arch in ["deep_nn", "light_nn"] {
+        let out = model(arch, shape)
+            .forward(&io["images"], Mode::Eval)
+            .unwrap();
+        for (what, got) in [("features", out.tap("features").unwrap()), ("logits", &out.logits)] {
+            let want = io[&format!("{arch}.{what}")].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(want.iter().any(|v| v.is_nan()), "the fixture has NaN outputs");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let same = if w.is_finite() {
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs())
+                } else {
+                    g.is_nan() == w.is_nan() && (w.is_nan() || g == w)
+                };
+                assert!(same, "{arch} {tag} {what}[{i}]: got {g}, PyTorch {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn nan_and_infinity_propagate_as_in_pytorch_cifar_shape() {
+    nonfinite_parity([3, 32, 32]);
+}
+
+#[test]
+fn nan_and_infinity_propagate_as_in_pytorch_mnist_shape() {
+    nonfinite_parity([1, 28, 28]);
+}
+
 #[test]
 fn parameter_counts_match_the_tutorial() {
     let cifar = |a| {

@@ -212,7 +212,12 @@ fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -
             }
             matmul(y, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
             if relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+                // Not `f32::max`, which turns NaN into 0: PyTorch's ReLU keeps NaN.
+                y.iter_mut().for_each(|v| {
+                    if *v < 0.0 {
+                        *v = 0.0
+                    }
+                });
             }
         })
     });

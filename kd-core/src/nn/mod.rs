@@ -67,7 +67,7 @@ impl Conv2d {
         }
         let y = reference_conv2d(x, &self.weight, &self.bias, self.padding, self.stride)?;
         if relu {
-            y.relu()
+            self::relu(&y)
         } else {
             Ok(y)
         }
@@ -96,6 +96,14 @@ pub fn reference_conv2d(
 ) -> candle_core::Result<Tensor> {
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
     y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+/// `nn.ReLU`: `max(x, 0)`, keeping NaN as NaN as PyTorch does (Candle's
+/// `relu` uses `f32::max`, which turns NaN into 0 and so hides a broken
+/// input or weight). The gradient is zero where `x <= 0`, as PyTorch's.
+pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    // `le` is false for NaN, so NaN takes the `x` branch.
+    x.le(0.0)?.where_cond(&x.zeros_like()?, x)
 }
 
 /// `nn.Linear`: `weight` (out, in) and `bias` (out).

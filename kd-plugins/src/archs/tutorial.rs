@@ -101,12 +101,12 @@ impl Network for TutorialCnn {
             x = match layer {
                 Built::Conv(conv, false) => conv.forward(&x)?,
                 Built::Conv(conv, true) => conv.forward_relu(&x)?,
-                Built::Relu => x.relu()?,
+                Built::Relu => kd_core::nn::relu(&x)?,
                 Built::Pool => max_pool2d(&x, 2)?,
             };
         }
         let flat = x.flatten_from(1)?;
-        let h = self.hidden.forward(&flat)?.relu()?;
+        let h = kd_core::nn::relu(&self.hidden.forward(&flat)?)?;
         let h = self.dropout.forward(&h, mode)?;
         let logits = self.out.forward(&h)?;
         let taps = BTreeMap::from([("features".to_string(), x), ("flat".to_string(), flat)]);
