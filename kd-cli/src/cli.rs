@@ -109,6 +109,12 @@ pub struct TrainArgs {
     /// accuracy, images/s, seconds).
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
+
+    /// Replace existing output files (--out, its .toml and .adapters.safetensors,
+    /// --metrics) and an earlier run's checkpoints in the run folder. Without it
+    /// kd refuses to start rather than replace a file.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Checkpoints and resuming.
@@ -171,15 +177,19 @@ pub struct PredictArgs {
     /// or image files (PNG; repeat the flag) to classify.
     #[arg(long, value_name = "FILE", required = true)]
     pub input: Vec<PathBuf>,
-    /// With a tensor input: where to write `logits` (and taps with --taps).
+    /// With a tensor input: where to write `logits` (and taps with --taps). Image
+    /// inputs print their classes instead.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Also write every tap (intermediate tensor) under its name.
+    /// With a tensor input: also write every tap (intermediate tensor) under its name.
     #[arg(long)]
     pub taps: bool,
-    /// With image inputs: how many classes to print for each.
-    #[arg(long, default_value_t = 3)]
-    pub top: usize,
+    /// With image inputs: how many classes to print for each (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top: u64,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub model_args: ModelArgs,
 }
@@ -234,6 +244,12 @@ pub struct ReproduceArgs {
     /// seeds; by default each seed is a full replicate with its own teacher.
     #[arg(long)]
     pub shared_teacher: bool,
+
+    /// Start over in an --out folder that holds files: kd's files of an earlier run
+    /// there (models, checkpoints, metrics, report) are replaced. Without it kd
+    /// refuses a folder that is not empty.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 }
 
 /// `--seeds`: an explicit list, or how many seeds to take from `--seed` on.

@@ -199,6 +199,22 @@ impl RunConfig {
         }
     }
 
+    /// The same settings with every local path made absolute (against the
+    /// current folder), so that they mean the same from anywhere.
+    pub fn absolute(mut self) -> Result<Self> {
+        let abs = |p: &Path| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()));
+        if let Some(t) = self.teacher.as_deref().filter(|t| !t.starts_with("hf://")) {
+            self.teacher = Some(abs(Path::new(t))?.to_string_lossy().into_owned());
+        }
+        if let Some(d) = &self.data.data_dir {
+            self.data.data_dir = Some(abs(d)?);
+        }
+        if let Some(o) = &self.out {
+            self.out = Some(abs(o)?);
+        }
+        Ok(self)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("settings serialise")
     }

@@ -33,6 +33,20 @@ impl HubFile {
         if owner.is_empty() || name.is_empty() || path.is_empty() {
             bail!("`{spec}` is not a Hub reference: write hf://OWNER/REPO[@REVISION]/PATH.safetensors");
         }
+        // The reference becomes a path in the Hub cache: nothing in it may
+        // lead outside (`..`, an absolute path) or name the cache itself.
+        let unsafe_segment = |s: &str| s.is_empty() || s == "." || s == ".." || s.contains('\\');
+        if [owner, name].iter().any(|s| unsafe_segment(s) || s.contains(':'))
+            || path.starts_with('/')
+            || path.split('/').any(unsafe_segment)
+        {
+            bail!("`{spec}`: a Hub reference may not contain empty, `.` or `..` path segments or an absolute path (they would lead outside the Hub cache); write hf://OWNER/REPO[@REVISION]/PATH");
+        }
+        if let Some(r) = &revision {
+            if r.is_empty() || r.split('/').any(unsafe_segment) {
+                bail!("`{spec}`: the revision after `@` is empty or has `.`/`..` segments; write a branch, tag or commit, or leave out `@` for main");
+            }
+        }
         Ok(Some(Self {
             owner: owner.into(),
             name: name.into(),

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod datasets;
 mod hub;
+mod outputs;
 mod plot;
 mod progress;
 mod report;
@@ -45,15 +46,24 @@ pub(crate) fn install_interrupt_handler(resume_hint: &str) {
     });
 }
 
-/// Marks an interruption as such, with how to resume, for the exit code.
-pub(crate) fn explain_stop(e: anyhow::Error, resume: &str) -> anyhow::Error {
+/// Marks an interruption as such, for the exit code, and says how to go on:
+/// the `resume` command when there is something to resume, else to start again.
+pub(crate) fn explain_stop(e: anyhow::Error, resume: Option<&str>) -> anyhow::Error {
+    let has_checkpoint = resume.is_some();
+    let resume = resume.unwrap_or_default();
+    let next = if has_checkpoint {
+        format!("Resume with: {resume}")
+    } else {
+        "No checkpoint was written yet: run the same command again to start over".to_string()
+    };
     match e.downcast_ref::<kd_core::Error>() {
         Some(kd_core::Error::Interrupted(_)) => {
-            anyhow::Error::new(Interrupted(format!("{e}. Resume with: {resume}")))
+            anyhow::Error::new(Interrupted(format!("{e}. {next}")))
         }
-        Some(kd_core::Error::Numerical(_)) => e.context(format!(
-            "training stopped; the last good checkpoint is kept (resume with: {resume})"
+        Some(kd_core::Error::Numerical(_)) if has_checkpoint => e.context(format!(
+            "training stopped; the last good checkpoint is kept. {next}"
         )),
+        Some(kd_core::Error::Numerical(_)) => e.context("training stopped"),
         _ => e,
     }
 }

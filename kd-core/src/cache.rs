@@ -78,13 +78,7 @@ pub struct CachedTeacher {
 pub fn cache_key(teacher: &Model, data: &Dataset, taps: &[&str]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
-    for (name, t) in teacher.tensors() {
-        h.update(name.as_bytes());
-        h.update(format!("{:?}", t.dims()).as_bytes());
-        for v in t.flatten_all()?.to_vec1::<f32>()? {
-            h.update(v.to_le_bytes());
-        }
-    }
+    h.update(teacher.fingerprint()?.as_bytes());
     h.update(format!("{:?}", data.shape).as_bytes());
     for v in data
         .normalization
@@ -342,6 +336,14 @@ fn run_teacher(
             .into_iter()
             .map(|(name, t)| {
                 let values = t.flatten_all()?.to_vec1::<f32>()?;
+                if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                    let row: usize = t.dims()[1..].iter().product();
+                    return Err(Error::Numerical(format!(
+                        "the teacher's `{name}` for training image {} is {}: a cache of non-finite outputs is not kept. Check the teacher's weights and the data",
+                        indices[at / row.max(1)],
+                        values[at]
+                    )));
+                }
                 Ok((name.to_string(), values, t.dims()[1..].to_vec()))
             })
             .collect::<Result<_>>()?;

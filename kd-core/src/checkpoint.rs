@@ -10,15 +10,83 @@ use crate::train::{CheckpointPolicy, RunState};
 use crate::weights::{self, WeightsFile};
 use crate::{Error, Result};
 
-/// The copy of the checkpoint with the best test accuracy so far.
+/// The model file of the student with the best test accuracy so far (a
+/// model, not a checkpoint: `kd eval`, `kd predict` and PyTorch load it).
 pub const BEST: &str = "best.safetensors";
 const PREFIX: &str = "checkpoint-";
+/// The lock file that keeps a second run out of a run folder.
+pub const LOCK: &str = ".kd-lock";
+
+/// A run folder held by this process: while it lives, another [`RunLock::acquire`]
+/// of the same folder fails naming this process. The operating system drops
+/// the lock when the process ends, however it ends, so a crash leaves no
+/// stale lock behind.
+pub struct RunLock {
+    _file: std::fs::File,
+    /// The folder, when this lock created it: a run that fails before its
+    /// first checkpoint then leaves no empty folder behind.
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.created else { return };
+        let only_lock = std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|e| e.ok()).all(|e| e.file_name() == LOCK))
+            .unwrap_or(false);
+        if only_lock {
+            let _ = std::fs::remove_file(dir.join(LOCK));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+impl RunLock {
+    /// Creates `dir` if needed and locks it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let created = (!dir.exists()).then(|| dir.to_path_buf());
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let path = dir.join(LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::Busy(format!(
+                    "{} is in use by another kd run (process {}): wait for it to finish, or choose another run folder",
+                    dir.display(),
+                    holder.trim()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(Self {
+            _file: file,
+            created,
+        })
+    }
+}
 
 pub struct Checkpoint {
     pub file: WeightsFile,
     pub state: RunState,
     /// The run's resolved settings (TOML), as given to the policy.
     pub run_config: String,
+    /// [`Model::fingerprint`](crate::Model::fingerprint) of the teacher the run
+    /// started with, if it had one.
+    pub teacher_hash: Option<String>,
 }
 
 fn name(state: &RunState) -> String {
@@ -41,6 +109,9 @@ pub fn write(
         serde_json::to_string(state).expect("plain data"),
     );
     meta.insert("kd.run_config".to_string(), policy.run_config.clone());
+    if let Some(h) = &policy.teacher_hash {
+        meta.insert("kd.teacher_sha256".to_string(), h.clone());
+    }
     meta.insert("kd.version".to_string(), crate::VERSION.to_string());
     let path = policy.dir.join(name(state));
     weights::save(&path, tensors, meta)?;
@@ -52,6 +123,23 @@ pub fn write(
         }
     }
     Ok(path)
+}
+
+/// Removes an earlier run's checkpoints and best model from `dir` (for a
+/// fresh run asked to `--overwrite` them); other files are left alone.
+pub fn clear(dir: &Path) -> Result<()> {
+    let best = dir.join(BEST);
+    let mut old = list(dir)?;
+    old.extend([crate::weights::adapters_path(&best), best]);
+    for path in old {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &path, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checkpoint files in `dir`, oldest first (their names sort by position).
@@ -85,8 +173,10 @@ pub fn latest(dir: &Path) -> Result<Option<Checkpoint>> {
     Ok(None)
 }
 
+/// Reads a checkpoint; one with NaN or infinite values is refused, naming the tensor.
 pub fn read(path: &Path) -> Result<Checkpoint> {
     let file = weights::read(path)?;
+    file.check_finite()?;
     let state = file
         .metadata
         .get("kd.checkpoint")
@@ -99,9 +189,11 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
         .get("kd.run_config")
         .cloned()
         .unwrap_or_default();
+    let teacher_hash = file.metadata.get("kd.teacher_sha256").cloned();
     Ok(Checkpoint {
         file,
         state,
         run_config,
+        teacher_hash,
     })
 }

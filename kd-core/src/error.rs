@@ -55,6 +55,10 @@ pub enum Error {
     #[error("{0}")]
     Numerical(String),
 
+    /// Another process holds what this one needs (a run folder).
+    #[error("{0}")]
+    Busy(String),
+
     /// A stop was asked for (Ctrl-C); the run can be resumed.
     #[error("{0}")]
     Interrupted(String),

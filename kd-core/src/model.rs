@@ -128,6 +128,22 @@ impl Model {
         sorted_tensors(&self.varmap)
     }
 
+    /// A hex SHA-256 of the weights (names, shapes, values): equal for equal
+    /// weights wherever they were loaded from. Names the teacher a cache or a
+    /// checkpoint was made with.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (name, t) in self.tensors() {
+            h.update(name.as_bytes());
+            h.update(format!("{:?}", t.dims()).as_bytes());
+            for v in t.flatten_all()?.to_vec1::<f32>()? {
+                h.update(v.to_le_bytes());
+            }
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+
     pub fn parameter_count(&self) -> usize {
         self.tensors().iter().map(|(_, t)| t.elem_count()).sum()
     }

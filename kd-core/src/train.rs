@@ -93,6 +93,19 @@ impl TrainConfig {
         }
         Ok(())
     }
+
+    /// [`validate`](Self::validate), and for a method that distils, that
+    /// something is learnt: supervised training ignores both weights.
+    pub fn validate_for(&self, method: &MethodPlugin) -> Result<()> {
+        self.validate()?;
+        if method.needs_teacher() && self.ce_weight == 0.0 && self.distill_weight == 0.0 {
+            return Err(Error::config(format!(
+                "ce weight and distill weight are both 0 for method `{}`: the loss would be 0 and nothing would be learnt. Give one of them a positive weight",
+                method.name
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What observers hear after every batch.
@@ -156,6 +169,14 @@ pub struct CheckpointPolicy {
     pub keep_last: usize,
     /// Stored in each checkpoint, so a resume knows the run's settings.
     pub run_config: String,
+    /// What the model file `best.safetensors` records (test accuracy added):
+    /// with it, the best student so far is kept as a model file that
+    /// `kd eval`, `kd predict`, `--teacher` and PyTorch load; without, no
+    /// best file is written.
+    pub best_model: Option<crate::weights::ModelInfo>,
+    /// The teacher's [`fingerprint`](crate::Model::fingerprint), stored so a
+    /// resume can refuse a different teacher.
+    pub teacher_hash: Option<String>,
 }
 
 /// A student, its method, its optimizer: one run.
@@ -187,7 +208,7 @@ impl<'a> Trainer<'a> {
         train: &Dataset,
         device: &Device,
     ) -> Result<Self> {
-        config.validate()?;
+        config.validate_for(method)?;
         let params = resolve_params(method.params, params, method.name)?;
         let adapters = VarMap::new();
         let (distill, teacher) = match (method.build, teacher) {
@@ -423,8 +444,8 @@ impl<'a> Trainer<'a> {
     }
 
     /// Writes a checkpoint of the current state (if there is a policy), keeps
-    /// the last few, and copies it to `best.safetensors` when `accuracy` is a
-    /// new best.
+    /// the last few, and writes the student as the model file
+    /// `best.safetensors` when `accuracy` is a new best.
     fn write_checkpoint(&mut self, accuracy: Option<f64>) -> Result<Option<PathBuf>> {
         let Some(policy) = self.checkpoints.clone() else {
             return Ok(None);
@@ -445,10 +466,17 @@ impl<'a> Trainer<'a> {
         );
         tensors.extend(self.optimizer.state().0);
         let path = crate::checkpoint::write(&policy, &self.state, &tensors)?;
-        if is_best {
-            let best = policy.dir.join(crate::checkpoint::BEST);
-            let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-            crate::weights::write_atomic(&best, &bytes)?;
+        if let (true, Some(info)) = (is_best, &policy.best_model) {
+            let info = crate::weights::ModelInfo {
+                accuracy,
+                ..info.clone()
+            };
+            crate::weights::save_model(
+                &policy.dir.join(crate::checkpoint::BEST),
+                &sorted_tensors(self.student.varmap()),
+                &sorted_tensors(&self.adapters),
+                &info,
+            )?;
         }
         Ok(Some(path))
     }

@@ -176,10 +176,64 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
     }
 }
 
+/// The first tensor holding NaN or infinite values, with how many it holds.
+pub fn first_non_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> Result<Option<(String, usize)>> {
+    for (name, t) in tensors {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let bad = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count();
+        if bad > 0 {
+            return Ok(Some((name.clone(), bad)));
+        }
+    }
+    Ok(None)
+}
+
+impl WeightsFile {
+    /// Fails, naming the tensor, when any tensor holds NaN or infinite
+    /// values: weights that would turn every output into NaN.
+    pub fn check_finite(&self) -> Result<()> {
+        match first_non_finite(&self.tensors)? {
+            None => Ok(()),
+            Some((name, n)) => Err(Error::bad_file(
+                &self.path,
+                format!("tensor `{name}` holds {n} NaN or infinite values; weights must be finite (was the run that wrote it diverging?)"),
+            )),
+        }
+    }
+}
+
+/// Writes model weights (or a checkpoint) atomically, as [`save_values`]
+/// does, after checking that every tensor is finite: a file of NaN weights
+/// is refused here rather than found later.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    if let Some((name, n)) = first_non_finite(tensors.iter().map(|(n, t)| (n, t)))? {
+        return Err(Error::Numerical(format!(
+            "not writing {}: tensor `{name}` holds {n} NaN or infinite values",
+            path.display()
+        )));
+    }
+    save_values(path, tensors, metadata)
+}
+
 /// Writes `tensors` with `metadata` atomically: a temporary file in the same
 /// folder, flushed to disk, then renamed over `path`. An interruption leaves
-/// either the old file or the new one, never a torn one.
-pub fn save(
+/// either the old file or the new one, never a torn one. Values are written
+/// as they are, NaN included (a prediction of a NaN input is NaN).
+pub fn save_values(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
@@ -230,6 +284,32 @@ pub fn write_atomic_with(
         .map_err(|e| Error::io("replace", path, e.error))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Where the trainable helpers of a method (a FitNets regressor) are written
+/// beside the model file `path`.
+pub fn adapters_path(path: &Path) -> PathBuf {
+    path.with_extension("adapters.safetensors")
+}
+
+/// Writes a trained model as kd and PyTorch read it: the network's tensors
+/// under their `state_dict` names with `info` as metadata, and the method's
+/// trainable helpers, if any, in [`adapters_path`] beside it. What
+/// [`model_from_file`] reads back.
+pub fn save_model(
+    path: &Path,
+    model: &[(String, Tensor)],
+    adapters: &[(String, Tensor)],
+    info: &ModelInfo,
+) -> Result<()> {
+    save(path, model, info.to_metadata())?;
+    if !adapters.is_empty() {
+        let mut meta = info.to_metadata();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        meta.insert("kd.adapters_for".into(), name.into());
+        save(&adapters_path(path), adapters, meta)?;
     }
     Ok(())
 }

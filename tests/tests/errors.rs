@@ -146,6 +146,7 @@ fn weights_for_another_architecture_list_each_mismatch_and_leave_the_output_alon
             "light_nn",
             "--out",
             "s.safetensors",
+            "--overwrite",
         ]),
         dir.path(),
         1,
@@ -464,7 +465,7 @@ fn a_full_disk_leaves_the_old_file_and_no_half_written_one() {
     // A 64 KiB file-size limit stands in for a full disk: the student (~1 MB) cannot be written.
     let mut cmd = vec![env!("CARGO_BIN_EXE_kd-e2e").to_string()];
     cmd.extend(
-        train_args(&["--epochs", "1", "--out", "s.safetensors"])
+        train_args(&["--epochs", "1", "--out", "s.safetensors", "--overwrite"])
             .iter()
             .map(|s| s.to_string()),
     );

@@ -120,10 +120,12 @@ fn ctrl_c_checkpoints_says_how_to_resume_and_the_resume_matches() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(
-        err.contains("Resume with: kd train --resume s.run"),
-        "{err}"
+    // The hint names the run folder by its absolute path: it works from anywhere.
+    let hint = format!(
+        "Resume with: kd train --resume {}",
+        dir.path().join("s.run").display()
     );
+    assert!(err.contains(&hint), "{err}");
     ok(&["train", "--resume", "s.run"], dir.path());
     assert_eq!(
         weights_bits(&dir.path().join("s.safetensors")),
@@ -252,6 +254,12 @@ fn a_fresh_run_over_an_earlier_runs_checkpoints_is_refused() {
     ok(&args, dir.path());
     let before = sha(&dir.path().join("s.safetensors"));
     let err = fails(&args, dir.path(), 1);
+    assert!(err.contains("s.safetensors") && err.contains("--overwrite"), "{err}");
+    // Another output, the same run folder: the earlier run's checkpoints are refused.
+    let mut args: Vec<&str> = args[..args.len() - 2].to_vec();
+    args.extend(["--out", "t.safetensors", "--run-dir", "s.run"]);
+    let err = fails(&args, dir.path(), 1);
     assert!(err.contains("s.run") && err.contains("--resume"), "{err}");
+    assert!(!dir.path().join("t.safetensors").exists());
     assert_eq!(sha(&dir.path().join("s.safetensors")), before);
 }

@@ -8,9 +8,7 @@ mod reproduce;
 mod train;
 mod verify;
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use kd_core::candle::Device;
 use kd_core::weights::{self, ModelInfo};
 use kd_core::{ArchConfig, Model};
@@ -30,43 +28,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => reproduce::report(&a),
         Command::Doctor => doctor::run(),
     }
-}
-
-/// Fails early, before hours of training, when `path` cannot be written:
-/// its folder must exist and accept a new file.
-pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "cannot write {}: the folder {} does not exist. Create it (mkdir -p {}) or choose another path.",
-            path.display(),
-            dir.display(),
-            dir.display()
-        );
-    }
-    tempfile::NamedTempFile::new_in(&dir).with_context(|| {
-        format!(
-            "cannot write {}: the folder {} is not writable",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    Ok(())
-}
-
-/// Refuses to start a fresh run over the checkpoints of an earlier one, which
-/// a later `--resume` would otherwise mix up with the new run's.
-pub fn refuse_earlier_run(dir: &Path, has_checkpoints: bool, resume: &str) -> Result<()> {
-    if has_checkpoints {
-        bail!(
-            "{} holds checkpoints of an earlier run. Continue it with `{resume}`, or delete that folder (or pick another --out / --run-dir) to start over.",
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// Loads a model for eval / predict / a teacher: from kd's metadata, or from

@@ -7,23 +7,39 @@ use kd_core::weights::{self, ModelInfo};
 use kd_core::{Mode, Model};
 
 use crate::cli::PredictArgs;
+use crate::outputs::Files;
 
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let device = super::device(&args.model_args.device)?;
-    let model_path = crate::hub::resolve(&args.model.to_string_lossy())?;
-    let file = kd_core::weights::read(&model_path)?;
-    let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
     let is_tensor_file = args.input.len() == 1
         && args.input[0]
             .extension()
             .is_some_and(|e| e == "safetensors");
-    if is_tensor_file {
-        let Some(out) = &args.out else {
-            bail!("--out FILE.safetensors is needed to write the logits of a tensor input")
-        };
-        return predict_tensors(&model, &args.input[0], out, args.taps, &device);
+    if is_tensor_file && args.out.is_none() {
+        bail!("--out FILE.safetensors is needed to write the logits of a tensor input");
     }
-    predict_images(&model, &info, &args.input, args.top, &device)
+    if !is_tensor_file && (args.out.is_some() || args.taps) {
+        bail!("--out and --taps work with one .safetensors tensor input; image inputs print their top classes instead. Drop --out/--taps, or pass the images as a tensor file");
+    }
+    let mut files = Files::new(args.overwrite);
+    let model_spec = args.model.to_string_lossy();
+    if !model_spec.starts_with("hf://") {
+        files.input("--model", &args.model);
+    }
+    for input in &args.input {
+        files.input("--input", input);
+    }
+    if let Some(out) = &args.out {
+        files.output("--out", out);
+    }
+    files.check()?;
+    let device = super::device(&args.model_args.device)?;
+    let model_path = crate::hub::resolve(&model_spec)?;
+    let file = kd_core::weights::read(&model_path)?;
+    let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
+    match &args.out {
+        Some(out) if is_tensor_file => predict_tensors(&model, &args.input[0], out, args.taps, &device),
+        _ => predict_images(&model, &info, &args.input, args.top as usize, &device),
+    }
 }
 
 fn predict_tensors(
@@ -33,12 +49,14 @@ fn predict_tensors(
     taps: bool,
     device: &Device,
 ) -> Result<()> {
-    super::check_writable(out)?;
     let file = weights::read(input)?;
     let Some(images) = file.tensors.get("images") else {
         bail!("{} holds no tensor named `images` (it has: {}); write the batch as `images`, N x C x H x W float32, already normalised",
             input.display(), file.tensors.keys().cloned().collect::<Vec<_>>().join(", "));
     };
+    if !images.dtype().is_float() {
+        bail!("{}: `images` is {:?}, but kd takes float images already normalised (as the model was trained on). Convert them, e.g. (x / 255 - mean) / std in float32", input.display(), images.dtype());
+    }
     let want = model.config.input_shape;
     if images.rank() != 4 || images.dims()[1..] != want {
         bail!(
@@ -60,7 +78,7 @@ fn predict_tensors(
     }
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    weights::save(out, &tensors, meta)?;
+    weights::save_values(out, &tensors, meta)?;
     println!(
         "wrote {} ({})",
         out.display(),
@@ -108,7 +126,7 @@ fn predict_images(
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         println!("{}:", path.display());
-        for (k, p) in ranked.into_iter().take(top.max(1)) {
+        for (k, p) in ranked.into_iter().take(top) {
             println!(
                 "  {:>6.2}%  {}",
                 p * 100.0,

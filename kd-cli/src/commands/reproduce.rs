@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::train::{save_phase, train_phase};
 use crate::cli::{ReproduceArgs, Seeds};
 use crate::config::{HyperArgs, RunConfig};
+use crate::outputs::Files;
 use crate::progress::Progress;
 use crate::report::{PhaseRun, Summary};
 
@@ -44,6 +45,8 @@ struct Plan {
     out: PathBuf,
     resuming: bool,
     checkpoint_every: Option<usize>,
+    /// Keeps a second `kd reproduce` out of the folder while this one runs.
+    _lock: kd_core::checkpoint::RunLock,
 }
 
 fn plan(args: &ReproduceArgs) -> Result<Plan> {
@@ -52,7 +55,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         hyper: args.hyper.clone(),
         ..RunConfig::default()
     };
-    let mut cfg = flags.with_file(args.config.as_deref())?;
+    let mut cfg = flags.with_file(args.config.as_deref())?.absolute()?;
     let mut stored: Option<RunSettings> = None;
     if let Some(dir) = &args.resume {
         let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
@@ -72,6 +75,11 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         if !changed.is_empty() {
             bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
         }
+        if let (Some(now), Some(before)) = (cfg.hyper.epochs, then.run.hyper.epochs) {
+            if now != before {
+                bail!("the run in {} was started with {before} epochs; a resumed run keeps its finished phases, so --epochs cannot change. Resume without --epochs, or start a new run (another --out)", dir.display());
+            }
+        }
         if args.shared_teacher && !then.shared_teacher {
             bail!("the run was started without --shared-teacher; resume it without that flag, or start a new run");
         }
@@ -90,6 +98,10 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
+    let runs = (recipe.runs)();
+    for run in &runs {
+        run_config(&cfg, &base, run, base.seed).validate_for(registry::method(run.method)?)?;
+    }
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     let seeds = match (&args.seeds, &stored) {
         (Some(Seeds::List(v)), _) => v.clone(),
@@ -108,16 +120,34 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
     });
     let resuming = args.resume.is_some();
-    if !resuming && out.join("settings.toml").exists() {
-        bail!(
-            "{} holds an earlier kd reproduce run. Continue it with `kd reproduce --resume {}`, or choose another --out.",
-            out.display(),
-            out.display()
-        );
+    let mut files = Files::new(args.overwrite);
+    if let Some(c) = &args.config {
+        files.input("--config file", c);
     }
+    if let Some(d) = &cfg.data.data_dir {
+        files.input("--data-dir", d);
+    }
+    for name in ["settings.toml", "summary.json"] {
+        files.own_output("the run's report", &out.join(name));
+    }
+    let earlier = !resuming
+        && crate::outputs::check_folder("--out folder", &out, args.overwrite).map_err(|e| {
+            if out.join("settings.toml").exists() {
+                e.context(format!(
+                    "it holds an earlier kd reproduce run: continue it with `kd reproduce --resume {}`",
+                    out.display()
+                ))
+            } else {
+                e
+            }
+        })?;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the run folder {}", out.display()))?;
-    super::check_writable(&out.join("summary.json"))?;
+    files.check()?;
+    let lock = kd_core::checkpoint::RunLock::acquire(&out)?;
+    if earlier {
+        clear_earlier_run(&out, &runs)?;
+    }
     let settings = RunConfig {
         hyper: hyper.clone(),
         ..cfg.clone()
@@ -126,7 +156,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     let shared_teacher = args.shared_teacher || stored.is_some_and(|s| s.shared_teacher);
     Ok(Plan {
         recipe,
-        runs: (recipe.runs)(),
+        runs,
         cfg,
         hyper,
         base,
@@ -136,6 +166,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         out,
         resuming,
         checkpoint_every: args.checkpoint_every,
+        _lock: lock,
     })
 }
 
@@ -196,7 +227,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             let (record, model) = phase(
                 &plan, run, seed, &dir, &label, &teacher, &mut cache, &data, &device, quiet,
             )
-            .map_err(|e| crate::explain_stop(e, &resume_hint))?;
+            .map_err(|e| crate::explain_stop(e, Some(&resume_hint)))?;
             records.push(record);
             if run.trains_teacher {
                 (teacher, cache) = (Some(model), None);
@@ -286,12 +317,7 @@ fn phase(
             params.insert(k.clone(), *v);
         }
     }
-    let config = TrainConfig {
-        ce_weight: plan.cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
-        distill_weight: plan.cfg.hyper.distill_weight.unwrap_or(run.distill_weight),
-        seed,
-        ..plan.base.clone()
-    };
+    let config = run_config(&plan.cfg, &plan.base, run, seed);
     let arch = if run.trains_teacher {
         plan.recipe.teacher_arch
     } else {
@@ -308,6 +334,8 @@ fn phase(
         every_batches: plan.checkpoint_every,
         keep_last: 2,
         run_config: plan.settings.clone(),
+        best_model: None,
+        teacher_hash: None,
     };
     if let Some(t) = teacher.as_ref().filter(|_| method.needs_teacher()) {
         t.arch.check_taps(method, &t.config)?;
@@ -368,6 +396,46 @@ fn phase(
         record(phase.evaluation.accuracy, phase.seconds),
         phase.model,
     ))
+}
+
+/// Removes what an earlier run wrote in `out` (for `--overwrite`): its
+/// settings and report, and per seed its models, metrics and checkpoints.
+/// Files kd did not write are left alone.
+fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
+    let remove = |p: PathBuf| match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("cannot remove {}", p.display())))
+        }
+        _ => Ok(()),
+    };
+    for name in ["settings.toml", "summary.json", "report.md", "plot.png"] {
+        remove(out.join(name))?;
+    }
+    for entry in std::fs::read_dir(out)?.filter_map(|e| e.ok()) {
+        let dir = entry.path();
+        if !(dir.is_dir() && entry.file_name().to_string_lossy().starts_with("seed-")) {
+            continue;
+        }
+        remove(dir.join("metrics.jsonl"))?;
+        for run in runs {
+            let model = dir.join(format!("{}.safetensors", run.name));
+            remove(kd_core::weights::adapters_path(&model))?;
+            remove(model)?;
+            kd_core::checkpoint::clear(&dir.join("checkpoints").join(run.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The trainer's settings for one run of the recipe: flags and config override
+/// the recipe's loss weights.
+fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -> TrainConfig {
+    TrainConfig {
+        ce_weight: cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
+        distill_weight: cfg.hyper.distill_weight.unwrap_or(run.distill_weight),
+        seed,
+        ..base.clone()
+    }
 }
 
 /// The epochs of `phase` recorded in a metrics file (the last record of each

@@ -15,6 +15,7 @@ use kd_core::{registry, ArchConfig, Model, Teacher};
 
 use crate::cli::{Cli, ModelArgs, TrainArgs};
 use crate::config::RunConfig;
+use crate::outputs::Files;
 use crate::progress::Progress;
 
 /// One training run: what it is and what it produced.
@@ -53,7 +54,14 @@ pub fn train_phase(
     let mut trainer = Trainer::new(&model, teacher, method, params, config, &data.train, device)
         .with_context(|| format!("cannot start run `{name}`"))?
         .with_stop_flag(&crate::STOP);
-    if let Some(policy) = checkpoints {
+    if let Some(mut policy) = checkpoints {
+        policy.best_model = Some(model_info(
+            &model,
+            method.name,
+            trainer.params(),
+            data,
+            Some(policy.run_config.clone()),
+        ));
         trainer = trainer.with_checkpoints(policy);
     }
     if let Some(c) = resume {
@@ -91,35 +99,39 @@ pub fn save_phase(
     run_config: Option<String>,
 ) -> Result<()> {
     let info = ModelInfo {
-        arch: Some(phase.model.arch.name.to_string()),
-        config: Some(phase.model.config.clone()),
-        method: Some(method.to_string()),
-        params: phase.params.clone(),
-        dataset: Some(data.train.name.clone()),
-        classes: Some(data.train.classes.clone()),
-        normalization: Some(data.train.normalization.clone()),
         accuracy: Some(phase.evaluation.accuracy),
         seconds: Some(phase.seconds),
-        run_config,
+        ..model_info(&phase.model, method, &phase.params, data, run_config)
     };
-    weights::save(path, &phase.model.tensors(), info.to_metadata())?;
-    let adapters = sorted_tensors(&phase.adapters);
-    if !adapters.is_empty() {
-        let mut meta = info.to_metadata();
-        meta.insert(
-            "kd.adapters_for".into(),
-            path.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into(),
-        );
-        weights::save(&adapters_path(path), &adapters, meta)?;
-    }
+    weights::save_model(
+        path,
+        &phase.model.tensors(),
+        &sorted_tensors(&phase.adapters),
+        &info,
+    )?;
     Ok(())
 }
 
-pub fn adapters_path(path: &Path) -> std::path::PathBuf {
-    path.with_extension("adapters.safetensors")
+/// What a model file of `model` trained with `method` on `data` records.
+fn model_info(
+    model: &Model,
+    method: &str,
+    params: &Params,
+    data: &Splits,
+    run_config: Option<String>,
+) -> ModelInfo {
+    ModelInfo {
+        arch: Some(model.arch.name.to_string()),
+        config: Some(model.config.clone()),
+        method: Some(method.to_string()),
+        params: params.clone(),
+        dataset: Some(data.train.name.clone()),
+        classes: Some(data.train.classes.clone()),
+        normalization: Some(data.train.normalization.clone()),
+        accuracy: None,
+        seconds: None,
+        run_config,
+    }
 }
 
 /// Loads a teacher from a file (kd's metadata, or `--teacher-arch` for a plain state_dict).
@@ -137,6 +149,7 @@ pub fn load_teacher(
         device: String::new(),
     };
     let file = kd_core::weights::read(&path)
+        .and_then(|f| f.check_finite().map(|()| f))
         .with_context(|| format!("cannot load teacher {}", path.display()))?;
     let (model, _) = super::load_model(
         &file,
@@ -201,17 +214,21 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     let resume = match &args.checkpoints.resume {
         Some(dir) => Some(checkpoint::latest(dir)?.with_context(|| {
             format!(
-                "{} holds no checkpoint to resume from (checkpoint-*.safetensors)",
+                "{} holds no checkpoint to resume from (checkpoint-*.safetensors): start the run again without --resume",
                 dir.display()
             )
         })?),
         None => None,
     };
-    let flags = args.run.with_file(args.config.as_deref())?;
+    // Paths are stored absolute, so that `--resume` from another folder finds
+    // what the run used.
+    let flags = args.run.with_file(args.config.as_deref())?.absolute()?;
     let mut cfg = flags.clone();
+    let mut then_out = None;
     if let Some(c) = &resume {
         let then: RunConfig =
             toml::from_str(&c.run_config).context("the checkpoint's settings cannot be read")?;
+        then_out = then.out.clone();
         cfg = flags.clone().or(then.clone());
         let changed = changed_settings(&then, &cfg);
         if !changed.is_empty() && !args.checkpoints.force {
@@ -234,6 +251,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             )
             .exit();
     };
+    let out = std::path::absolute(&out).unwrap_or(out);
     let method = match &cfg.method {
         Some(name) => registry::method(name)?,
         None => registry::supervised()?,
@@ -241,17 +259,70 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     let method_name = method.name.to_string();
     let hyper = cfg.hyper.clone().resolved();
     let config = hyper.train_config();
-    config.validate()?;
+    config.validate_for(method)?;
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
-    super::check_writable(&out)?;
-    if let Some(m) = &args.metrics {
-        super::check_writable(m)?;
-    }
     if method.needs_teacher() && cfg.teacher.is_none() {
         bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)");
+    }
+    let run_dir = args
+        .checkpoints
+        .resume
+        .clone()
+        .or(args.checkpoints.run_dir.clone())
+        .unwrap_or_else(|| out.with_extension("run"));
+    let resume_hint = format!("kd train --resume {}", run_dir.display());
+    // A resumed run may rewrite the outputs it was started with.
+    let own = resume.is_some() && then_out.as_deref() == Some(out.as_path());
+    let mut files = Files::new(args.overwrite);
+    if let Some(c) = &args.config {
+        files.input("--config file", c);
+    }
+    if let Some(t) = cfg.teacher.as_deref().filter(|t| !t.starts_with("hf://")) {
+        files.input("--teacher", Path::new(t));
+    }
+    if let Some(d) = &cfg.data.data_dir {
+        files.input("--data-dir", d);
+    }
+    files.input("run folder", &run_dir);
+    let outputs = [
+        ("--out", Some(out.clone())),
+        ("settings file", Some(out.with_extension("toml"))),
+        (
+            "adapters file",
+            method.needs_teacher().then(|| weights::adapters_path(&out)),
+        ),
+        ("--metrics file", args.metrics.clone()),
+    ];
+    for (what, path) in outputs {
+        match path {
+            Some(p) if own || (what == "--metrics file" && resume.is_some()) => {
+                files.own_output(what, &p)
+            }
+            Some(p) => files.output(what, &p),
+            None => &mut files,
+        };
+    }
+    files.check()?;
+    let earlier = resume.is_none()
+        && crate::outputs::check_folder("run folder", &run_dir, args.overwrite).map_err(|e| {
+            if checkpoint::list(&run_dir).is_ok_and(|l| !l.is_empty()) {
+                e.context(format!(
+                    "it holds checkpoints of an earlier run: continue it with `{resume_hint}`"
+                ))
+            } else {
+                e
+            }
+        })?;
+    let _lock = checkpoint::RunLock::acquire(&run_dir)?;
+    if earlier {
+        checkpoint::clear(&run_dir)?;
+    }
+    if let (Some(m), None, true) = (&args.metrics, &resume, args.overwrite) {
+        // A fresh run's metrics start empty; a resumed run's are appended to.
+        std::fs::File::create(m).with_context(|| format!("cannot write {}", m.display()))?;
     }
     let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
     let data = crate::datasets::load(&cfg.data)?;
@@ -263,6 +334,18 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         }
         _ => None,
     };
+    let teacher_hash = teacher.as_ref().map(|t| t.fingerprint()).transpose()?;
+    if let Some(c) = &resume {
+        if c.teacher_hash.is_some()
+            && c.teacher_hash != teacher_hash
+            && !args.checkpoints.force
+        {
+            bail!(
+                "the teacher {} is not the one this run started with (its tensors differ): resume with the original teacher, or add --force",
+                cfg.teacher.as_deref().unwrap_or("(none)")
+            );
+        }
+    }
     let resolved = RunConfig {
         arch: Some(arch.clone()),
         method: Some(method_name.clone()),
@@ -271,27 +354,20 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         ..cfg.clone()
     };
     let toml = resolved.to_toml();
-    let run_dir = args
-        .checkpoints
-        .resume
-        .clone()
-        .or(args.checkpoints.run_dir.clone())
-        .unwrap_or_else(|| out.with_extension("run"));
-    if resume.is_none() {
-        let earlier = !checkpoint::list(&run_dir)?.is_empty();
-        super::refuse_earlier_run(
-            &run_dir,
-            earlier,
-            &format!("kd train --resume {}", run_dir.display()),
-        )?;
-    }
     let policy = CheckpointPolicy {
         dir: run_dir.clone(),
         every_batches: args.checkpoints.checkpoint_every,
         keep_last: args.checkpoints.keep_checkpoints,
         run_config: toml.clone(),
+        best_model: None,
+        teacher_hash,
     };
-    crate::install_interrupt_handler(&format!("kd train --resume {}", run_dir.display()));
+    crate::install_interrupt_handler(&resume_hint);
+    // What to do after a stop: resume only once a checkpoint exists.
+    let stopped = |e| {
+        let resumable = checkpoint::list(&run_dir).is_ok_and(|l| !l.is_empty());
+        crate::explain_stop(e, resumable.then_some(resume_hint.as_str()))
+    };
     let cache = match &teacher {
         Some(t) => crate::teacher_cache::build(
             hyper.teacher_cache.as_deref().unwrap_or("auto"),
@@ -302,7 +378,8 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             config
                 .epochs
                 .saturating_sub(resume.as_ref().map_or(0, |r| r.state.epochs_done)),
-        )?,
+        )
+        .map_err(stopped)?,
         None => None,
     };
     let teacher_ref = crate::teacher_cache::serving(cache.as_ref(), teacher.as_ref());
@@ -320,7 +397,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         Some(policy),
         resume.as_ref(),
     )
-    .map_err(|e| crate::explain_stop(e, &format!("kd train --resume {}", run_dir.display())))?;
+    .map_err(stopped)?;
     save_phase(&out, &phase, &method_name, &data, Some(toml.clone()))?;
     kd_core::weights::write_atomic(&out.with_extension("toml"), toml.as_bytes())?;
     println!("Test accuracy: {:.2}%", phase.evaluation.accuracy);
@@ -334,7 +411,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         if !phase.adapters.all_vars().is_empty() {
             eprintln!(
                 "wrote {} (the method's trainable helpers)",
-                adapters_path(&out).display()
+                weights::adapters_path(&out).display()
             );
         }
     }
