@@ -86,7 +86,10 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// A flag given twice takes its last value: the command line's own flags
+/// override those read from `--config`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub run: RunConfig,
@@ -125,10 +128,11 @@ pub struct CheckpointArgs {
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Also write a checkpoint every N batches.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::positive)]
     pub checkpoint_every: Option<usize>,
-    /// How many recent checkpoints to keep (the best by test accuracy is kept as best.safetensors).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// How many recent checkpoints to keep (the best by test accuracy is kept as the
+    /// model file best.safetensors).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = crate::config::positive)]
     pub keep_checkpoints: usize,
     /// Continue the run whose checkpoints are in DIR where it stopped.
     #[arg(long, value_name = "DIR")]
@@ -147,10 +151,10 @@ pub struct ModelArgs {
     #[arg(long, value_name = "C,H,W", value_parser = crate::config::parse_shape)]
     pub input_shape: Option<[usize; 3]>,
     /// Number of classes for a file without kd metadata (default: the data set's, or 10).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::positive)]
     pub num_classes: Option<usize>,
     /// Device: auto, cpu or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = crate::config::device)]
     pub device: String,
 }
 
@@ -204,6 +208,7 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct ReproduceArgs {
     /// The recipe to run (`kd list` shows them) [default: the recipe marked as the
     /// default, the tutorial's].
@@ -226,7 +231,7 @@ pub struct ReproduceArgs {
     pub resume: Option<PathBuf>,
 
     /// Also write a checkpoint every N batches.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::config::positive)]
     pub checkpoint_every: Option<usize>,
 
     /// The run folder: summary.json, report.md, plot.png, and per seed a folder
@@ -264,7 +269,7 @@ fn parse_seeds(s: &str) -> Result<Seeds, String> {
     if s.contains(',') {
         let v: Vec<u64> = s
             .split(',')
-            .map(|p| p.trim().parse::<u64>().map_err(|_| bad()))
+            .map(|p| crate::config::seed(p))
             .collect::<Result<_, _>>()?;
         let mut unique = v.clone();
         unique.sort_unstable();

@@ -1,9 +1,10 @@
 //! Run settings: flags, a TOML file, and the tutorial's defaults, in that order.
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, CommandFactory};
 use kd_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +20,10 @@ pub struct DataArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Train on the first N training images only (the tutorial's CPU note).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub train_subset: Option<usize>,
     /// Evaluate on the first N test images only.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub test_subset: Option<usize>,
     /// The Hub data set repository to download from (OWNER/NAME) [default:
     /// uoft-cs/cifar10, zalando-datasets/fashion_mnist].
@@ -58,7 +59,7 @@ impl DataArgs {
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct HyperArgs {
     /// Passes over the training set [default: 10].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<usize>,
     /// Test the student after every Nth epoch; 0 tests only after the last. Testing
     /// changes no weights but takes time (on a CPU a teacher's pass over 10,000 test
@@ -66,29 +67,29 @@ pub struct HyperArgs {
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
     /// Images per optimizer step [default: 128].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Adam learning rate [default: 0.001].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
     pub lr: Option<f64>,
-    /// Seed for initialisation, data order and dropout [default: 42].
-    #[arg(long)]
+    /// Seed for initialisation, data order and dropout, 0 to 2^63-1 [default: 42].
+    #[arg(long, value_parser = seed)]
     pub seed: Option<u64>,
     /// Weight of cross-entropy on the labels when a method distils [default: 0.75].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = weight)]
     pub ce_weight: Option<f64>,
     /// Weight of the method's distillation loss [default: 0.25].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = weight)]
     pub distill_weight: Option<f64>,
     /// Device: auto, cpu or cuda:N [default: auto].
-    #[arg(long)]
+    #[arg(long, value_parser = device)]
     pub device: Option<String>,
     /// Teacher-output cache: `memory` computes the teacher's outputs over the training
     /// set once and reuses them every epoch; `disk` keeps them memory-mapped in kd's
     /// cache folder ($KD_CACHE), where later runs with the same teacher and data reuse
     /// them; `off` runs the teacher every batch; `auto` reuses a file on disk if there
     /// is one, else picks memory up to 512 MB and disk above [default: auto].
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "off", "memory", "disk"])]
     pub teacher_cache: Option<String>,
     /// A method hyper-parameter, NAME=VALUE (repeatable), e.g. --param temperature=4.
     /// `kd list` shows what each method takes.
@@ -124,7 +125,11 @@ impl HyperArgs {
     /// Fills every unset value with the tutorial's default.
     pub fn resolved(self) -> Self {
         let d = TrainConfig::default();
+        let mut params = self.params;
+        params.extend(self.param.iter().cloned());
         Self {
+            param: Vec::new(),
+            params,
             epochs: Some(self.epochs.unwrap_or(d.epochs)),
             batch_size: Some(self.batch_size.unwrap_or(d.batch_size)),
             lr: Some(self.lr.unwrap_or(d.lr)),
@@ -191,14 +196,6 @@ impl RunConfig {
         }
     }
 
-    /// Merges a `--config` file under the flags (flags win).
-    pub fn with_file(self, path: Option<&Path>) -> Result<Self> {
-        match path {
-            Some(p) => Ok(self.or(read_toml(p)?)),
-            None => Ok(self.or(Self::default())),
-        }
-    }
-
     /// The same settings with every local path made absolute (against the
     /// current folder), so that they mean the same from anywhere.
     pub fn absolute(mut self) -> Result<Self> {
@@ -220,46 +217,126 @@ impl RunConfig {
     }
 }
 
-pub fn read_toml(path: &Path) -> Result<RunConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let known = toml::to_string(&RunConfig {
-        data: DataArgs {
-            dataset: Some(String::new()),
-            data_dir: Some(PathBuf::new()),
-            train_subset: Some(0),
-            test_subset: Some(0),
-            synthetic_shape: Some([0; 3]),
-            hub_repo: Some(String::new()),
-            revision: Some(String::new()),
-        },
-        hyper: HyperArgs {
-            params: BTreeMap::from([(String::new(), 0.0)]),
-            ..HyperArgs::default().resolved()
-        },
-        arch: Some(String::new()),
-        method: Some(String::new()),
-        teacher: Some(String::new()),
-        teacher_arch: Some(String::new()),
-        out: Some(PathBuf::new()),
-    })
-    .expect("serialises");
-    let known: toml::Table = known.parse().expect("own output parses");
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    for key in table.keys() {
-        if !known.contains_key(key) {
-            let names: Vec<_> = known.keys().map(String::as_str).collect();
-            bail!(
-                "{}: unknown setting `{key}`. Known settings: {}",
-                path.display(),
-                names.join(", ")
-            );
+/// `--config FILE`, read as flags: each key is a long flag's name (with
+/// underscores), each value its value (an array is joined with commas, `true`
+/// sets a switch), and a `[params]` table gives `--param NAME=VALUE`. The
+/// flags are placed before the command line's own, which win, since a later
+/// flag overrides an earlier one. So every flag is a config key, with the
+/// same checks, and no list of keys is kept anywhere else.
+///
+/// `args` is the whole command line; it comes back unchanged when it names
+/// no config file.
+pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    let Some(sub_at) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) else {
+        return Ok(args);
+    };
+    let sub_at = sub_at + 1;
+    let sub = args[sub_at].to_string_lossy().into_owned();
+    let mut file = None;
+    for (i, a) in args.iter().enumerate().skip(sub_at + 1) {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            file = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            file = Some(PathBuf::from(v));
         }
     }
-    toml::from_str(&text)
-        .with_context(|| format!("{}: a setting has the wrong type", path.display()))
+    let Some(file) = file else { return Ok(args) };
+    let command = crate::Cli::command();
+    let Some(sub_cmd) = command.find_subcommand(&sub) else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read config file {}", file.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let known: Vec<String> = sub_cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "config" && *l != "help")
+        .map(|l| l.replace('-', "_"))
+        .collect();
+    let mut flags: Vec<OsString> = Vec::new();
+    for (key, value) in &table {
+        let line = text
+            .lines()
+            .position(|l| {
+                let l = l.trim_start().trim_start_matches('"');
+                l.strip_prefix(key.as_str())
+                    .is_some_and(|r| r.trim_start().trim_start_matches('"').trim_start().starts_with('='))
+            })
+            .map(|n| format!(", line {}", n + 1))
+            .unwrap_or_default();
+        let at = || format!("{}{line}: `{key}`", file.display());
+        let entry: Vec<String> = if key == "params" {
+            let Some(params) = value.as_table() else {
+                bail!("{}: [params] must be a table of NAME = number", at());
+            };
+            params
+                .iter()
+                .map(|(k, v)| match v.as_float().or(v.as_integer().map(|i| i as f64)) {
+                    Some(x) => Ok(vec!["--param".to_string(), format!("{k}={x}")]),
+                    None => bail!("{}.{k} = {v}: a method hyper-parameter is a number", at()),
+                })
+                .collect::<Result<Vec<_>>>()?
+                .concat()
+        } else {
+            if !known.contains(key) {
+                let mut names = known.clone();
+                names.push("params".into());
+                bail!(
+                    "{}: unknown setting `{key}`. Known settings: {}",
+                    file.display(),
+                    names.join(", ")
+                );
+            }
+            let flag = format!("--{}", key.replace('_', "-"));
+            let takes_value = sub_cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&key.replace('_', "-")))
+                .is_some_and(|a| a.get_action().takes_values());
+            match value {
+                toml::Value::Boolean(b) if !takes_value => {
+                    if *b { vec![flag] } else { vec![] }
+                }
+                toml::Value::String(s) => vec![flag, s.clone()],
+                toml::Value::Array(items) => {
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|v| match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    vec![flag, parts.join(",")]
+                }
+                toml::Value::Table(_) => bail!("{}: a table is not a value for {flag}", at()),
+                other if takes_value => vec![flag, other.to_string()],
+                other => bail!("{} = {other}: {flag} is a switch: write true or false", at()),
+            }
+        };
+        // The entry alone through the command's own parser: a value of the
+        // wrong type is reported with its key and line.
+        let mut probe: Vec<String> = vec!["kd".into(), sub.clone()];
+        probe.extend(entry.iter().cloned());
+        if let Err(e) = command.clone().try_get_matches_from(&probe) {
+            use clap::error::ErrorKind as K;
+            if matches!(e.kind(), K::InvalidValue | K::ValueValidation | K::UnknownArgument | K::NoEquals | K::WrongNumberOfValues | K::TooManyValues) {
+                let message = e.to_string();
+                let first = message.lines().next().unwrap_or_default();
+                bail!("{} = {value}: {}", at(), first.trim_start_matches("error: "));
+            }
+        }
+        flags.extend(entry.into_iter().map(OsString::from));
+    }
+    let mut out = args[..=sub_at].to_vec();
+    out.extend(flags);
+    out.extend(args[sub_at + 1..].iter().cloned());
+    Ok(out)
 }
 
 pub fn parse_shape(s: &str) -> std::result::Result<[usize; 3], String> {
@@ -285,4 +362,53 @@ pub fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
         .parse()
         .map_err(|_| format!("`{value}` in `{s}` is not a number"))?;
     Ok((name.trim().to_string(), value))
+}
+
+/// `--epochs`, `--batch-size`, subsets and the like: a whole number of at least 1.
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// `--lr`: a finite number greater than 0.
+pub fn positive_number(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be a finite number greater than 0".into()),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// Loss weights: a finite number of at least 0.
+pub fn weight(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be a finite number of at least 0".into()),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// The largest seed: settings files are TOML, whose integers are signed 64-bit.
+pub const MAX_SEED: u64 = i64::MAX as u64;
+
+/// `--seed`: a whole number from 0 to [`MAX_SEED`].
+pub fn seed(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n <= MAX_SEED => Ok(n),
+        _ => Err(format!("`{s}` is not a seed: use a whole number from 0 to {MAX_SEED}")),
+    }
+}
+
+/// `--device`: `auto`, `cpu`, `cuda` or `cuda:N` (whether it opens is checked later).
+pub fn device(s: &str) -> std::result::Result<String, String> {
+    let ok = matches!(s, "auto" | "cpu" | "cuda")
+        || s.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("use auto, cpu or cuda:N (for example cuda:0)".into())
+    }
 }

@@ -20,7 +20,7 @@ mod report;
 mod teacher_cache;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Once;
 
 use clap::Parser;
@@ -29,20 +29,39 @@ pub use cli::Cli;
 
 /// Set by the first Ctrl-C: the trainer finishes its batch, checkpoints and stops.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`STOP`] (SIGINT when unknown), for the exit code 128 + N.
+static SIGNAL: AtomicI32 = AtomicI32::new(2);
 
-/// First Ctrl-C: finish the batch and checkpoint; second: exit at once (the
-/// last checkpoint is whole, since checkpoints are written atomically).
+/// The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (a scheduler preempting the
+/// job, a closed terminal): finish the batch, checkpoint and stop. A second
+/// one: exit at once (the last checkpoint is whole, since checkpoints are
+/// written atomically).
 pub(crate) fn install_interrupt_handler(resume_hint: &str) {
     static ONCE: Once = Once::new();
     let hint = resume_hint.to_string();
     ONCE.call_once(move || {
-        let _ = ctrlc::set_handler(move || {
+        let on_signal = move |signal: i32| {
             if STOP.swap(true, Ordering::SeqCst) {
                 eprintln!("\nstopped at once; the last checkpoint is intact. Resume with: {hint}");
-                std::process::exit(130);
+                std::process::exit(128 + signal);
             }
+            SIGNAL.store(signal, Ordering::SeqCst);
             eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)...");
-        });
+        };
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+                Ok(mut signals) => {
+                    std::thread::spawn(move || signals.forever().for_each(on_signal));
+                }
+                Err(e) => tracing::warn!("cannot catch signals ({e}): a stop will not checkpoint"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrlc::set_handler(move || on_signal(2));
+        }
     });
 }
 
@@ -68,7 +87,8 @@ pub(crate) fn explain_stop(e: anyhow::Error, resume: Option<&str>) -> anyhow::Er
     }
 }
 
-/// A run stopped on request; exit code 130 like a shell's Ctrl-C.
+/// A run stopped on request; exit code 128 + the signal, as a shell reports
+/// it (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
 #[derive(Debug)]
 pub(crate) struct Interrupted(String);
 impl std::fmt::Display for Interrupted {
@@ -91,7 +111,14 @@ pub fn main() -> ExitCode {
         // for other Unix tools, instead of a panic in `println!`.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let args = match config::expand_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let cli = Cli::parse_from(args);
     if cli.offline {
         // hf-hub does not read this variable; kd's own Hub code does.
         std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -111,7 +138,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Interrupted>() => {
             eprintln!("{e}");
-            ExitCode::from(130)
+            ExitCode::from(128 + SIGNAL.load(Ordering::SeqCst) as u8)
         }
         Err(e) => {
             // `{:#}` prints the chain of contexts on one line; no backtrace for user errors.

@@ -39,7 +39,8 @@ pub fn build(
         report(&cache, data.train.len(), epochs, false);
         Ok(Some(cache))
     };
-    let memory = || Ok(CachedTeacher::build(teacher, &data.train, taps, device)?);
+    let stop = Some(&crate::STOP);
+    let memory = || Ok(CachedTeacher::build(teacher, &data.train, taps, device, stop)?);
     match mode {
         "off" => return Ok(None),
         // Nothing on disk is read or written: no key to compute.
@@ -50,13 +51,21 @@ pub fn build(
     let path = crate::datasets::cache_dir()
         .join("teacher-outputs")
         .join(format!("{}.safetensors", &key[..32]));
+    if let Some(dir) = path.parent() {
+        kd_core::weights::remove_orphans(dir);
+    }
     if path.exists() {
         match CachedTeacher::open(&path, &key, data.train.len(), taps, device) {
             Ok(cache) => {
                 report(&cache, data.train.len(), epochs, true);
                 return Ok(Some(cache));
             }
-            Err(e) => tracing::warn!("teacher cache not reused ({e:#}); computing it again"),
+            Err(e) => {
+                // Not reusable (damaged, or from an older kd): replaced below,
+                // or removed when the outputs are kept in memory this time.
+                tracing::warn!("teacher cache not reused ({e:#}); computing it again");
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
     if mode == "auto"
@@ -72,12 +81,14 @@ pub fn build(
                 &data.train,
                 taps,
                 device,
+                stop,
                 &path,
                 &key,
             )?)
         });
     match built {
         Ok(cache) => fresh(Ok(cache)),
+        Err(e) if e.downcast_ref::<kd_core::Error>().is_some_and(|e| matches!(e, kd_core::Error::Interrupted(_))) => Err(e),
         Err(e) if mode == "auto" => {
             tracing::warn!("teacher cache kept in memory instead of on disk: {e:#}");
             fresh(memory())

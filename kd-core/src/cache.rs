@@ -9,6 +9,7 @@
 //! depend on, so a changed teacher or data set never meets a stale file.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -22,7 +23,7 @@ use crate::{Error, Result};
 /// The name of the logits in a cache file; taps are stored under their own names.
 const LOGITS: &str = "logits";
 /// Bumped whenever what a cache file holds changes meaning.
-const FORMAT: &str = "kd teacher-output cache v1";
+const FORMAT: &str = "kd teacher-output cache v2";
 
 /// One output (logits or a tap) for every sample, row after row.
 struct Column {
@@ -112,15 +113,18 @@ impl CachedTeacher {
         Ok(per_sample * 4 * data.len())
     }
 
-    /// Runs `teacher` over all of `data` in order and keeps logits and `taps` in memory.
+    /// Runs `teacher` over all of `data` in order and keeps logits and `taps`
+    /// in memory. A set `stop` flag ends the build after the batch in
+    /// progress with [`Error::Interrupted`].
     pub fn build(
         teacher: &dyn Teacher,
         data: &Dataset,
         taps: &[&str],
         device: &Device,
+        stop: Option<&AtomicBool>,
     ) -> Result<Self> {
         let mut columns: BTreeMap<String, Column> = BTreeMap::new();
-        let build_seconds = run_teacher(teacher, data, taps, device, &mut |_, outputs| {
+        let build_seconds = run_teacher(teacher, data, taps, device, stop, &mut |_, outputs| {
             for (name, values, row_dims) in outputs {
                 let column = columns.entry(name).or_insert_with(|| Column {
                     row_len: row_dims.iter().product(),
@@ -143,14 +147,16 @@ impl CachedTeacher {
     }
 
     /// Runs `teacher` over `data` like [`build`](Self::build) but writes each
-    /// batch's outputs straight into a safetensors file at `path` (`key` in its
-    /// metadata), so that memory holds one batch however large the cache; the
-    /// file replaces `path` atomically when complete and is then mapped.
+    /// batch's outputs straight into a safetensors file at `path` (`key` and a
+    /// SHA-256 of the data in its metadata), so that memory holds one batch
+    /// however large the cache; the file replaces `path` atomically when
+    /// complete and is then mapped.
     pub fn build_on_disk(
         teacher: &dyn Teacher,
         data: &Dataset,
         taps: &[&str],
         device: &Device,
+        stop: Option<&AtomicBool>,
         path: &Path,
         key: &str,
     ) -> Result<Self> {
@@ -158,13 +164,14 @@ impl CachedTeacher {
         // Header space is reserved at the front and written last, when the
         // build time is known; its length is fixed because the seconds are
         // written with a fixed width.
-        let header = |layout: &BTreeMap<String, (usize, Vec<usize>)>, seconds: f64| {
+        let header = |layout: &BTreeMap<String, (usize, Vec<usize>)>, seconds: f64, sha: &str| {
             let mut h = serde_json::Map::new();
             h.insert(
                 "__metadata__".into(),
                 serde_json::json!({
                     "kd.cache_key": key,
                     "kd.build_seconds": format!("{seconds:016.3}"),
+                    "kd.data_sha256": format!("{sha:0>64}"),
                 }),
             );
             let mut offset = 0;
@@ -193,7 +200,7 @@ impl CachedTeacher {
                 .map_err(|e| Error::io("write", path, e))
         };
         crate::weights::write_atomic_with(path, |file| {
-            let seconds = run_teacher(teacher, data, taps, device, &mut |first, outputs| {
+            let seconds = run_teacher(teacher, data, taps, device, stop, &mut |first, outputs| {
                 if layout.is_empty() {
                     let mut offset = 0;
                     for (name, _, row_dims) in &outputs {
@@ -203,7 +210,7 @@ impl CachedTeacher {
                         *at = offset;
                         offset += 4 * samples * row_dims.iter().product::<usize>();
                     }
-                    data_start = 8 + header(&layout, 0.0).len();
+                    data_start = 8 + header(&layout, 0.0, "").len();
                 }
                 for (name, values, _) in outputs {
                     let (at, row_dims) = &layout[&name];
@@ -213,7 +220,8 @@ impl CachedTeacher {
                 }
                 Ok(())
             })?;
-            let text = header(&layout, seconds);
+            let sha = file_sha256(file, data_start).map_err(|e| Error::io("read back", path, e))?;
+            let text = header(&layout, seconds, &sha);
             let mut front = (text.len() as u64).to_le_bytes().to_vec();
             front.extend(text);
             write_at(file, 0, &front)
@@ -243,6 +251,15 @@ impl CachedTeacher {
             return Err(bad("the file belongs to another teacher or data set".into()));
         }
         let data_start = 8 + header_len;
+        // One pass over the file (about 1 s per GB): a damaged cache would
+        // otherwise feed a student wrong targets without a word.
+        let sha = format!("{:x}", Sha256::digest(&map[data_start..]));
+        if extra.get("kd.data_sha256") != Some(&sha) {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                message: "its data does not match the checksum written with it (the file was damaged or changed after it was built)".into(),
+            });
+        }
         let mut columns = BTreeMap::new();
         for (name, info) in meta.tensors() {
             let (begin, end) = info.data_offsets;
@@ -313,6 +330,22 @@ impl CachedTeacher {
     }
 }
 
+/// The SHA-256 (hex) of `file` from byte `from` to its end.
+fn file_sha256(file: &mut std::fs::File, from: usize) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(from as u64))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// One batch's outputs: (name, values row after row, the shape of one row).
 type BatchOutputs = Vec<(String, Vec<f32>, Vec<usize>)>;
 
@@ -323,10 +356,18 @@ fn run_teacher(
     data: &Dataset,
     taps: &[&str],
     device: &Device,
+    stop: Option<&AtomicBool>,
     sink: &mut dyn FnMut(usize, BatchOutputs) -> Result<()>,
 ) -> Result<f64> {
     let start = std::time::Instant::now();
     for indices in data.batch_indices(EVAL_BATCH, None) {
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return Err(Error::Interrupted(format!(
+                "stopped while computing the teacher's outputs (image {} of {}); nothing of them is kept",
+                indices[0],
+                data.len()
+            )));
+        }
         let out = teacher.outputs(&data.batch(&indices, device)?)?;
         let mut parts = vec![(LOGITS, &out.logits)];
         for t in taps {

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("{}: {message}", .path.display())]
     BadFile { path: PathBuf, message: String },
 
+    /// A file kd wrote itself (a cache) no longer holds what it wrote.
+    #[error("{}: {message}", .path.display())]
+    Corrupt { path: PathBuf, message: String },
+
     /// A weights file does not fit the architecture it is loaded into.
     #[error("{} does not fit architecture `{arch}`:\n{}\nCheck --arch / --input-shape, or that the file holds this network's state_dict.", .path.display(), .mismatches.join("\n"))]
     WeightsMismatch {

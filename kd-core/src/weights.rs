@@ -255,6 +255,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// How kd's temporary files start: one left by a killed process is known
+/// by it (see [`remove_orphans`]).
+pub const TEMP_PREFIX: &str = ".kd-tmp-";
+
+/// Removes temporary files in `dir` that a killed kd process left behind.
+/// A file still being written is locked by its writer and kept.
+pub fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(e.path()) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            tracing::info!("removing {}, left by an interrupted kd run", e.path().display());
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// kd's one way to write a file: `write` fills a temporary file in `path`'s
 /// folder, which is flushed to disk and renamed over `path`. An interruption
 /// leaves the old file or the new one, never a torn one, and an error leaves
@@ -274,8 +298,19 @@ pub fn write_atomic_with(
             dir.display()
         )));
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
+    // Read-write for whoever the umask allows, like any new file (tempfile's
+    // default is 0600, which a replaced 0644 file would silently become).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
+        .tempfile_in(&dir)
         .map_err(|e| Error::io("create a file in", &dir, e))?;
+    // Held until the rename, so that `remove_orphans` leaves this file alone.
+    tmp.as_file()
+        .lock()
+        .map_err(|e| Error::io("lock", tmp.path(), e))?;
     write(tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()

@@ -435,9 +435,9 @@ fn the_teacher_cache_changes_speed_not_results() {
             "x.safetensors",
         ],
         dir.path(),
-        1,
+        2,
     );
-    assert!(err.contains("auto, off, memory or disk"), "{err}");
+    assert!(err.contains("auto, off, memory, disk"), "{err}");
 }
 
 #[test]

@@ -59,18 +59,42 @@ fn usage_errors_exit_with_2() {
 #[test]
 fn absurd_hyper_parameters_are_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
+    // Bad values of flags are usage errors (exit 2), named by their flag.
     for (flags, word) in [
-        (vec!["--lr", "0"], "learning rate"),
-        (vec!["--lr", "-1"], "learning rate"),
-        (vec!["--epochs", "0"], "epochs"),
-        (vec!["--batch-size", "0"], "batch size"),
-        (vec!["--ce-weight", "-1"], "ce weight"),
+        (vec!["--lr", "0"], "--lr"),
+        (vec!["--lr", "-1"], "--lr"),
+        (vec!["--lr", "inf"], "--lr"),
+        (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+        (vec!["--ce-weight", "-1"], "--ce-weight"),
+        (vec!["--device", "gpu"], "--device"),
+        (vec!["--seed", "9223372036854775808"], "--seed"),
+        (vec!["--train-subset", "0"], "--train-subset"),
+        (vec!["--keep-checkpoints", "0"], "--keep-checkpoints"),
     ] {
         let mut args = train_args(&["--out", "s.safetensors"]);
         args.extend(flags);
-        let err = fails(&args, dir.path(), 1);
+        let err = fails(&args, dir.path(), 2);
         assert!(err.contains(word), "{word}: {err}");
     }
+    // The same values from a config file: refused naming the key and its line.
+    std::fs::write(dir.path().join("c.toml"), "arch = \"light_nn\"\n\nlr = -1\n").unwrap();
+    let err = fails(&["train", "--config", "c.toml", "--out", "s.safetensors"], dir.path(), 1);
+    assert!(err.contains("c.toml, line 3: `lr`"), "{err}");
+    std::fs::write(dir.path().join("c.toml"), "epochs = \"ten\"\n").unwrap();
+    let err = fails(&["train", "--config", "c.toml", "--out", "s.safetensors"], dir.path(), 1);
+    assert!(err.contains("line 1: `epochs`") && err.contains("not a whole number"), "{err}");
+    // Nothing to learn: both loss weights 0 for a method that distils.
+    let (_, teacher) = teacher();
+    let err = fails(
+        &train_args(&[
+            "--method", "kd", "--teacher", teacher.to_str().unwrap(),
+            "--ce-weight", "0", "--distill-weight", "0", "--out", "s.safetensors",
+        ]),
+        dir.path(),
+        1,
+    );
+    assert!(err.contains("both 0") && err.contains("nothing would be learnt"), "{err}");
     let err = fails(
         &[
             "train",
@@ -491,7 +515,7 @@ fn a_full_disk_leaves_the_old_file_and_no_half_written_one() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp"))
+        .filter(|n| n.starts_with(".tmp") || n.starts_with(".kd-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "no half-written files: {leftovers:?}");
 }

@@ -108,29 +108,48 @@ fn a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights() {
     assert_eq!(kept, 2, "the last two checkpoints are kept");
 }
 
-#[test]
-fn ctrl_c_checkpoints_says_how_to_resume_and_the_resume_matches() {
+/// Sends `signal` mid-run: the run checkpoints, exits with 128 + the signal's
+/// number and the resume command, and the resumed run ends with the same bits.
+fn stop_with(signal: &str, code: i32) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = start(dir.path(), "s.safetensors");
     wait_for_checkpoint(&dir.path().join("s.run"), &mut child);
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(out.status.code(), Some(code), "{signal}: {err}");
     // The hint names the run folder by its absolute path: it works from anywhere.
     let hint = format!(
         "Resume with: kd train --resume {}",
         dir.path().join("s.run").display()
     );
     assert!(err.contains(&hint), "{err}");
-    ok(&["train", "--resume", "s.run"], dir.path());
+    // Resumed from another folder: every path the run used is found again.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("s.run");
+    ok(&["train", "--resume", run_dir.to_str().unwrap()], elsewhere.path());
+    assert!(std::fs::read_dir(elsewhere.path()).unwrap().all(|e| {
+        let n = e.unwrap().file_name();
+        n == "kd-cache" || n == "hf-home"
+    }), "nothing written to the folder kd was started from");
     assert_eq!(
         weights_bits(&dir.path().join("s.safetensors")),
         uninterrupted()
     );
+}
+
+#[test]
+fn ctrl_c_checkpoints_says_how_to_resume_and_the_resume_matches() {
+    stop_with("INT", 130);
+}
+
+#[test]
+fn sigterm_and_sighup_stop_like_ctrl_c_with_their_own_exit_codes() {
+    stop_with("TERM", 143);
+    stop_with("HUP", 129);
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         hyper: args.hyper.clone(),
         ..RunConfig::default()
     };
-    let mut cfg = flags.with_file(args.config.as_deref())?.absolute()?;
+    let mut cfg = flags.absolute()?;
     let mut stored: Option<RunSettings> = None;
     if let Some(dir) = &args.resume {
         let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
@@ -105,7 +105,12 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     let seeds = match (&args.seeds, &stored) {
         (Some(Seeds::List(v)), _) => v.clone(),
-        (Some(Seeds::Count(n)), _) => (0..*n as u64).map(|i| base.seed.wrapping_add(i)).collect(),
+        (Some(Seeds::Count(n)), _) => {
+            if base.seed.saturating_add(*n as u64 - 1) > crate::config::MAX_SEED {
+                bail!("--seeds {n} from --seed {} goes past the largest seed {}: start from a smaller --seed", base.seed, crate::config::MAX_SEED);
+            }
+            (0..*n as u64).map(|i| base.seed + i).collect()
+        }
         (None, Some(s)) => s.seeds.clone(),
         (None, None) => vec![base.seed],
     };

@@ -222,7 +222,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     // Paths are stored absolute, so that `--resume` from another folder finds
     // what the run used.
-    let flags = args.run.with_file(args.config.as_deref())?.absolute()?;
+    let flags = args.run.clone().absolute()?;
     let mut cfg = flags.clone();
     let mut then_out = None;
     if let Some(c) = &resume {
