@@ -269,7 +269,7 @@ fn parse_seeds(s: &str) -> Result<Seeds, String> {
     if s.contains(',') {
         let v: Vec<u64> = s
             .split(',')
-            .map(|p| crate::config::seed(p))
+            .map(crate::config::seed)
             .collect::<Result<_, _>>()?;
         let mut unique = v.clone();
         unique.sort_unstable();

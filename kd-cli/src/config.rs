@@ -199,7 +199,9 @@ impl RunConfig {
     /// The same settings with every local path made absolute (against the
     /// current folder), so that they mean the same from anywhere.
     pub fn absolute(mut self) -> Result<Self> {
-        let abs = |p: &Path| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()));
+        let abs = |p: &Path| {
+            std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+        };
         if let Some(t) = self.teacher.as_deref().filter(|t| !t.starts_with("hf://")) {
             self.teacher = Some(abs(Path::new(t))?.to_string_lossy().into_owned());
         }
@@ -227,7 +229,11 @@ impl RunConfig {
 /// `args` is the whole command line; it comes back unchanged when it names
 /// no config file.
 pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
-    let Some(sub_at) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) else {
+    let Some(sub_at) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+    else {
         return Ok(args);
     };
     let sub_at = sub_at + 1;
@@ -254,8 +260,11 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", file.display()))?;
+    // The command's flags and the global ones (--quiet, --offline).
+    let globals = command.get_arguments().filter(|a| a.is_global_set());
     let known: Vec<String> = sub_cmd
         .get_arguments()
+        .chain(globals)
         .filter_map(|a| a.get_long())
         .filter(|l| *l != "config" && *l != "help")
         .map(|l| l.replace('-', "_"))
@@ -266,8 +275,12 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
             .lines()
             .position(|l| {
                 let l = l.trim_start().trim_start_matches('"');
-                l.strip_prefix(key.as_str())
-                    .is_some_and(|r| r.trim_start().trim_start_matches('"').trim_start().starts_with('='))
+                l.strip_prefix(key.as_str()).is_some_and(|r| {
+                    r.trim_start()
+                        .trim_start_matches('"')
+                        .trim_start()
+                        .starts_with('=')
+                })
             })
             .map(|n| format!(", line {}", n + 1))
             .unwrap_or_default();
@@ -278,10 +291,12 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
             };
             params
                 .iter()
-                .map(|(k, v)| match v.as_float().or(v.as_integer().map(|i| i as f64)) {
-                    Some(x) => Ok(vec!["--param".to_string(), format!("{k}={x}")]),
-                    None => bail!("{}.{k} = {v}: a method hyper-parameter is a number", at()),
-                })
+                .map(
+                    |(k, v)| match v.as_float().or(v.as_integer().map(|i| i as f64)) {
+                        Some(x) => Ok(vec!["--param".to_string(), format!("{k}={x}")]),
+                        None => bail!("{}.{k} = {v}: a method hyper-parameter is a number", at()),
+                    },
+                )
                 .collect::<Result<Vec<_>>>()?
                 .concat()
         } else {
@@ -297,11 +312,16 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
             let flag = format!("--{}", key.replace('_', "-"));
             let takes_value = sub_cmd
                 .get_arguments()
+                .chain(command.get_arguments())
                 .find(|a| a.get_long() == Some(&key.replace('_', "-")))
                 .is_some_and(|a| a.get_action().takes_values());
             match value {
                 toml::Value::Boolean(b) if !takes_value => {
-                    if *b { vec![flag] } else { vec![] }
+                    if *b {
+                        vec![flag]
+                    } else {
+                        vec![]
+                    }
                 }
                 toml::Value::String(s) => vec![flag, s.clone()],
                 toml::Value::Array(items) => {
@@ -316,7 +336,10 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
                 }
                 toml::Value::Table(_) => bail!("{}: a table is not a value for {flag}", at()),
                 other if takes_value => vec![flag, other.to_string()],
-                other => bail!("{} = {other}: {flag} is a switch: write true or false", at()),
+                other => bail!(
+                    "{} = {other}: {flag} is a switch: write true or false",
+                    at()
+                ),
             }
         };
         // The entry alone through the command's own parser: a value of the
@@ -325,10 +348,22 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
         probe.extend(entry.iter().cloned());
         if let Err(e) = command.clone().try_get_matches_from(&probe) {
             use clap::error::ErrorKind as K;
-            if matches!(e.kind(), K::InvalidValue | K::ValueValidation | K::UnknownArgument | K::NoEquals | K::WrongNumberOfValues | K::TooManyValues) {
+            if matches!(
+                e.kind(),
+                K::InvalidValue
+                    | K::ValueValidation
+                    | K::UnknownArgument
+                    | K::NoEquals
+                    | K::WrongNumberOfValues
+                    | K::TooManyValues
+            ) {
                 let message = e.to_string();
                 let first = message.lines().next().unwrap_or_default();
-                bail!("{} = {value}: {}", at(), first.trim_start_matches("error: "));
+                bail!(
+                    "{} = {value}: {}",
+                    at(),
+                    first.trim_start_matches("error: ")
+                );
             }
         }
         flags.extend(entry.into_iter().map(OsString::from));
@@ -398,14 +433,17 @@ pub const MAX_SEED: u64 = i64::MAX as u64;
 pub fn seed(s: &str) -> std::result::Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(n) if n <= MAX_SEED => Ok(n),
-        _ => Err(format!("`{s}` is not a seed: use a whole number from 0 to {MAX_SEED}")),
+        _ => Err(format!(
+            "`{s}` is not a seed: use a whole number from 0 to {MAX_SEED}"
+        )),
     }
 }
 
 /// `--device`: `auto`, `cpu`, `cuda` or `cuda:N` (whether it opens is checked later).
 pub fn device(s: &str) -> std::result::Result<String, String> {
     let ok = matches!(s, "auto" | "cpu" | "cuda")
-        || s.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+        || s.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
     if ok {
         Ok(s.to_string())
     } else {

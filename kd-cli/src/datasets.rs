@@ -32,9 +32,11 @@ const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", 
 /// Where Debian's `dataset-fashion-mnist` package installs the files.
 const DEBIAN_FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
-/// kd's cache folder: `$KD_CACHE`, else the platform cache folder + `kd`.
+/// kd's cache folder: `$KD_CACHE` (an empty value counts as unset), else the
+/// platform cache folder + `kd`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("KD_CACHE")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("kd")))
         .unwrap_or_else(|| PathBuf::from(".kd-cache"))
@@ -44,6 +46,19 @@ pub fn cache_dir() -> PathBuf {
 pub fn load(args: &DataArgs) -> Result<Splits> {
     let name = args.dataset();
     let dir = args.data_dir.as_deref();
+    if let Some(d) = dir {
+        if !d.is_dir() {
+            bail!(
+                "--data-dir {} {}: give the folder that holds the data set's files",
+                d.display(),
+                if d.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                }
+            );
+        }
+    }
     let splits = match name {
         "synthetic" => data::synthetic(&SyntheticSpec {
             shape: args.synthetic_shape.unwrap_or([3, 32, 32]),
@@ -78,14 +93,23 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
             return Err(kd_core::registry::unknown("data set", other, &names).into());
         }
     };
-    let train = match args.train_subset {
-        Some(n) => splits.train.first(n)?,
-        None => splits.train,
+    let subset = |set: data::Dataset, n: Option<usize>, flag: &str, split: &str| match n {
+        Some(n) if n == 0 || n > set.len() => bail!(
+            "{flag} {n}: the {split} split of `{}` has {} images: use a number from 1 to {}",
+            set.name,
+            set.len(),
+            set.len()
+        ),
+        Some(n) => Ok(set.first(n)?),
+        None => Ok(set),
     };
-    let test = match args.test_subset {
-        Some(n) => splits.test.first(n)?,
-        None => splits.test,
-    };
+    let train = subset(
+        splits.train,
+        args.train_subset,
+        "--train-subset",
+        "training",
+    )?;
+    let test = subset(splits.test, args.test_subset, "--test-subset", "test")?;
     Ok(Splits { train, test })
 }
 

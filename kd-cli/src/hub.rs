@@ -36,7 +36,9 @@ impl HubFile {
         // The reference becomes a path in the Hub cache: nothing in it may
         // lead outside (`..`, an absolute path) or name the cache itself.
         let unsafe_segment = |s: &str| s.is_empty() || s == "." || s == ".." || s.contains('\\');
-        if [owner, name].iter().any(|s| unsafe_segment(s) || s.contains(':'))
+        if [owner, name]
+            .iter()
+            .any(|s| unsafe_segment(s) || s.contains(':'))
             || path.starts_with('/')
             || path.split('/').any(unsafe_segment)
         {

@@ -79,10 +79,13 @@ pub(crate) fn explain_stop(e: anyhow::Error, resume: Option<&str>) -> anyhow::Er
         Some(kd_core::Error::Interrupted(_)) => {
             anyhow::Error::new(Interrupted(format!("{e}. {next}")))
         }
-        Some(kd_core::Error::Numerical(_)) if has_checkpoint => e.context(format!(
-            "training stopped; the last good checkpoint is kept. {next}"
-        )),
-        Some(kd_core::Error::Numerical(_)) => e.context("training stopped"),
+        // A new --lr changes the result, so resuming with one needs --force.
+        Some(kd_core::Error::Numerical(_)) if has_checkpoint => anyhow::anyhow!(
+            "training stopped: {e}. The last good checkpoint is kept: resume with `{resume} --lr SMALLER --force` (--force, since a new --lr changes the run's result), or without flags to retry as it was"
+        ),
+        Some(kd_core::Error::Numerical(_)) => anyhow::anyhow!(
+            "training stopped: {e}. No checkpoint was written yet: run the command again with a smaller --lr"
+        ),
         _ => e,
     }
 }

@@ -62,9 +62,8 @@ impl Files {
             }
             check_writable(path)?;
             let id = identity(path);
-            let same = |other: &Path| {
-                (id.is_some() && identity(other) == id) || same_inode(path, other)
-            };
+            let same =
+                |other: &Path| (id.is_some() && identity(other) == id) || same_inode(path, other);
             for (in_what, input) in &self.inputs {
                 if same(input) {
                     bail!(

@@ -40,7 +40,15 @@ pub fn build(
         Ok(Some(cache))
     };
     let stop = Some(&crate::STOP);
-    let memory = || Ok(CachedTeacher::build(teacher, &data.train, taps, device, stop)?);
+    let memory = || {
+        Ok(CachedTeacher::build(
+            teacher,
+            &data.train,
+            taps,
+            device,
+            stop,
+        )?)
+    };
     match mode {
         "off" => return Ok(None),
         // Nothing on disk is read or written: no key to compute.

@@ -32,7 +32,11 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         let Some(dir) = &self.created else { return };
         let only_lock = std::fs::read_dir(dir)
-            .map(|entries| entries.filter_map(|e| e.ok()).all(|e| e.file_name() == LOCK))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .all(|e| e.file_name() == LOCK)
+            })
             .unwrap_or(false);
         if only_lock {
             let _ = std::fs::remove_file(dir.join(LOCK));

@@ -14,6 +14,7 @@ mod error;
 pub mod eval;
 pub mod functional;
 pub mod init;
+pub mod limits;
 pub mod loss;
 pub mod malloc;
 pub mod model;

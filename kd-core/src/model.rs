@@ -102,6 +102,7 @@ impl Model {
     /// from `seed`: the same seed gives the same weights on every device.
     pub fn new(arch: &str, config: ArchConfig, seed: u64, device: &Device) -> Result<Self> {
         let arch = registry::arch(arch)?;
+        crate::limits::check_arch(arch, &config)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = (arch.build)(&config, vb)?;

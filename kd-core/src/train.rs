@@ -425,7 +425,7 @@ impl<'a> Trainer<'a> {
         if !loss.is_finite() {
             let parts: Vec<String> = values.iter().map(|(n, v)| format!("{n} = {v}")).collect();
             return Err(Error::Numerical(format!(
-                "the loss became {loss} at {} ({}). The step was not applied and no weights were written from it; the last checkpoint is intact. Lower --lr (now {}), or check the inputs for NaN or extreme values.",
+                "the loss became {loss} at {} ({}). The step was not applied and no weights were written from it. A lower learning rate (now {}) may help; so may checking the inputs for NaN or extreme values",
                 where_(),
                 parts.join(", "),
                 cfg.lr
@@ -434,7 +434,7 @@ impl<'a> Trainer<'a> {
         let grads = total.backward()?;
         if let Some(name) = self.optimizer.non_finite_gradient(&grads)? {
             return Err(Error::Numerical(format!(
-                "the gradient of `{name}` became NaN or infinite at {} (loss {loss}). The step was not applied; the last checkpoint is intact. Lower --lr (now {}), or check the inputs.",
+                "the gradient of `{name}` became NaN or infinite at {} (loss {loss}). The step was not applied. A lower learning rate (now {}) may help; so may checking the inputs",
                 where_(),
                 cfg.lr
             )));

@@ -127,7 +127,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<WeightsFile> {
             format!("not a valid safetensors file: {what}. It may be truncated or damaged: export or download it again."),
         )
     };
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| corrupt(describe(&e)))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| match sniff(bytes) {
+        Some(what) => Error::bad_file(path, format!("this is {what}, not a safetensors file")),
+        None => corrupt(describe(&e)),
+    })?;
     let (_, header) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(describe(&e)))?;
     let metadata: BTreeMap<String, String> = header
@@ -151,6 +154,24 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<WeightsFile> {
         path: path.to_path_buf(),
         tensors,
         metadata,
+    })
+}
+
+/// What a file that failed to parse as safetensors is instead, when its
+/// first bytes say so.
+fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    let head = &bytes[..bytes.len().min(512)];
+    Some(match head {
+        [] => "an empty file",
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image (kd predict --input takes images)",
+        [0xff, 0xd8, 0xff, ..] => "a JPEG image",
+        [b'P', b'K', 3, 4, ..] => "a zip archive, as PyTorch's torch.save writes (.pt/.pth): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
+        [0x80, 2..=5, ..] => "a Python pickle (an old torch.save file): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
+        [0x1f, 0x8b, ..] => "a gzip-compressed file: decompress it first",
+        _ if std::str::from_utf8(head).is_ok_and(|t| !t.chars().any(|c| c.is_control() && !c.is_whitespace())) => {
+            "a text file"
+        }
+        _ => return None,
     })
 }
 
@@ -273,7 +294,10 @@ pub fn remove_orphans(dir: &Path) {
             continue;
         };
         if file.try_lock().is_ok() {
-            tracing::info!("removing {}, left by an interrupted kd run", e.path().display());
+            tracing::info!(
+                "removing {}, left by an interrupted kd run",
+                e.path().display()
+            );
             let _ = std::fs::remove_file(e.path());
         }
     }

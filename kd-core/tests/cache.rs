@@ -41,7 +41,8 @@ fn memory_and_file_serve_the_teachers_outputs_and_refuse_other_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
     let memory = CachedTeacher::build(&Echo, &data, &["image"], &dev, None).unwrap();
-    let disk = CachedTeacher::build_on_disk(&Echo, &data, &["image"], &dev, None, &path, "k1").unwrap();
+    let disk =
+        CachedTeacher::build_on_disk(&Echo, &data, &["image"], &dev, None, &path, "k1").unwrap();
     assert_eq!(memory.bytes(), disk.bytes());
     for indices in [
         vec![0, 1, 2],
@@ -75,21 +76,33 @@ fn memory_and_file_serve_the_teachers_outputs_and_refuse_other_files() {
     let at = damaged.len() / 2;
     damaged[at..at + 4096].fill(0x3f);
     std::fs::write(&path, &damaged).unwrap();
-    assert!(refused("k1", 300, &["image"]).contains("checksum"), "{}", refused("k1", 300, &["image"]));
+    assert!(
+        refused("k1", 300, &["image"]).contains("checksum"),
+        "{}",
+        refused("k1", 300, &["image"])
+    );
     std::fs::write(&path, &pristine).unwrap();
-    assert!(refused("k1", 300, &["image"]).is_empty(), "the pristine file opens");
+    assert!(
+        refused("k1", 300, &["image"]).is_empty(),
+        "the pristine file opens"
+    );
     // A stop asked for during the build: no cache file and no temporary file left.
     let stop = std::sync::atomic::AtomicBool::new(true);
     let stopped = dir.path().join("stopped.safetensors");
-    let e = CachedTeacher::build_on_disk(&Echo, &data, &["image"], &dev, Some(&stop), &stopped, "k1")
-        .err()
-        .unwrap();
+    let e =
+        CachedTeacher::build_on_disk(&Echo, &data, &["image"], &dev, Some(&stop), &stopped, "k1")
+            .err()
+            .unwrap();
     assert!(matches!(e, kd_core::Error::Interrupted(_)), "{e}");
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["c.safetensors".to_string()], "nothing else in the folder");
+    assert_eq!(
+        names,
+        vec!["c.safetensors".to_string()],
+        "nothing else in the folder"
+    );
     let len = std::fs::metadata(&path).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

@@ -199,10 +199,20 @@ fn nonfinite_parity(shape: [usize; 3]) {
         let out = model(arch, shape)
             .forward(&io["images"], Mode::Eval)
             .unwrap();
-        for (what, got) in [("features", out.tap("features").unwrap()), ("logits", &out.logits)] {
-            let want = io[&format!("{arch}.{what}")].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (what, got) in [
+            ("features", out.tap("features").unwrap()),
+            ("logits", &out.logits),
+        ] {
+            let want = io[&format!("{arch}.{what}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(want.iter().any(|v| v.is_nan()), "the fixture has NaN outputs");
+            assert!(
+                want.iter().any(|v| v.is_nan()),
+                "the fixture has NaN outputs"
+            );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let same = if w.is_finite() {
                     (g - w).abs() <= 1e-4 * (1.0 + w.abs())

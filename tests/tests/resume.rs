@@ -130,11 +130,17 @@ fn stop_with(signal: &str, code: i32) {
     // Resumed from another folder: every path the run used is found again.
     let elsewhere = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("s.run");
-    ok(&["train", "--resume", run_dir.to_str().unwrap()], elsewhere.path());
-    assert!(std::fs::read_dir(elsewhere.path()).unwrap().all(|e| {
-        let n = e.unwrap().file_name();
-        n == "kd-cache" || n == "hf-home"
-    }), "nothing written to the folder kd was started from");
+    ok(
+        &["train", "--resume", run_dir.to_str().unwrap()],
+        elsewhere.path(),
+    );
+    assert!(
+        std::fs::read_dir(elsewhere.path()).unwrap().all(|e| {
+            let n = e.unwrap().file_name();
+            n == "kd-cache" || n == "hf-home"
+        }),
+        "nothing written to the folder kd was started from"
+    );
     assert_eq!(
         weights_bits(&dir.path().join("s.safetensors")),
         uninterrupted()
@@ -273,7 +279,10 @@ fn a_fresh_run_over_an_earlier_runs_checkpoints_is_refused() {
     ok(&args, dir.path());
     let before = sha(&dir.path().join("s.safetensors"));
     let err = fails(&args, dir.path(), 1);
-    assert!(err.contains("s.safetensors") && err.contains("--overwrite"), "{err}");
+    assert!(
+        err.contains("s.safetensors") && err.contains("--overwrite"),
+        "{err}"
+    );
     // Another output, the same run folder: the earlier run's checkpoints are refused.
     let mut args: Vec<&str> = args[..args.len() - 2].to_vec();
     args.extend(["--out", "t.safetensors", "--run-dir", "s.run"]);

@@ -37,7 +37,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let file = kd_core::weights::read(&model_path)?;
     let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
     match &args.out {
-        Some(out) if is_tensor_file => predict_tensors(&model, &args.input[0], out, args.taps, &device),
+        Some(out) if is_tensor_file => {
+            predict_tensors(&model, &args.input[0], out, args.taps, &device)
+        }
         _ => predict_images(&model, &info, &args.input, args.top as usize, &device),
     }
 }
@@ -102,6 +104,13 @@ fn predict_images(
     let norm = info.normalization.clone().context(
         "the model file records no normalisation (it was not written by kd): pass a tensor file of normalised `images` instead",
     )?;
+    if norm.mean.len() != c || norm.std.len() != c {
+        bail!(
+            "the model file's normalisation has {} means and {} standard deviations, but the model takes {c} channels: the file's kd.normalization metadata is damaged; pass a tensor file of normalised `images` instead",
+            norm.mean.len(),
+            norm.std.len()
+        );
+    }
     let classes = info.classes.clone().unwrap_or_else(|| {
         (0..model.config.num_classes)
             .map(|i| i.to_string())
@@ -147,7 +156,22 @@ fn read_png(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> {
     let mut reader = decoder
         .read_info()
         .with_context(|| format!("{} is not a PNG image", path.display()))?;
-    let mut buf = vec![0; reader.output_buffer_size()];
+    let (iw, ih) = (reader.info().width, reader.info().height);
+    let size = reader.output_buffer_size();
+    // Images are shrunk to the model's input: a decoded picture over 1 GB is
+    // a damaged or hostile file, not a photograph.
+    if size > 1 << 30 {
+        bail!(
+            "{} is a {iw}x{ih} image: decoding it would take {}; kd reads images up to 1 GB decoded. Resize it first",
+            path.display(),
+            kd_core::limits::human(size as u128)
+        );
+    }
+    kd_core::limits::check_fits(
+        format_args!("decoding {}", path.display()),
+        Some(size as u128),
+    )?;
+    let mut buf = vec![0; size];
     let frame = reader
         .next_frame(&mut buf)
         .with_context(|| format!("{} is a damaged PNG image", path.display()))?;

@@ -336,10 +336,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     let teacher_hash = teacher.as_ref().map(|t| t.fingerprint()).transpose()?;
     if let Some(c) = &resume {
-        if c.teacher_hash.is_some()
-            && c.teacher_hash != teacher_hash
-            && !args.checkpoints.force
-        {
+        if c.teacher_hash.is_some() && c.teacher_hash != teacher_hash && !args.checkpoints.force {
             bail!(
                 "the teacher {} is not the one this run started with (its tensors differ): resume with the original teacher, or add --force",
                 cfg.teacher.as_deref().unwrap_or("(none)")

@@ -30,6 +30,14 @@ impl Default for SyntheticSpec {
 
 pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
     let [c, h, w] = spec.shape;
+    // Images as bytes, plus a float pattern per class.
+    let bytes = crate::limits::product(&[spec.train + spec.test, c, h, w])
+        .zip(crate::limits::product(&[spec.classes, c, h, w, 4]))
+        .and_then(|(a, b)| a.checked_add(b));
+    crate::limits::check_fits(
+        format_args!("a synthetic data set of {c}x{h}x{w} images"),
+        bytes,
+    )?;
     let mut rng = crate::init::rng_for(spec.seed, "synthetic/patterns");
     // A class pattern: a sum of two plane waves per channel.
     let patterns: Vec<Vec<f32>> = (0..spec.classes)
