@@ -91,6 +91,35 @@ fn outputs_never_replace_a_file_the_user_did_not_name() {
 }
 
 #[test]
+fn best_safetensors_is_a_model_that_eval_predict_and_teacher_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&train(&["--out", "s.safetensors", "--epochs", "2"]), d);
+    let best = d.join("s.run/best.safetensors");
+    let (names, meta) = tensors(&best);
+    assert!(
+        names.iter().any(|(n, _)| n == "features.0.weight"),
+        "{names:?}"
+    );
+    assert_eq!(meta["kd.arch"], "light_nn");
+    assert!(meta.contains_key("kd.accuracy"));
+    let mut args = vec!["eval", "--model", "s.run/best.safetensors"];
+    args.extend(DATA);
+    ok(&args, d);
+    ok(
+        &train(&[
+            "--method",
+            "kd",
+            "--teacher",
+            "s.run/best.safetensors",
+            "--out",
+            "k.safetensors",
+        ]),
+        d,
+    );
+}
+
+#[test]
 fn no_output_may_be_an_input() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
