@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use kd_bench::*;
 use kd_core::candle::{DType, Device, Var};
 use kd_core::candle_nn::{VarBuilder, VarMap};
-use kd_core::loss::{resolve_params, MethodContext, Params, Step};
+use kd_core::loss::{MethodContext, Params, Step};
 use kd_core::{registry, Teacher};
 
 fn steps(c: &mut Criterion) {
@@ -45,7 +45,7 @@ fn losses(c: &mut Criterion) {
         .filter(|m| m.needs_teacher())
     {
         let name = plugin.name;
-        let params: Params = resolve_params(plugin.params, &Params::new(), name).unwrap();
+        let params: Params = plugin.resolve_params(&Params::new()).unwrap();
         let adapters = VarMap::new();
         let ctx = MethodContext {
             params: &params,

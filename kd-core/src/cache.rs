@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Dataset;
 use crate::eval::EVAL_BATCH;
-use crate::model::{Model, Outputs, Teacher};
+use crate::model::Model;
+use crate::network::{Outputs, Teacher};
 use crate::{Error, Result};
 
 /// The name of the logits in a cache file; taps are stored under their own names.

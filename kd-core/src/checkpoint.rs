@@ -1,12 +1,13 @@
 //! Checkpoints: a run's weights, trainable helpers, Adam moments and position,
 //! in one safetensors file written atomically. A crash at any instant leaves
 //! the previous checkpoint or the new one, never a torn one.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 
-use crate::train::{CheckpointPolicy, RunState};
+use serde::{Deserialize, Serialize};
+
 use crate::weights::{self, WeightsFile};
 use crate::{Error, Result};
 
@@ -81,6 +82,42 @@ impl RunLock {
             created,
         })
     }
+}
+
+/// Where a run stands: with the weights and the optimizer's moments, enough
+/// to continue it exactly. The data order and dropout masks of a step depend
+/// only on (seed, epoch, batch), so the position is all their state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    /// Batches finished in the epoch in progress.
+    pub batches_done: usize,
+    /// Running sums of the epoch in progress, so a resumed epoch reports the same means.
+    pub loss_sum: f64,
+    pub term_sums: BTreeMap<String, f64>,
+    pub seconds: f64,
+    pub best_accuracy: Option<f64>,
+    pub adam_steps: u64,
+}
+
+/// Where and how often to write checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub dir: PathBuf,
+    /// Also write one every N batches (besides every epoch's end).
+    pub every_batches: Option<usize>,
+    /// How many recent checkpoints to keep (the best by test accuracy is kept apart).
+    pub keep_last: usize,
+    /// Stored in each checkpoint, so a resume knows the run's settings.
+    pub run_config: String,
+    /// What the model file `best.safetensors` records (test accuracy added):
+    /// with it, the best student so far is kept as a model file that
+    /// `kd eval`, `kd predict`, `--teacher` and PyTorch load; without, no
+    /// best file is written.
+    pub best_model: Option<crate::weights::ModelInfo>,
+    /// The teacher's [`fingerprint`](crate::Model::fingerprint), stored so a
+    /// resume can refuse a different teacher.
+    pub teacher_hash: Option<String>,
 }
 
 pub struct Checkpoint {

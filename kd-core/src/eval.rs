@@ -3,7 +3,7 @@ use candle_core::{Device, D};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::model::{Mode, Student};
+use crate::network::{Mode, Student};
 use crate::Result;
 
 /// Evaluation always uses one batch size, so that an accuracy measured at the

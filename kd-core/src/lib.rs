@@ -18,6 +18,7 @@ pub mod limits;
 pub mod loss;
 pub mod malloc;
 pub mod model;
+pub mod network;
 pub mod nn;
 pub mod optim;
 pub mod registry;
@@ -27,7 +28,8 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use loss::DistillLoss;
-pub use model::{ArchConfig, Mode, Model, Network, Outputs, Student, Teacher};
+pub use model::Model;
+pub use network::{ArchConfig, Mode, Network, Outputs, Student, Teacher};
 
 /// Re-exported so plugin crates use the same version as kd-core.
 pub use candle_core as candle;

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-use crate::model::ArchConfig;
+use crate::network::ArchConfig;
 use crate::registry::ArchPlugin;
 use crate::{Error, Result};
 

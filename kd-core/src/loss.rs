@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::model::Outputs;
-use crate::registry::ParamSpec;
+use crate::network::Outputs;
 use crate::{Error, Result};
 
 /// One distillation objective: a loss comparing student and teacher outputs
@@ -66,7 +65,7 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Hyper-parameter values by name, resolved against a method's [`ParamSpec`]s.
+/// Hyper-parameter values by name, resolved against a method's [`ParamSpec`](crate::registry::ParamSpec)s.
 pub type Params = BTreeMap<String, f64>;
 
 /// Everything a method's `build` may use to size itself.
@@ -87,36 +86,6 @@ impl MethodContext<'_> {
             .copied()
             .ok_or_else(|| Error::config(format!("missing hyper-parameter `{name}`")))
     }
-}
-
-/// Fills in defaults and rejects names a method does not declare.
-pub fn resolve_params(specs: &[ParamSpec], given: &Params, method: &str) -> Result<Params> {
-    let mut out: Params = specs
-        .iter()
-        .map(|p| (p.name.to_string(), p.default))
-        .collect();
-    for (name, value) in given {
-        let Some(spec) = specs.iter().find(|p| p.name == name) else {
-            let known: Vec<_> = specs.iter().map(|p| p.name).collect();
-            return Err(Error::config(format!(
-                "method `{method}` has no hyper-parameter `{name}`; it takes: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        };
-        if !value.is_finite() || (spec.positive && *value <= 0.0) {
-            return Err(Error::config(format!(
-                "hyper-parameter `{name}` = {value} is out of range: it must be a finite number{} ({})",
-                if spec.positive { " greater than 0" } else { "" },
-                spec.help
-            )));
-        }
-        out.insert(name.clone(), *value);
-    }
-    Ok(out)
 }
 
 /// Mean cross-entropy of `logits` (N x K) against `labels` (N, u32), stable.

@@ -3,8 +3,8 @@
 //! here is sorted.
 use candle_nn::VarBuilder;
 
-use crate::loss::{DistillLoss, MethodContext};
-use crate::model::{ArchConfig, Network};
+use crate::loss::{DistillLoss, MethodContext, Params};
+use crate::network::{ArchConfig, Network};
 use crate::{Error, Result};
 
 /// One hyper-parameter a method takes.
@@ -60,6 +60,38 @@ pub struct MethodPlugin {
 }
 
 impl MethodPlugin {
+    /// Its hyper-parameters: `given` checked against the declared specs
+    /// (unknown names and out-of-range values refused), defaults filled in.
+    pub fn resolve_params(&self, given: &Params) -> Result<Params> {
+        let (specs, method) = (self.params, self.name);
+        let mut out: Params = specs
+            .iter()
+            .map(|p| (p.name.to_string(), p.default))
+            .collect();
+        for (name, value) in given {
+            let Some(spec) = specs.iter().find(|p| p.name == name) else {
+                let known: Vec<_> = specs.iter().map(|p| p.name).collect();
+                return Err(Error::config(format!(
+                    "method `{method}` has no hyper-parameter `{name}`; it takes: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            };
+            if !value.is_finite() || (spec.positive && *value <= 0.0) {
+                return Err(Error::config(format!(
+                    "hyper-parameter `{name}` = {value} is out of range: it must be a finite number{} ({})",
+                    if spec.positive { " greater than 0" } else { "" },
+                    spec.help
+                )));
+            }
+            out.insert(name.clone(), *value);
+        }
+        Ok(out)
+    }
+
     /// Whether the method distils from a teacher (it has a loss).
     pub fn needs_teacher(&self) -> bool {
         self.build.is_some()

@@ -14,10 +14,12 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{CheckpointPolicy, RunState};
 use crate::data::Dataset;
 use crate::eval::{evaluate, Evaluation};
-use crate::loss::{cross_entropy, resolve_params, DistillLoss, MethodContext, Params, Step};
-use crate::model::{sorted_tensors, Mode, Student, Teacher};
+use crate::loss::{cross_entropy, DistillLoss, MethodContext, Params, Step};
+use crate::model::sorted_tensors;
+use crate::network::{Mode, Student, Teacher};
 use crate::optim::Adam;
 use crate::registry::MethodPlugin;
 use crate::{Error, Result};
@@ -143,42 +145,6 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// Where a run stands: with the weights and the optimizer's moments, enough
-/// to continue it exactly. The data order and dropout masks of a step depend
-/// only on (seed, epoch, batch), so the position is all their state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
-    pub epochs_done: usize,
-    /// Batches finished in the epoch in progress.
-    pub batches_done: usize,
-    /// Running sums of the epoch in progress, so a resumed epoch reports the same means.
-    pub loss_sum: f64,
-    pub term_sums: BTreeMap<String, f64>,
-    pub seconds: f64,
-    pub best_accuracy: Option<f64>,
-    pub adam_steps: u64,
-}
-
-/// Where and how often to write checkpoints.
-#[derive(Debug, Clone)]
-pub struct CheckpointPolicy {
-    pub dir: PathBuf,
-    /// Also write one every N batches (besides every epoch's end).
-    pub every_batches: Option<usize>,
-    /// How many recent checkpoints to keep (the best by test accuracy is kept apart).
-    pub keep_last: usize,
-    /// Stored in each checkpoint, so a resume knows the run's settings.
-    pub run_config: String,
-    /// What the model file `best.safetensors` records (test accuracy added):
-    /// with it, the best student so far is kept as a model file that
-    /// `kd eval`, `kd predict`, `--teacher` and PyTorch load; without, no
-    /// best file is written.
-    pub best_model: Option<crate::weights::ModelInfo>,
-    /// The teacher's [`fingerprint`](crate::Model::fingerprint), stored so a
-    /// resume can refuse a different teacher.
-    pub teacher_hash: Option<String>,
-}
-
 /// A student, its method, its optimizer: one run.
 pub struct Trainer<'a> {
     student: &'a dyn Student,
@@ -209,7 +175,7 @@ impl<'a> Trainer<'a> {
         device: &Device,
     ) -> Result<Self> {
         config.validate_for(method)?;
-        let params = resolve_params(method.params, params, method.name)?;
+        let params = method.resolve_params(params)?;
         let adapters = VarMap::new();
         let (distill, teacher) = match (method.build, teacher) {
             (None, _) => (None, None),

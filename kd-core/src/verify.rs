@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::loss::{resolve_params, DistillLoss, MethodContext, Params, Step};
-use crate::model::Outputs;
+use crate::loss::{DistillLoss, MethodContext, Params, Step};
+use crate::network::Outputs;
 use crate::registry::{self, MethodPlugin};
 use crate::{Error, Result};
 
@@ -137,7 +137,7 @@ impl Fixture {
 /// `method` (a method under development held to another's reference).
 pub fn check_fixture(fixture: &Fixture, method: Option<&str>) -> Result<Report> {
     let method = registry::method(method.unwrap_or(&fixture.method))?;
-    let params = resolve_params(method.params, &fixture.params, method.name)?;
+    let params = method.resolve_params(&fixture.params)?;
     let labels = fixture.tensor("labels")?.to_dtype(DType::U32)?;
     let student = Leaves::new(fixture.outputs("student")?)?;
     let teacher = outputs_of(fixture.outputs("teacher")?)?.only(method.taps)?;
@@ -328,7 +328,7 @@ fn probe_batch(device: &Device) -> Result<(Outputs, Outputs, Tensor)> {
 /// Property checks of `method` with `params` (defaults filled in).
 pub fn check_properties(method: &MethodPlugin, params: &Params) -> Result<Report> {
     let device = Device::Cpu;
-    let params = resolve_params(method.params, params, method.name)?;
+    let params = method.resolve_params(params)?;
     let (s, t, labels) = probe_batch(&device)?;
     let t = t.only(method.taps)?;
     let student = Leaves::new(tensors_of(&s))?;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
 use crate::loss::Params;
-use crate::model::{ArchConfig, Model, Student as _};
+use crate::model::Model;
+use crate::network::{ArchConfig, Student as _};
 use crate::{Error, Result};
 
 /// What kd records about a model, stored as `kd.*` metadata entries.

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kd_core::cache::CachedTeacher;
+use kd_core::checkpoint::CheckpointPolicy;
 use kd_core::loss::Params;
 use kd_core::registry::{self, RecipePlugin, RecipeRun};
-use kd_core::train::{CheckpointPolicy, EpochSummary, TrainConfig};
+use kd_core::train::{EpochSummary, TrainConfig};
 use kd_core::Model;
 use serde::{Deserialize, Serialize};
 

@@ -4,12 +4,13 @@ use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 use kd_core::candle::Device;
 use kd_core::candle_nn::VarMap;
+use kd_core::checkpoint::CheckpointPolicy;
 use kd_core::checkpoint::{self, Checkpoint};
 use kd_core::data::Splits;
 use kd_core::eval::Evaluation;
 use kd_core::loss::Params;
 use kd_core::model::sorted_tensors;
-use kd_core::train::{CheckpointPolicy, TrainConfig, Trainer};
+use kd_core::train::{TrainConfig, Trainer};
 use kd_core::weights::{self, ModelInfo};
 use kd_core::{registry, ArchConfig, Model, Teacher};
 
@@ -262,7 +263,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     config.validate_for(method)?;
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
-    kd_core::loss::resolve_params(method.params, &hyper.params, method.name)?;
+    method.resolve_params(&hyper.params)?;
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     if method.needs_teacher() && cfg.teacher.is_none() {
         bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)");

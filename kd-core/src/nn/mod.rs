@@ -10,7 +10,7 @@ mod pool_cpu;
 pub use conv_cpu::Conv2dOp;
 pub use pool_cpu::MaxPool2dOp;
 
-use crate::model::Mode;
+use crate::network::Mode;
 use crate::Result;
 
 /// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias` (out).
