@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kd_bench::*;
-use kd_core::candle::{DType, Device, Var};
+use kd_core::candle::{DType, Device, Module, Var};
 use kd_core::candle_nn::{VarBuilder, VarMap};
 use kd_core::loss::{MethodContext, Params, Step};
 use kd_core::{registry, Teacher};
@@ -83,12 +83,12 @@ fn convs(c: &mut Criterion) {
     for conv in TUTORIAL_CONVS {
         let (layer, x) = (conv.layer(), conv.input());
         g.bench_function(format!("{} forward", conv.key()), |bench| {
-            bench.iter(|| layer.forward_relu(&x).unwrap())
+            bench.iter(|| layer.forward(&x).unwrap())
         });
         g.bench_function(format!("{} forward+backward", conv.key()), |bench| {
             bench.iter(|| {
                 layer
-                    .forward_relu(&x)
+                    .forward(&x)
                     .unwrap()
                     .sum_all()
                     .unwrap()

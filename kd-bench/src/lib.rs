@@ -146,7 +146,7 @@ impl ConvShape {
         )
     }
 
-    /// The layer, with PyTorch's initialisation.
+    /// The layer with its ReLU, with PyTorch's initialisation.
     pub fn layer(&self) -> kd_core::nn::Conv2d {
         let varmap = kd_core::candle_nn::VarMap::new();
         let vb = kd_core::candle_nn::VarBuilder::from_varmap(
@@ -154,8 +154,13 @@ impl ConvShape {
             kd_core::candle::DType::F32,
             &Device::Cpu,
         );
-        let conv =
-            kd_core::nn::Conv2d::new(self.in_channels, self.out_channels, 3, 1, 1, vb).unwrap();
+        let conv = kd_core::nn::Conv2d::new(
+            self.in_channels,
+            self.out_channels,
+            kd_core::nn::Conv2dConfig::SAME_3X3.with_relu(),
+            vb,
+        )
+        .unwrap();
         kd_core::init::pytorch_default(&varmap, 0).unwrap();
         conv
     }

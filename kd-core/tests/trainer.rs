@@ -6,7 +6,7 @@ use kd_core::candle::{Device, Module, Tensor};
 use kd_core::candle_nn::VarBuilder;
 use kd_core::data::{synthetic, SyntheticSpec};
 use kd_core::loss::Params;
-use kd_core::nn::{linear, max_pool2d, Conv2d};
+use kd_core::nn::{linear, max_pool2d, Conv2d, Conv2dConfig};
 use kd_core::registry::{ArchPlugin, MethodPlugin};
 use kd_core::train::{Silent, TrainConfig, Trainer};
 use kd_core::{ArchConfig, Mode, Model, Network, Outputs, Result};
@@ -30,7 +30,7 @@ impl Network for Tiny {
 fn tiny(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
     let [c, h, w] = config.input_shape;
     Ok(Box::new(Tiny {
-        conv: Conv2d::new(c, 8, 3, 1, 1, vb.pp("conv"))?,
+        conv: Conv2d::new(c, 8, Conv2dConfig::SAME_3X3, vb.pp("conv"))?,
         fc: linear(8 * (h / 2) * (w / 2), config.num_classes, vb.pp("fc"))?,
     }))
 }

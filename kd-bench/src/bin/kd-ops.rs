@@ -7,7 +7,7 @@
 //! `cargo run --release -p kd-bench --bin kd-ops -- [RUNS] [ONLY]`: ONLY times
 //! just the names that start with it (for a profiler).
 use kd_bench::{Timer, TUTORIAL_CONVS};
-use kd_core::candle::{DType, Device, Tensor, Var};
+use kd_core::candle::{DType, Device, Module, Tensor, Var};
 
 fn backward(t: Tensor) {
     t.sum_all().unwrap().backward().unwrap();
@@ -20,10 +20,10 @@ fn main() {
     for conv in TUTORIAL_CONVS.iter().filter(|c| timer.wants(&c.key())) {
         let (layer, x) = (conv.layer(), conv.input());
         report(&format!("{}_fwd", conv.key()), &mut || {
-            layer.forward_relu(&x).unwrap();
+            layer.forward(&x).unwrap();
         });
         report(&format!("{}_fwd_bwd", conv.key()), &mut || {
-            backward(layer.forward_relu(&x).unwrap())
+            backward(layer.forward(&x).unwrap())
         });
     }
     let y = Var::from_tensor(&Tensor::randn(0f32, 1., (128, 64, 32, 32), &dev).unwrap()).unwrap();

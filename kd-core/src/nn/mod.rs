@@ -13,34 +13,56 @@ pub use pool_cpu::MaxPool2dOp;
 use crate::network::Mode;
 use crate::Result;
 
-/// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias` (out).
+/// The shape of a [`Conv2d`]: square kernel, padding, stride, and whether a
+/// ReLU follows (fused into the convolution on the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub kernel: usize,
+    pub padding: usize,
+    pub stride: usize,
+    pub relu: bool,
+}
+
+impl Conv2dConfig {
+    /// `nn.Conv2d(in, out, kernel_size=3, padding=1)`: the size-keeping 3x3.
+    pub const SAME_3X3: Self = Self {
+        kernel: 3,
+        padding: 1,
+        stride: 1,
+        relu: false,
+    };
+
+    /// The same convolution followed by `nn.ReLU()`.
+    pub const fn with_relu(self) -> Self {
+        Self { relu: true, ..self }
+    }
+}
+
+/// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias`
+/// (out), and the `nn.ReLU` after it when its config says so.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
-    padding: usize,
-    stride: usize,
+    config: Conv2dConfig,
 }
 
 impl Conv2d {
     pub fn new(
         in_channels: usize,
         out_channels: usize,
-        kernel: usize,
-        padding: usize,
-        stride: usize,
+        config: Conv2dConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
         // Values are overwritten by `init::pytorch_default`; the hint only sizes them.
         let init = candle_nn::Init::Const(0.0);
-        let weight =
-            vb.get_with_hints((out_channels, in_channels, kernel, kernel), "weight", init)?;
+        let k = config.kernel;
+        let weight = vb.get_with_hints((out_channels, in_channels, k, k), "weight", init)?;
         let bias = vb.get_with_hints(out_channels, "bias", init)?;
         Ok(Self {
             weight,
             bias,
-            padding,
-            stride,
+            config,
         })
     }
 
@@ -49,34 +71,28 @@ impl Conv2d {
     }
 }
 
-impl Conv2d {
-    /// `relu(conv(x))` in one pass on the CPU: what `nn.Conv2d` followed by
-    /// `nn.ReLU` computes.
-    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.apply(x, true)
-    }
-
-    fn apply(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let Conv2dConfig {
+            padding,
+            stride,
+            relu,
+            ..
+        } = self.config;
         if on_cpu_f32(x) {
             let op = Conv2dOp {
-                pad: self.padding,
-                stride: self.stride,
+                pad: padding,
+                stride,
                 relu,
             };
             return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
         }
-        let y = reference_conv2d(x, &self.weight, &self.bias, self.padding, self.stride)?;
+        let y = reference_conv2d(x, &self.weight, &self.bias, padding, stride)?;
         if relu {
             self::relu(&y)
         } else {
             Ok(y)
         }
-    }
-}
-
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.apply(x, false)
     }
 }
 
@@ -151,10 +167,12 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    pub fn new(p: f32, name: impl Into<String>) -> Self {
+    /// `nn.Dropout(p)` at `vb`'s path (`classifier.2`): the path names its
+    /// random stream, so each dropout layer draws its own masks.
+    pub fn new(p: f32, vb: &VarBuilder) -> Self {
         Self {
             p,
-            name: name.into(),
+            name: vb.prefix(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The tutorial's teacher `DeepNN` and student `LightNN`, layer for layer, for
 //! any input channels and size. Variable names are PyTorch's `state_dict`
-//! keys (`features.0.weight`, ..., `classifier.3.bias`), so weights move
-//! between kd and the tutorial's classes with `load_state_dict(strict=True)`.
+//! keys (`features.0.weight`, ..., `classifier.3.bias`): a layer's index in
+//! the tutorial's `nn.Sequential` is its name, so weights move between kd and
+//! the tutorial's classes with `load_state_dict(strict=True)`.
 //!
 //! Taps: `features` (last conv block output, N x C x H x W) and `flat` (that,
 //! flattened): what the tutorial's "modified" classes returned.
@@ -9,147 +10,140 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, max_pool2d, Conv2d, Dropout};
-use kd_core::registry::ArchPlugin;
+use kd_core::nn::{linear, max_pool2d, relu, Conv2d, Conv2dConfig, Dropout};
+use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Mode, Network, Outputs, Result};
 
-/// One entry of an `nn.Sequential` feature extractor.
-#[derive(Debug, Clone, Copy)]
-enum Layer {
-    /// `nn.Conv2d(in, out, kernel_size=3, padding=1)`.
-    Conv(usize),
-    Relu,
-    /// `nn.MaxPool2d(kernel_size=2, stride=2)`.
-    Pool,
-}
-use Layer::*;
+/// `nn.Conv2d(in, out, kernel_size=3, padding=1)` then `nn.ReLU()`.
+const CONV_RELU: Conv2dConfig = Conv2dConfig::SAME_3X3.with_relu();
 
-const DEEP_FEATURES: &[Layer] = &[
-    Conv(128),
-    Relu,
-    Conv(64),
-    Relu,
-    Pool,
-    Conv(64),
-    Relu,
-    Conv(32),
-    Relu,
-    Pool,
-];
-const LIGHT_FEATURES: &[Layer] = &[Conv(16), Relu, Pool, Conv(16), Relu, Pool];
-
-enum Built {
-    /// A convolution, with the ReLU that follows it fused in when `true`.
-    Conv(Conv2d, bool),
-    Relu,
-    Pool,
-}
-
-/// A conv feature extractor followed by Linear -> ReLU -> Dropout(0.1) -> Linear.
-pub struct TutorialCnn {
-    features: Vec<Built>,
+/// `nn.Sequential(Linear(flat, hidden), ReLU(), Dropout(0.1), Linear(hidden, classes))`.
+struct Classifier {
     hidden: Linear,
     dropout: Dropout,
     out: Linear,
 }
 
-impl TutorialCnn {
-    fn new(spec: &[Layer], hidden: usize, config: &ArchConfig, vb: VarBuilder) -> Result<Self> {
-        let [mut c, mut h, mut w] = config.input_shape;
-        let mut features: Vec<Built> = Vec::with_capacity(spec.len());
-        for (i, layer) in spec.iter().enumerate() {
-            // A ReLU right after a convolution is fused into it; the index `i`
-            // still counts it, so later layers keep PyTorch's names.
-            if let (Relu, Some(Built::Conv(_, fused @ false))) = (layer, features.last_mut()) {
-                *fused = true;
-                continue;
-            }
-            features.push(match *layer {
-                Conv(out) => {
-                    let conv = Conv2d::new(c, out, 3, 1, 1, vb.pp("features").pp(i))?;
-                    c = out;
-                    Built::Conv(conv, false)
-                }
-                Relu => Built::Relu,
-                Pool => {
-                    (h, w) = (h / 2, w / 2);
-                    Built::Pool
-                }
-            });
-        }
-        let flat = c * h * w;
-        if flat == 0 {
-            return Err(kd_core::Error::config(format!(
-                "input shape {:?} is too small for this network: its pooling layers reduce it to nothing",
-                config.input_shape
-            )));
-        }
-        let classifier = vb.pp("classifier");
+impl Classifier {
+    fn new(flat: usize, hidden: usize, classes: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            features,
-            hidden: linear(flat, hidden, classifier.pp(0))?,
-            dropout: Dropout::new(0.1, format!("{}classifier.2", vb.prefix())),
-            out: linear(hidden, config.num_classes, classifier.pp(3))?,
+            hidden: linear(flat, hidden, vb.pp(0))?,
+            dropout: Dropout::new(0.1, &vb.pp(2)),
+            out: linear(hidden, classes, vb.pp(3))?,
+        })
+    }
+
+    fn forward(&self, flat: &Tensor, mode: Mode) -> Result<Tensor> {
+        let h = relu(&self.hidden.forward(flat)?)?;
+        Ok(self.out.forward(&self.dropout.forward(&h, mode)?)?)
+    }
+}
+
+/// The logits and both taps from the conv features.
+fn head(features: Tensor, classifier: &Classifier, mode: Mode) -> Result<Outputs> {
+    let flat = features.flatten_from(1)?;
+    let logits = classifier.forward(&flat, mode)?;
+    let taps = BTreeMap::from([("features".into(), features), ("flat".into(), flat)]);
+    Ok(Outputs { logits, taps })
+}
+
+/// Both networks pool twice: the features are `channels` x H/4 x W/4.
+fn tap_shapes(channels: usize, config: &ArchConfig) -> TapShapes {
+    let [_, h, w] = config.input_shape;
+    let (h, w) = (h / 4, w / 4);
+    vec![
+        ("features", vec![channels, h, w]),
+        ("flat", vec![channels * h * w]),
+    ]
+}
+
+fn flat_size(channels: usize, config: &ArchConfig) -> Result<usize> {
+    let [_, h, w] = config.input_shape;
+    match channels * (h / 4) * (w / 4) {
+        0 => Err(kd_core::Error::config(format!(
+            "input shape {:?} is too small for this network: its two 2x2 poolings reduce it to nothing (use at least 4x4)",
+            config.input_shape
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// The teacher: conv 128, conv 64, pool, conv 64, conv 32, pool; MLP 512.
+pub struct DeepNn {
+    convs: [Conv2d; 4],
+    classifier: Classifier,
+}
+
+impl DeepNn {
+    pub fn new(config: &ArchConfig, vb: VarBuilder) -> Result<Self> {
+        let f = vb.pp("features");
+        let c = config.input_shape[0];
+        Ok(Self {
+            convs: [
+                Conv2d::new(c, 128, CONV_RELU, f.pp(0))?,
+                Conv2d::new(128, 64, CONV_RELU, f.pp(2))?,
+                Conv2d::new(64, 64, CONV_RELU, f.pp(5))?,
+                Conv2d::new(64, 32, CONV_RELU, f.pp(7))?,
+            ],
+            classifier: Classifier::new(
+                flat_size(32, config)?,
+                512,
+                config.num_classes,
+                vb.pp("classifier"),
+            )?,
         })
     }
 }
 
-impl Network for TutorialCnn {
+impl Network for DeepNn {
     fn forward(&self, images: &Tensor, mode: Mode) -> Result<Outputs> {
-        let mut x = images.clone();
-        for layer in &self.features {
-            x = match layer {
-                Built::Conv(conv, false) => conv.forward(&x)?,
-                Built::Conv(conv, true) => conv.forward_relu(&x)?,
-                Built::Relu => kd_core::nn::relu(&x)?,
-                Built::Pool => max_pool2d(&x, 2)?,
-            };
-        }
-        let flat = x.flatten_from(1)?;
-        let h = kd_core::nn::relu(&self.hidden.forward(&flat)?)?;
-        let h = self.dropout.forward(&h, mode)?;
-        let logits = self.out.forward(&h)?;
-        let taps = BTreeMap::from([("features".to_string(), x), ("flat".to_string(), flat)]);
-        Ok(Outputs { logits, taps })
+        let [c1, c2, c3, c4] = &self.convs;
+        let x = max_pool2d(&c2.forward(&c1.forward(images)?)?, 2)?;
+        let x = max_pool2d(&c4.forward(&c3.forward(&x)?)?, 2)?;
+        head(x, &self.classifier, mode)
     }
 }
 
-/// `features` (the last conv block's output) and `flat` (that, flattened) for
-/// a feature extractor `spec` on `config`'s input.
-fn taps(spec: &[Layer], config: &ArchConfig) -> kd_core::registry::TapShapes {
-    let [mut c, mut h, mut w] = config.input_shape;
-    for layer in spec {
-        match *layer {
-            Conv(out) => c = out,
-            Pool => (h, w) = (h / 2, w / 2),
-            Relu => {}
-        }
+/// The student: conv 16, pool, conv 16, pool; MLP 256.
+pub struct LightNn {
+    convs: [Conv2d; 2],
+    classifier: Classifier,
+}
+
+impl LightNn {
+    pub fn new(config: &ArchConfig, vb: VarBuilder) -> Result<Self> {
+        let f = vb.pp("features");
+        let c = config.input_shape[0];
+        Ok(Self {
+            convs: [
+                Conv2d::new(c, 16, CONV_RELU, f.pp(0))?,
+                Conv2d::new(16, 16, CONV_RELU, f.pp(3))?,
+            ],
+            classifier: Classifier::new(
+                flat_size(16, config)?,
+                256,
+                config.num_classes,
+                vb.pp("classifier"),
+            )?,
+        })
     }
-    vec![("features", vec![c, h, w]), ("flat", vec![c * h * w])]
 }
 
-fn deep_nn_taps(config: &ArchConfig) -> kd_core::registry::TapShapes {
-    taps(DEEP_FEATURES, config)
-}
-
-fn light_nn_taps(config: &ArchConfig) -> kd_core::registry::TapShapes {
-    taps(LIGHT_FEATURES, config)
-}
-
-fn deep_nn(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
-    Ok(Box::new(TutorialCnn::new(DEEP_FEATURES, 512, config, vb)?))
-}
-
-fn light_nn(config: &ArchConfig, vb: VarBuilder) -> Result<Box<dyn Network>> {
-    Ok(Box::new(TutorialCnn::new(LIGHT_FEATURES, 256, config, vb)?))
+impl Network for LightNn {
+    fn forward(&self, images: &Tensor, mode: Mode) -> Result<Outputs> {
+        let [c1, c2] = &self.convs;
+        let x = max_pool2d(&c1.forward(images)?, 2)?;
+        let x = max_pool2d(&c2.forward(&x)?, 2)?;
+        head(x, &self.classifier, mode)
+    }
 }
 
 kd_core::inventory::submit! {
     ArchPlugin {
         name: "deep_nn",
         summary: "the tutorial's teacher DeepNN: 4 conv layers (128-64-64-32), 2 max-pools, MLP 512 (1,186,986 parameters at 3x32x32)",
-        build: deep_nn,
-        taps: deep_nn_taps,
+        build: |config, vb| Ok(Box::new(DeepNn::new(config, vb)?)),
+        taps: |config| tap_shapes(32, config),
     }
 }
 
@@ -157,7 +151,7 @@ kd_core::inventory::submit! {
     ArchPlugin {
         name: "light_nn",
         summary: "the tutorial's student LightNN: 2 conv layers (16-16), 2 max-pools, MLP 256 (267,738 parameters at 3x32x32)",
-        build: light_nn,
-        taps: light_nn_taps,
+        build: |config, vb| Ok(Box::new(LightNn::new(config, vb)?)),
+        taps: |config| tap_shapes(16, config),
     }
 }

@@ -5,7 +5,7 @@
 use kd_core::candle::{Module, Tensor};
 use kd_core::functional::same_spatial_size;
 use kd_core::loss::{MethodContext, Step};
-use kd_core::nn::Conv2d;
+use kd_core::nn::{Conv2d, Conv2dConfig};
 use kd_core::registry::MethodPlugin;
 use kd_core::{DistillLoss, Error, Result};
 
@@ -18,7 +18,12 @@ impl Hint {
     /// at `vb.pp("regressor").pp(0)`.
     pub fn new(ctx: &MethodContext) -> Result<Self> {
         let (s, t) = same_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
-        let regressor = Conv2d::new(s[1], t[1], 3, 1, 1, ctx.vb.pp("regressor").pp(0))?;
+        let regressor = Conv2d::new(
+            s[1],
+            t[1],
+            Conv2dConfig::SAME_3X3,
+            ctx.vb.pp("regressor").pp(0),
+        )?;
         Ok(Self { regressor })
     }
 }
