@@ -103,3 +103,65 @@ pub fn count_positive(x: &Tensor) -> Result<f64> {
         .sum_all()?
         .to_scalar::<f64>()?)
 }
+
+/// The mean over rows of the Pearson correlation of `a` and `b` (N x K), as
+/// DIST's code computes it: the cosine of the centred rows, with `eps` added
+/// to the product of their norms.
+pub fn pearson_rows(a: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let a = a.broadcast_sub(&a.mean_keepdim(D::Minus1)?)?;
+    let b = b.broadcast_sub(&b.mean_keepdim(D::Minus1)?)?;
+    let norms = ((l2_norm(&a, 1)? * l2_norm(&b, 1)?)?.squeeze(1)? + eps)?;
+    Ok(((a * b)?.sum(D::Minus1)? / norms)?.mean_all()?)
+}
+
+/// log [p(in mask), p(outside mask)] of softmax(z) per row, N x 2, from
+/// log-sum-exps (finite where a probability underflows). `mask` is a 0/1
+/// one-hot of the same shape as `z`.
+pub fn log_binary_split(z: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let all = z.log_sum_exp(D::Minus1)?;
+    let inside = ((z * mask)?.sum(D::Minus1)? - &all)?;
+    let outside = ((z - (mask * 1000.0)?)?.log_sum_exp(D::Minus1)? - &all)?;
+    Ok(Tensor::stack(&[inside, outside], 1)?)
+}
+
+/// Euclidean distances between the rows of `e` (N x D), the diagonal zero,
+/// each divided by the mean of the positive ones; squared distances are
+/// clamped at 1e-12 before the root (RepDistiller's `RKDLoss`).
+pub fn relative_distances(e: &Tensor) -> Result<Tensor> {
+    let sq = e.sqr()?.sum_keepdim(1)?;
+    let d2 = sq
+        .broadcast_add(&sq.t()?)?
+        .sub(&(e.matmul(&e.t()?)? * 2.0)?)?;
+    let off_diagonal = Tensor::eye(e.dim(0)?, e.dtype(), e.device())?.affine(-1.0, 1.0)?;
+    let d = (d2.maximum(1e-12)?.sqrt()? * off_diagonal)?;
+    let mean = (d.sum_all()? / count_positive(&d)?)?;
+    Ok(d.broadcast_div(&mean)?)
+}
+
+/// The cosines of the angles at every row i of `e` (N x D) between every j
+/// and k, flattened (N³): <e_j − e_i, e_k − e_i> = G_jk − G_ij − G_ik + G_ii
+/// from the Gram matrix G = E Eᵀ, so no N × N × D tensor is built (16.8 M
+/// floats at N = 128, D = 1024). Computed in float64 against the
+/// cancellation; angles at j = i or k = i (a zero difference) are 0, as
+/// `F.normalize` makes them.
+pub fn triplet_angle_cosines(e: &Tensor) -> Result<Tensor> {
+    let (n, dtype) = (e.dim(0)?, e.dtype());
+    let e = e.to_dtype(DType::F64)?;
+    let g = e.matmul(&e.t()?)?;
+    let eye = Tensor::eye(n, DType::F64, e.device())?;
+    let diag = (&g * &eye)?.sum_keepdim(1)?;
+    let norms = diag
+        .broadcast_add(&diag.t()?)?
+        .sub(&(&g * 2.0)?)?
+        .maximum(1e-24)?
+        .sqrt()?;
+    let dot = g
+        .unsqueeze(0)?
+        .broadcast_sub(&g.unsqueeze(2)?)?
+        .broadcast_sub(&g.unsqueeze(1)?)?
+        .broadcast_add(&diag.unsqueeze(2)?)?;
+    let off = eye.affine(-1.0, 1.0)?;
+    let mask = off.unsqueeze(2)?.broadcast_mul(&off.unsqueeze(1)?)?;
+    let cos = dot.broadcast_div(&norms.unsqueeze(2)?.broadcast_mul(&norms.unsqueeze(1)?)?)?;
+    Ok((cos * mask)?.flatten_all()?.to_dtype(dtype)?)
+}

@@ -6,12 +6,12 @@
 //!            + gamma · (1 − mean_j ρ(y_s[:,j], y_t[:,j])))   intra-class
 //! ```
 //!
-//! where ρ is the Pearson correlation, computed as in the authors' code: the
-//! cosine of the centred vectors with 1e-8 added to the product of the norms.
+//! where ρ is the Pearson correlation as the authors' code computes it
+//! ([`pearson_rows`] with eps = 1e-8).
 use kd_core::candle::{Tensor, D};
 use kd_core::candle_nn::ops::softmax;
-use kd_core::functional::{l2_norm, same_shape};
-use kd_core::loss::{MethodContext, Step};
+use kd_core::functional::{pearson_rows, same_shape};
+use kd_core::loss::Step;
 use kd_core::registry::{MethodPlugin, ParamSpec};
 use kd_core::{DistillLoss, Result};
 
@@ -21,34 +21,17 @@ pub struct Dist {
     temperature: f64,
 }
 
-/// 1 − the mean over rows of the Pearson correlation of `a` and `b` (N x K).
-fn one_minus_pearson(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let a = a.broadcast_sub(&a.mean_keepdim(D::Minus1)?)?;
-    let b = b.broadcast_sub(&b.mean_keepdim(D::Minus1)?)?;
-    let norms = ((l2_norm(&a, 1)? * l2_norm(&b, 1)?)?.squeeze(1)? + 1e-8)?;
-    let rho = ((a * b)?.sum(D::Minus1)? / norms)?;
-    Ok(rho.mean_all()?.affine(-1.0, 1.0)?)
-}
-
 impl DistillLoss for Dist {
     fn loss(&self, step: &Step) -> Result<Tensor> {
         let (s, t, temp) = (&step.student.logits, &step.teacher.logits, self.temperature);
         same_shape("student logits", s, "teacher logits", t)?;
         let ys = softmax(&(s / temp)?, D::Minus1)?;
         let yt = softmax(&(t / temp)?, D::Minus1)?;
-        let inter = one_minus_pearson(&ys, &yt)?;
-        let intra = one_minus_pearson(&ys.t()?.contiguous()?, &yt.t()?.contiguous()?)?;
+        let inter = pearson_rows(&ys, &yt, 1e-8)?.affine(-1.0, 1.0)?;
+        let (ys_t, yt_t) = (ys.t()?.contiguous()?, yt.t()?.contiguous()?);
+        let intra = pearson_rows(&ys_t, &yt_t, 1e-8)?.affine(-1.0, 1.0)?;
         Ok((((inter * self.beta)? + (intra * self.gamma)?)? * (temp * temp))?)
     }
-}
-
-fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    let (beta, gamma) = (ctx.param("beta")?, ctx.param("gamma")?);
-    Ok(Box::new(Dist {
-        beta,
-        gamma,
-        temperature: ctx.param("temperature")?,
-    }))
 }
 
 kd_core::inventory::submit! {
@@ -61,7 +44,7 @@ kd_core::inventory::submit! {
             ParamSpec::positive("temperature", 1.0, "softmax temperature T"),
         ],
         taps: &[],
-        build: Some(build),
+        build: Some(|ctx| Ok(Box::new(Dist { beta: ctx.param("beta")?, gamma: ctx.param("gamma")?, temperature: ctx.param("temperature")? }))),
         fixtures: &[fixture!("dist")],
     }
 }

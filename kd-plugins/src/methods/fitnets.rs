@@ -3,11 +3,11 @@
 //! together. The regressor trains with the student but is saved apart from
 //! it, under the tutorial's names `regressor.0.weight` / `regressor.0.bias`.
 use kd_core::candle::{Module, Tensor};
-use kd_core::functional::same_spatial_size;
+use kd_core::functional::{same_shape, same_spatial_size};
 use kd_core::loss::{MethodContext, Step};
 use kd_core::nn::{Conv2d, Conv2dConfig};
 use kd_core::registry::MethodPlugin;
-use kd_core::{DistillLoss, Error, Result};
+use kd_core::{DistillLoss, Result};
 
 pub struct Hint {
     regressor: Conv2d,
@@ -32,13 +32,7 @@ impl DistillLoss for Hint {
     fn loss(&self, step: &Step) -> Result<Tensor> {
         let hint = self.regressor.forward(step.student.tap("features")?)?;
         let target = step.teacher.tap("features")?;
-        if hint.dims() != target.dims() {
-            return Err(Error::config(format!(
-                "regressor output {:?} and teacher features {:?} differ",
-                hint.dims(),
-                target.dims()
-            )));
-        }
+        same_shape("regressor output", &hint, "teacher features", target)?;
         Ok((hint - target)?.sqr()?.mean_all()?)
     }
 
