@@ -62,7 +62,7 @@ pub enum Mode {
 }
 
 /// A network architecture's forward pass. Architectures are registered with
-/// [`registry::ArchPlugin`] and built from a `VarBuilder` whose variable paths
+/// [`ArchPlugin`](crate::registry::ArchPlugin) and built from a `VarBuilder` whose variable paths
 /// follow PyTorch's module paths.
 pub trait Network: Send + Sync {
     fn forward(&self, images: &Tensor, mode: Mode) -> Result<Outputs>;
