@@ -37,7 +37,7 @@ fn main() {
     let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (64, 128, 3, 3), &dev).unwrap()).unwrap();
     let b = Var::from_tensor(&Tensor::zeros(64, DType::F32, &dev).unwrap()).unwrap();
     report("candle_conv_128_64_32_fwd_bwd", &mut || {
-        let y = kd_core::nn::reference_conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, 1);
+        let y = kd_kernels::reference_conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, 1);
         backward(y.unwrap().relu().unwrap())
     });
     let big = Tensor::randn(0f32, 1., (1024, 1024), &dev).unwrap();

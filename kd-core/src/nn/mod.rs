@@ -1,14 +1,10 @@
 //! Layers with PyTorch's parameter names and semantics, small enough to read
 //! at a glance (the scale of `candle_nn::conv`).
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
 
-mod conv_cpu;
-mod pool_cpu;
-
-pub use conv_cpu::Conv2dOp;
-pub use pool_cpu::MaxPool2dOp;
+use kd_kernels::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 
 use crate::network::Mode;
 use crate::Result;
@@ -101,19 +97,6 @@ fn on_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
-/// Candle's own convolution plus a bias: what runs on CUDA, and the reference
-/// the CPU kernels are tested against.
-pub fn reference_conv2d(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    padding: usize,
-    stride: usize,
-) -> candle_core::Result<Tensor> {
-    let y = x.conv2d(weight, padding, stride, 1, 1)?;
-    y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
-}
-
 /// `nn.ReLU`: `max(x, 0)`, keeping NaN as NaN as PyTorch does (Candle's
 /// `relu` uses `f32::max`, which turns NaN into 0 and so hides a broken
 /// input or weight). The gradient is zero where `x <= 0`, as PyTorch's.
@@ -141,21 +124,7 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if on_cpu_f32(x) {
         return Ok(x.contiguous()?.apply_op1(MaxPool2dOp { k })?);
     }
-    reference_max_pool2d(x, k)
-}
-
-/// Max-pooling from a reshape and two max reductions: what runs on CUDA, and
-/// the reference the CPU kernel is tested against.
-pub fn reference_max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (ho, wo) = (h / k, w / k);
-    let x = if ho * k != h || wo * k != w {
-        x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?.contiguous()?
-    } else {
-        x.contiguous()?
-    };
-    let x = x.reshape((n, c, ho, k, wo, k))?;
-    Ok(x.max(D::Minus1)?.max(3)?)
+    Ok(reference_max_pool2d(x, k)?)
 }
 
 /// `nn.Dropout(p)`. Masks come from kd's seeded generator, keyed by the

@@ -1,8 +1,8 @@
 //! kd's CPU convolution and max-pool against Candle's reference: values and
 //! gradients.
-use kd_core::candle::backprop::GradStore;
-use kd_core::candle::{Device, Tensor, Var};
-use kd_core::nn::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use kd_kernels::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     use rand::{Rng, SeedableRng};
