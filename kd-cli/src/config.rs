@@ -38,18 +38,6 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn or(self, file: Self) -> Self {
-        Self {
-            dataset: self.dataset.or(file.dataset),
-            data_dir: self.data_dir.or(file.data_dir),
-            train_subset: self.train_subset.or(file.train_subset),
-            test_subset: self.test_subset.or(file.test_subset),
-            synthetic_shape: self.synthetic_shape.or(file.synthetic_shape),
-            hub_repo: self.hub_repo.or(file.hub_repo),
-            revision: self.revision.or(file.revision),
-        }
-    }
-
     pub fn dataset(&self) -> &str {
         self.dataset.as_deref().unwrap_or("cifar10")
     }
@@ -103,25 +91,6 @@ pub struct HyperArgs {
 }
 
 impl HyperArgs {
-    pub fn or(self, file: Self) -> Self {
-        let mut params = file.params;
-        params.extend(self.params);
-        params.extend(self.param.iter().cloned());
-        Self {
-            epochs: self.epochs.or(file.epochs),
-            batch_size: self.batch_size.or(file.batch_size),
-            eval_every: self.eval_every.or(file.eval_every),
-            lr: self.lr.or(file.lr),
-            seed: self.seed.or(file.seed),
-            ce_weight: self.ce_weight.or(file.ce_weight),
-            distill_weight: self.distill_weight.or(file.distill_weight),
-            device: self.device.or(file.device),
-            teacher_cache: self.teacher_cache.or(file.teacher_cache),
-            param: Vec::new(),
-            params,
-        }
-    }
-
     /// Fills every unset value with the tutorial's default.
     pub fn resolved(self) -> Self {
         let d = TrainConfig::default();
@@ -184,16 +153,32 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    pub fn or(self, file: Self) -> Self {
-        Self {
-            arch: self.arch.or(file.arch),
-            method: self.method.or(file.method),
-            teacher: self.teacher.or(file.teacher),
-            teacher_arch: self.teacher_arch.or(file.teacher_arch),
-            out: self.out.or(file.out),
-            data: self.data.or(file.data),
-            hyper: self.hyper.or(file.hyper),
+    /// These settings, with the ones they lack taken from `base` (tables such
+    /// as `params` merged key by key): flags over a checkpoint's settings.
+    /// One rule for every setting, through their TOML form.
+    pub fn or(self, base: Self) -> Self {
+        fn merge(top: &mut toml::Table, base: toml::Table) {
+            for (key, value) in base {
+                match (top.get_mut(&key), value) {
+                    (Some(toml::Value::Table(t)), toml::Value::Table(b)) => merge(t, b),
+                    (Some(_), _) => {}
+                    (None, value) => {
+                        top.insert(key, value);
+                    }
+                }
+            }
         }
+        let table = |c: Self| toml::Table::try_from(c.folded()).expect("settings serialise");
+        let mut top = table(self);
+        merge(&mut top, table(base));
+        top.try_into().expect("merged settings deserialise")
+    }
+
+    /// `--param` values folded into `params`, as they are stored.
+    fn folded(mut self) -> Self {
+        let given = std::mem::take(&mut self.hyper.param);
+        self.hyper.params.extend(given);
+        self
     }
 
     /// The same settings with every local path made absolute (against the
@@ -218,6 +203,47 @@ impl RunConfig {
         toml::to_string(self).expect("settings serialise")
     }
 }
+
+/// Every setting of `kd train` (its long flags, as config keys) and whether
+/// it changes a run's result: resuming with another value of one that does
+/// is refused without `--force`. A test fails when a flag is missing here,
+/// so a new setting cannot be added without saying which it is.
+pub const SETTINGS: &[(&str, bool)] = &[
+    ("arch", true),
+    ("method", true),
+    ("teacher", true),
+    ("teacher_arch", true),
+    ("dataset", true),
+    ("data_dir", true),
+    ("train_subset", true),
+    ("test_subset", true),
+    ("hub_repo", true),
+    ("revision", true),
+    ("synthetic_shape", true),
+    ("batch_size", true),
+    ("lr", true),
+    ("seed", true),
+    ("ce_weight", true),
+    ("distill_weight", true),
+    ("param", true),
+    ("params", true),
+    // More epochs continue a run; the others change where and how it runs.
+    ("epochs", false),
+    ("eval_every", false),
+    ("device", false),
+    ("teacher_cache", false),
+    ("quiet", false),
+    ("offline", false),
+    ("config", false),
+    ("out", false),
+    ("run_dir", false),
+    ("checkpoint_every", false),
+    ("keep_checkpoints", false),
+    ("resume", false),
+    ("force", false),
+    ("metrics", false),
+    ("overwrite", false),
+];
 
 /// `--config FILE`, read as flags: each key is a long flag's name (with
 /// underscores), each value its value (an array is joined with commas, `true`
@@ -403,6 +429,8 @@ pub fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
 pub fn positive(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
+        // Settings are stored as TOML, whose integers are signed 64-bit.
+        Ok(n) if n as u64 > MAX_SEED => Err(format!("must be at most {MAX_SEED}")),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{s}` is not a whole number")),
     }
@@ -426,7 +454,8 @@ pub fn weight(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// The largest seed: settings files are TOML, whose integers are signed 64-bit.
+/// The largest seed (and count): settings files are TOML, whose integers are
+/// signed 64-bit.
 pub const MAX_SEED: u64 = i64::MAX as u64;
 
 /// `--seed`: a whole number from 0 to [`MAX_SEED`].
@@ -448,5 +477,46 @@ pub fn device(s: &str) -> std::result::Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("use auto, cpu or cuda:N (for example cuda:0)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::SETTINGS;
+
+    /// Every flag of `kd train`, and every key of its stored settings, says
+    /// whether it changes the result; nothing else is listed.
+    #[test]
+    fn every_train_setting_says_whether_it_changes_the_result() {
+        let command = crate::Cli::command();
+        let train = command.find_subcommand("train").unwrap();
+        let mut flags: Vec<String> = train
+            .get_arguments()
+            .chain(command.get_arguments().filter(|a| a.is_global_set()))
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "help" | "version"))
+            .map(|l| l.replace('-', "_"))
+            .collect();
+        let stored: toml::Table = super::RunConfig {
+            hyper: super::HyperArgs {
+                params: [("x".to_string(), 1.0)].into(),
+                ..super::HyperArgs::default().resolved()
+            },
+            ..super::RunConfig::default()
+        }
+        .to_toml()
+        .parse()
+        .unwrap();
+        flags.extend(stored.keys().cloned());
+        flags.sort();
+        flags.dedup();
+        let mut listed: Vec<String> = SETTINGS.iter().map(|(k, _)| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(
+            flags, listed,
+            "add the new setting to config::SETTINGS, saying whether it changes the result"
+        );
     }
 }

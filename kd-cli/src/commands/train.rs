@@ -172,31 +172,14 @@ pub fn load_teacher(
     Ok(model)
 }
 
-/// Settings that change a run's result: resuming with another value is refused.
-const RESULT_SETTINGS: &[&str] = &[
-    "arch",
-    "method",
-    "teacher",
-    "teacher_arch",
-    "dataset",
-    "data_dir",
-    "train_subset",
-    "test_subset",
-    "synthetic_shape",
-    "batch_size",
-    "lr",
-    "seed",
-    "ce_weight",
-    "distill_weight",
-    "params",
-];
-
 /// Names the result-changing settings on which `now` differs from `then`.
 pub fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
     let table = |c: &RunConfig| -> toml::Table { c.to_toml().parse().expect("own TOML parses") };
     let (a, b) = (table(then), table(now));
-    RESULT_SETTINGS
+    crate::config::SETTINGS
         .iter()
+        .filter(|(_, changes_result)| *changes_result)
+        .map(|(k, _)| k)
         .filter(|k| a.get(**k) != b.get(**k))
         .map(|k| {
             let show = |v: Option<&toml::Value>| {
