@@ -14,6 +14,7 @@ mod config;
 mod datasets;
 mod hub;
 mod outputs;
+mod phase;
 mod plot;
 mod progress;
 mod report;

@@ -12,10 +12,10 @@ use kd_core::train::{EpochSummary, TrainConfig};
 use kd_core::Model;
 use serde::{Deserialize, Serialize};
 
-use super::train::{save_phase, train_phase};
 use crate::cli::{ReproduceArgs, Seeds};
 use crate::config::{HyperArgs, RunConfig};
 use crate::outputs::Files;
+use crate::phase::{self, PhaseSpec};
 use crate::progress::Progress;
 use crate::report::{PhaseRun, Summary};
 
@@ -72,7 +72,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
             hyper: cfg.hyper.clone().resolved(),
             ..cfg.clone()
         };
-        let changed = super::train::changed_settings(&then.run, &now);
+        let changed = phase::changed_settings(&then.run, &now);
         if !changed.is_empty() {
             bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
         }
@@ -376,20 +376,17 @@ fn phase(
     let teacher_ref =
         crate::teacher_cache::serving(cache.as_ref().and_then(Option::as_ref), teacher.as_ref());
     let mut progress = Progress::new(label, quiet, Some(&metrics))?;
-    let phase = train_phase(
-        label,
+    let spec = PhaseSpec {
+        name: label,
         arch,
-        run.method,
-        &params,
-        teacher_ref,
+        method,
+        params: &params,
         config,
-        data,
-        device,
-        &mut progress,
-        Some(policy),
-        resume.as_ref(),
-    )?;
-    save_phase(&path, &phase, run.method, data, Some(plan.settings.clone()))?;
+        out: &path,
+        checkpoints: policy,
+        resume: resume.as_ref(),
+    };
+    let phase = phase::run(spec, teacher_ref, data, device, &mut progress)?;
     if !quiet {
         eprintln!(
             "{label}: test accuracy {:.2}% ({:.1} s), wrote {}",

@@ -1,200 +1,24 @@
-use std::path::Path;
+//! `kd train`: plan one phase (every check before any data is loaded), then
+//! run it through [`crate::phase`].
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
-use kd_core::candle::Device;
-use kd_core::candle_nn::VarMap;
-use kd_core::checkpoint::CheckpointPolicy;
-use kd_core::checkpoint::{self, Checkpoint};
-use kd_core::data::Splits;
-use kd_core::eval::Evaluation;
-use kd_core::loss::Params;
-use kd_core::model::sorted_tensors;
-use kd_core::train::{TrainConfig, Trainer};
-use kd_core::weights::{self, ModelInfo};
-use kd_core::{registry, ArchConfig, Model, Teacher};
+use kd_core::checkpoint::{self, Checkpoint, CheckpointPolicy};
+use kd_core::registry::{self, MethodPlugin};
+use kd_core::train::TrainConfig;
+use kd_core::weights;
 
-use crate::cli::{Cli, ModelArgs, TrainArgs};
-use crate::config::RunConfig;
+use crate::cli::{Cli, TrainArgs};
+use crate::config::{HyperArgs, RunConfig};
 use crate::outputs::Files;
+use crate::phase::{self, changed_settings, load_teacher, PhaseSpec};
 use crate::progress::Progress;
 
-/// One training run: what it is and what it produced.
-pub struct Phase {
-    pub model: Model,
-    pub adapters: VarMap,
-    pub evaluation: Evaluation,
-    pub seconds: f64,
-    pub params: Params,
-}
-
-/// Trains `arch` with `method` (distilling from `teacher` when the method
-/// needs one) and evaluates it on the test split.
-#[allow(clippy::too_many_arguments)]
-pub fn train_phase(
-    name: &str,
-    arch: &str,
-    method: &str,
-    params: &Params,
-    teacher: Option<&dyn Teacher>,
-    config: TrainConfig,
-    data: &Splits,
-    device: &Device,
-    progress: &mut Progress,
-    checkpoints: Option<CheckpointPolicy>,
-    resume: Option<&Checkpoint>,
-) -> Result<Phase> {
-    let start = std::time::Instant::now();
-    let method = registry::method(method)?;
-    let arch_config = ArchConfig {
-        input_shape: data.train.shape,
-        num_classes: data.train.num_classes(),
-    };
-    let model = Model::new(arch, arch_config.clone(), config.seed, device)?;
-    model.arch.check_taps(method, &arch_config)?;
-    let mut trainer = Trainer::new(&model, teacher, method, params, config, &data.train, device)
-        .with_context(|| format!("cannot start run `{name}`"))?
-        .with_stop_flag(&crate::STOP);
-    if let Some(mut policy) = checkpoints {
-        policy.best_model = Some(model_info(
-            &model,
-            method.name,
-            trainer.params(),
-            data,
-            Some(policy.run_config.clone()),
-        ));
-        trainer = trainer.with_checkpoints(policy);
-    }
-    if let Some(c) = resume {
-        trainer.restore(c).with_context(|| {
-            format!("cannot resume run `{name}` from {}", c.file.path.display())
-        })?;
-        let s = trainer.state();
-        tracing::info!(
-            "resuming `{name}` at epoch {}, batch {}",
-            s.epochs_done + 1,
-            s.batches_done
-        );
-    }
-    trainer.fit(&data.train, Some(&data.test), progress)?;
-    let evaluation = trainer.evaluate(&data.test)?;
-    let adapters = trainer.adapters().clone();
-    let params = trainer.params().clone();
-    drop(trainer);
-    Ok(Phase {
-        model,
-        adapters,
-        evaluation,
-        seconds: start.elapsed().as_secs_f64(),
-        params,
-    })
-}
-
-/// Writes a trained model (student tensors only) with kd's metadata, and its
-/// trainable helpers, if any, beside it.
-pub fn save_phase(
-    path: &Path,
-    phase: &Phase,
-    method: &str,
-    data: &Splits,
-    run_config: Option<String>,
-) -> Result<()> {
-    let info = ModelInfo {
-        accuracy: Some(phase.evaluation.accuracy),
-        seconds: Some(phase.seconds),
-        ..model_info(&phase.model, method, &phase.params, data, run_config)
-    };
-    weights::save_model(
-        path,
-        &phase.model.tensors(),
-        &sorted_tensors(&phase.adapters),
-        &info,
-    )?;
-    Ok(())
-}
-
-/// What a model file of `model` trained with `method` on `data` records.
-fn model_info(
-    model: &Model,
-    method: &str,
-    params: &Params,
-    data: &Splits,
-    run_config: Option<String>,
-) -> ModelInfo {
-    ModelInfo {
-        arch: Some(model.arch.name.to_string()),
-        config: Some(model.config.clone()),
-        method: Some(method.to_string()),
-        params: params.clone(),
-        dataset: Some(data.train.name.clone()),
-        classes: Some(data.train.classes.clone()),
-        normalization: Some(data.train.normalization.clone()),
-        accuracy: None,
-        seconds: None,
-        run_config,
-    }
-}
-
-/// Loads a teacher from a file (kd's metadata, or `--teacher-arch` for a plain state_dict).
-pub fn load_teacher(
-    spec: &str,
-    teacher_arch: Option<&str>,
-    data: &Splits,
-    device: &Device,
-) -> Result<Model> {
-    let path = crate::hub::resolve(spec)?;
-    let args = ModelArgs {
-        arch: teacher_arch.map(str::to_string),
-        input_shape: None,
-        num_classes: None,
-        device: String::new(),
-    };
-    let file = kd_core::weights::read(&path)
-        .and_then(|f| f.check_finite().map(|()| f))
-        .with_context(|| format!("cannot load teacher {}", path.display()))?;
-    let (model, _) = super::load_model(
-        &file,
-        &args,
-        Some(data.train.shape),
-        Some(data.train.num_classes()),
-        device,
-        "--teacher-arch",
-    )
-    .with_context(|| format!("cannot load teacher {}", path.display()))?;
-    if model.config.input_shape != data.train.shape {
-        bail!(
-            "the teacher takes images of {:?} but the data set `{}` has {:?}: use a teacher trained on this data set",
-            model.config.input_shape,
-            data.train.name,
-            data.train.shape
-        );
-    }
-    Ok(model)
-}
-
-/// Names the result-changing settings on which `now` differs from `then`.
-pub fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
-    let table = |c: &RunConfig| -> toml::Table { c.to_toml().parse().expect("own TOML parses") };
-    let (a, b) = (table(then), table(now));
-    crate::config::SETTINGS
-        .iter()
-        .filter(|(_, changes_result)| *changes_result)
-        .map(|(k, _)| k)
-        .filter(|k| a.get(**k) != b.get(**k))
-        .map(|k| {
-            let show = |v: Option<&toml::Value>| {
-                v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into())
-            };
-            format!(
-                "{k} (checkpoint: {}, now: {})",
-                show(a.get(*k)),
-                show(b.get(*k))
-            )
-        })
-        .collect()
-}
-
-pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
+/// Everything decided and checked before any data is loaded: names,
+/// settings, the resume check, every path (see [`crate::outputs`]) and the
+/// run folder's lock.
+fn plan(args: &TrainArgs) -> Result<Plan> {
     let resume = match &args.checkpoints.resume {
         Some(dir) => Some(checkpoint::latest(dir)?.with_context(|| {
             format!(
@@ -240,7 +64,6 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         Some(name) => registry::method(name)?,
         None => registry::supervised()?,
     };
-    let method_name = method.name.to_string();
     let hyper = cfg.hyper.clone().resolved();
     let config = hyper.train_config();
     config.validate_for(method)?;
@@ -249,7 +72,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     method.resolve_params(&hyper.params)?;
     crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     if method.needs_teacher() && cfg.teacher.is_none() {
-        bail!("method `{method_name}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)");
+        bail!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
     }
     let run_dir = args
         .checkpoints
@@ -300,7 +123,8 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
                 e
             }
         })?;
-    let _lock = checkpoint::RunLock::acquire(&run_dir)?;
+    let lock = checkpoint::RunLock::acquire(&run_dir)?;
+    weights::remove_orphans(&run_dir);
     if earlier {
         checkpoint::clear(&run_dir)?;
     }
@@ -308,6 +132,60 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         // A fresh run's metrics start empty; a resumed run's are appended to.
         std::fs::File::create(m).with_context(|| format!("cannot write {}", m.display()))?;
     }
+    let toml = RunConfig {
+        arch: Some(arch.clone()),
+        method: Some(method.name.to_string()),
+        out: Some(out.clone()),
+        hyper: hyper.clone(),
+        ..cfg.clone()
+    }
+    .to_toml();
+    Ok(Plan {
+        cfg,
+        arch,
+        method,
+        hyper,
+        config,
+        out,
+        run_dir,
+        resume,
+        resume_hint,
+        toml,
+        _lock: lock,
+    })
+}
+
+/// A planned `kd train` run.
+struct Plan {
+    cfg: RunConfig,
+    arch: String,
+    method: &'static MethodPlugin,
+    hyper: HyperArgs,
+    config: TrainConfig,
+    out: PathBuf,
+    run_dir: PathBuf,
+    resume: Option<Checkpoint>,
+    resume_hint: String,
+    /// The resolved settings, stored in checkpoints, the model and OUT.toml.
+    toml: String,
+    /// Keeps a second run out of the run folder while this one runs.
+    _lock: checkpoint::RunLock,
+}
+
+pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
+    let Plan {
+        cfg,
+        arch,
+        method,
+        hyper,
+        config,
+        out,
+        run_dir,
+        resume,
+        resume_hint,
+        toml,
+        ..
+    } = &plan(&args)?;
     let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
     let data = crate::datasets::load(&cfg.data)?;
     let teacher = match (&cfg.teacher, method.needs_teacher()) {
@@ -327,15 +205,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             );
         }
     }
-    let resolved = RunConfig {
-        arch: Some(arch.clone()),
-        method: Some(method_name.clone()),
-        out: Some(out.clone()),
-        hyper: hyper.clone(),
-        ..cfg.clone()
-    };
-    let toml = resolved.to_toml();
-    let policy = CheckpointPolicy {
+    let checkpoints = CheckpointPolicy {
         dir: run_dir.clone(),
         every_batches: args.checkpoints.checkpoint_every,
         keep_last: args.checkpoints.keep_checkpoints,
@@ -343,10 +213,10 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         best_model: None,
         teacher_hash,
     };
-    crate::install_interrupt_handler(&resume_hint);
+    crate::install_interrupt_handler(resume_hint);
     // What to do after a stop: resume only once a checkpoint exists.
     let stopped = |e| {
-        let resumable = checkpoint::list(&run_dir).is_ok_and(|l| !l.is_empty());
+        let resumable = checkpoint::list(run_dir).is_ok_and(|l| !l.is_empty());
         crate::explain_stop(e, resumable.then_some(resume_hint.as_str()))
     };
     let cache = match &teacher {
@@ -364,23 +234,19 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         None => None,
     };
     let teacher_ref = crate::teacher_cache::serving(cache.as_ref(), teacher.as_ref());
-    let mut progress = Progress::new(&method_name, quiet, args.metrics.as_deref())?;
-    let phase = train_phase(
-        &method_name,
-        &arch,
-        &method_name,
-        &hyper.params,
-        teacher_ref,
-        config,
-        &data,
-        &device,
-        &mut progress,
-        Some(policy),
-        resume.as_ref(),
-    )
-    .map_err(stopped)?;
-    save_phase(&out, &phase, &method_name, &data, Some(toml.clone()))?;
-    kd_core::weights::write_atomic(&out.with_extension("toml"), toml.as_bytes())?;
+    let mut progress = Progress::new(method.name, quiet, args.metrics.as_deref())?;
+    let spec = PhaseSpec {
+        name: method.name,
+        arch,
+        method,
+        params: &hyper.params,
+        config: config.clone(),
+        out,
+        checkpoints,
+        resume: resume.as_ref(),
+    };
+    let phase = phase::run(spec, teacher_ref, &data, &device, &mut progress).map_err(stopped)?;
+    weights::write_atomic(&out.with_extension("toml"), toml.as_bytes())?;
     println!("Test accuracy: {:.2}%", phase.evaluation.accuracy);
     if !quiet {
         eprintln!(
@@ -389,10 +255,10 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             super::inspect::thousands(phase.model.parameter_count()),
             run_dir.display()
         );
-        if !phase.adapters.all_vars().is_empty() {
+        if phase.has_adapters {
             eprintln!(
                 "wrote {} (the method's trainable helpers)",
-                weights::adapters_path(&out).display()
+                weights::adapters_path(out).display()
             );
         }
     }
