@@ -12,10 +12,10 @@ pub struct Adam {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     step: u64,
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
 }
 
 impl Adam {
