@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Which data, and how much of it.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct DataArgs {
-    /// Data set: cifar10, fashion-mnist, mnist or synthetic [default: cifar10].
-    #[arg(long)]
+    /// Data set (`kd list` shows them) [default: the one marked as the default, the
+    /// tutorial's CIFAR-10].
+    #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
     /// A local folder with the data set's files (CIFAR-10 binary batches, or IDX
     /// files for MNIST / Fashion-MNIST). Without it kd looks in its cache and
@@ -25,21 +26,26 @@ pub struct DataArgs {
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub test_subset: Option<usize>,
-    /// The Hub data set repository to download from (OWNER/NAME) [default:
-    /// uoft-cs/cifar10, zalando-datasets/fashion_mnist].
+    /// The Hub data set repository to download from (OWNER/NAME) [default: the one
+    /// the data set registers].
     #[arg(long, value_name = "OWNER/NAME")]
     pub hub_repo: Option<String>,
     /// The revision (branch, tag or commit) of the Hub data set [default: main].
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
-    /// Image shape C,H,W of the synthetic data set [default: 3,32,32].
+    /// Image shape C,H,W of a generated data set such as `synthetic` [default: its own].
     #[arg(long = "synthetic-shape", value_name = "C,H,W", value_parser = parse_shape)]
     pub synthetic_shape: Option<[usize; 3]>,
 }
 
 impl DataArgs {
-    pub fn dataset(&self) -> &str {
-        self.dataset.as_deref().unwrap_or("cifar10")
+    /// The data set's name: the one given, else the registered default.
+    pub fn dataset(&self) -> String {
+        match &self.dataset {
+            Some(name) => name.clone(),
+            None => kd_core::registry::default_dataset()
+                .map_or_else(|_| "data".into(), |d| d.name.to_string()),
+        }
     }
 }
 

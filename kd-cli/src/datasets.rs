@@ -1,36 +1,14 @@
-//! Data sets by name: where their files are, and how they load.
+//! Loading a registered data set ([`DatasetPlugin`]) the way its registration
+//! says, with the Hub fetcher (hf-hub) and kd's decoded cache; subsets.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kd_core::data::{self, Dataset, Normalization, Splits, SyntheticSpec};
+use kd_core::data::{self, Dataset, Splits};
+use kd_core::registry::{self, DatasetPlugin, HubSource};
 
 use crate::hub::HubFile;
 
 use crate::config::DataArgs;
-
-/// Name and one-line description of every data set kd knows.
-pub const DATASETS: &[(&str, &str)] = &[
-    ("cifar10", "CIFAR-10: 50,000 + 10,000 colour images 3x32x32, 10 classes (the tutorial's data)"),
-    ("fashion-mnist", "Fashion-MNIST: 60,000 + 10,000 greyscale images 1x28x28, 10 clothing classes"),
-    ("mnist", "MNIST: 60,000 + 10,000 greyscale digits 1x28x28 (needs --data-dir with the IDX files)"),
-    ("synthetic", "seeded synthetic patterns, 2,000 + 500 images (shape: --synthetic-shape), 10 classes; for tests and demos"),
-];
-
-const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
-const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-/// Where Debian's `dataset-fashion-mnist` package installs the files.
-const DEBIAN_FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
 /// kd's cache folder: `$KD_CACHE` (an empty value counts as unset), else the
 /// platform cache folder + `kd`.
@@ -44,7 +22,10 @@ pub fn cache_dir() -> PathBuf {
 
 /// Loads the data set `args` names, with its subsets applied.
 pub fn load(args: &DataArgs) -> Result<Splits> {
-    let name = args.dataset();
+    let plugin = match &args.dataset {
+        Some(name) => registry::dataset(name)?,
+        None => registry::default_dataset()?,
+    };
     let dir = args.data_dir.as_deref();
     if let Some(d) = dir {
         if !d.is_dir() {
@@ -59,39 +40,29 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
             );
         }
     }
-    let splits = match name {
-        "synthetic" => data::synthetic(&SyntheticSpec {
-            shape: args.synthetic_shape.unwrap_or([3, 32, 32]),
-            ..SyntheticSpec::default()
-        })?,
-        "cifar10" => match dir {
-            Some(d) => data::load_cifar10_dir(d)?,
-            None => from_hub(&CIFAR10_HUB, args, data::tutorial_normalization())?,
-        },
-        "fashion-mnist" => match dir {
-            Some(d) => data::load_idx_dir(d, "fashion-mnist", &FASHION_CLASSES)?,
-            None if Path::new(DEBIAN_FASHION).is_dir() => {
-                data::load_idx_dir(Path::new(DEBIAN_FASHION), "fashion-mnist", &FASHION_CLASSES)?
-            }
-            None => from_hub(
-                &FASHION_HUB,
-                args,
-                Normalization {
-                    mean: vec![],
-                    std: vec![],
-                },
-            )?,
-        },
-        "mnist" => {
-            let Some(dir) = dir else {
-                bail!("mnist needs --data-dir DIR: a folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
-            };
-            data::load_idx_dir(dir, "mnist", &MNIST_CLASSES)?
-        }
-        other => {
-            let names: Vec<_> = DATASETS.iter().map(|(n, _)| *n).collect();
-            return Err(kd_core::registry::unknown("data set", other, &names).into());
-        }
+    let splits = if let Some(generate) = plugin.generate {
+        generate(args.synthetic_shape)?
+    } else if let Some(d) = dir {
+        let Some(read_dir) = plugin.read_dir else {
+            bail!(
+                "data set `{}` is not read from a folder: drop --data-dir",
+                plugin.name
+            );
+        };
+        read_dir(d)?
+    } else if let (Some(read_dir), Some(local)) = (
+        plugin.read_dir,
+        plugin.local.iter().map(Path::new).find(|p| p.is_dir()),
+    ) {
+        read_dir(local)?
+    } else if let Some(hub) = &plugin.hub {
+        from_hub(plugin, hub, args)?
+    } else {
+        bail!(
+            "data set `{}` needs --data-dir DIR with its files ({})",
+            plugin.name,
+            plugin.summary
+        );
     };
     let subset = |set: data::Dataset, n: Option<usize>, flag: &str, split: &str| match n {
         Some(n) if n == 0 || n > set.len() => bail!(
@@ -113,45 +84,10 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
     Ok(Splits { train, test })
 }
 
-/// Where a data set lives on the Hub, and how its parquet files are laid out.
-pub struct HubSource {
-    pub name: &'static str,
-    pub repo: &'static str,
-    pub train: &'static str,
-    pub test: &'static str,
-    pub image_column: &'static str,
-    pub label_column: &'static str,
-    pub shape: [usize; 3],
-    pub classes: &'static [&'static str],
-}
-
-pub const CIFAR10_HUB: HubSource = HubSource {
-    name: "cifar10",
-    repo: "uoft-cs/cifar10",
-    train: "plain_text/train-00000-of-00001.parquet",
-    test: "plain_text/test-00000-of-00001.parquet",
-    image_column: "img",
-    label_column: "label",
-    shape: [3, 32, 32],
-    classes: &data::CIFAR10_CLASSES,
-};
-
-pub const FASHION_HUB: HubSource = HubSource {
-    name: "fashion-mnist",
-    repo: "zalando-datasets/fashion_mnist",
-    train: "fashion_mnist/train-00000-of-00001.parquet",
-    test: "fashion_mnist/test-00000-of-00001.parquet",
-    image_column: "image",
-    label_column: "label",
-    shape: [1, 28, 28],
-    classes: &FASHION_CLASSES,
-};
-
 /// Loads a Hub data set: from kd's decoded copy when there is one (seconds),
 /// else by downloading its parquet files through hf-hub and decoding them once.
-/// An empty `normalization` means "the training split's statistics".
-fn from_hub(src: &HubSource, args: &DataArgs, normalization: Normalization) -> Result<Splits> {
-    let repo = args.hub_repo.as_deref().unwrap_or(src.repo);
+fn from_hub(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> Result<Splits> {
+    let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
     let revision = args.revision.as_deref().unwrap_or("main");
     let cached = cache_dir().join(src.name).join(format!(
         "{}@{revision}.safetensors",
@@ -174,7 +110,7 @@ fn from_hub(src: &HubSource, args: &DataArgs, normalization: Normalization) -> R
                     format!("{} is not on this machine. Alternatives: pass --data-dir DIR with the data set's files (see README), or fill the cache once with network access and then use --offline", src.name)
                 })
             };
-            let (train_path, test_path) = (fetch(src.train)?, fetch(src.test)?);
+            let (train_path, test_path) = (fetch(hub.train)?, fetch(hub.test)?);
             let decode = |path: &Path, what: &str| -> Result<data::Decoded> {
                 let bar = indicatif::ProgressBar::new(0)
                     .with_message(format!("decoding {} {what}", src.name));
@@ -186,8 +122,8 @@ fn from_hub(src: &HubSource, args: &DataArgs, normalization: Normalization) -> R
                 );
                 let d = data::read_parquet_images(
                     path,
-                    src.image_column,
-                    src.label_column,
+                    hub.image_column,
+                    hub.label_column,
                     src.shape,
                     |done, total| {
                         bar.set_length(total as u64);
@@ -204,10 +140,9 @@ fn from_hub(src: &HubSource, args: &DataArgs, normalization: Normalization) -> R
         }
     };
     let classes: Vec<String> = src.classes.iter().map(|c| c.to_string()).collect();
-    let normalization = if normalization.mean.is_empty() {
-        data::channel_stats(&train.images, src.shape)
-    } else {
-        normalization
+    let normalization = match src.normalization {
+        Some(n) => n(),
+        None => data::channel_stats(&train.images, src.shape),
     };
     Ok(Splits {
         train: Dataset::new(

@@ -161,6 +161,73 @@ pub struct RecipePlugin {
 inventory::collect!(MethodPlugin);
 inventory::collect!(ArchPlugin);
 inventory::collect!(RecipePlugin);
+inventory::collect!(DatasetPlugin);
+
+/// Where a data set's files are on the Hugging Face Hub: two parquet files
+/// of PNG-encoded images with integer labels. The binary that links kd-core
+/// does the fetching (kd-cli through hf-hub).
+#[derive(Debug, Clone, Copy)]
+pub struct HubSource {
+    /// OWNER/NAME of the data set repository.
+    pub repo: &'static str,
+    pub train: &'static str,
+    pub test: &'static str,
+    pub image_column: &'static str,
+    pub label_column: &'static str,
+}
+
+/// Reads a data set's files in a folder.
+pub type ReadDir = fn(&std::path::Path) -> Result<crate::data::Splits>;
+/// Makes a data set in memory, at an image shape the user may choose.
+pub type Generate = fn(Option<[usize; 3]>) -> Result<crate::data::Splits>;
+
+/// A data set: what it holds and every way it can be had, tried in this
+/// order: generated in memory; a folder the user names (`read_dir`); a
+/// folder where a package installs it (`local`); the Hub (`hub`).
+pub struct DatasetPlugin {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Channels, height, width of one image (a generated set may take another).
+    pub shape: [usize; 3],
+    pub classes: &'static [&'static str],
+    /// Per-channel mean and std; `None`: the training split's own statistics.
+    pub normalization: Option<fn() -> crate::data::Normalization>,
+    /// Reads the data set's files in a folder.
+    pub read_dir: Option<ReadDir>,
+    /// Folders searched, in order, when the user names none.
+    pub local: &'static [&'static str],
+    pub hub: Option<HubSource>,
+    /// Makes the data in memory, at an image shape the user may choose.
+    pub generate: Option<Generate>,
+    /// The data set used when none is named (one registration sets it).
+    pub default: bool,
+}
+
+pub fn datasets() -> Vec<&'static DatasetPlugin> {
+    let mut v: Vec<_> = inventory::iter::<DatasetPlugin>.into_iter().collect();
+    v.sort_by_key(|d| d.name);
+    v
+}
+
+pub fn dataset(name: &str) -> Result<&'static DatasetPlugin> {
+    let all = datasets();
+    let names: Vec<_> = all.iter().map(|d| d.name).collect();
+    all.into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| unknown("data set", name, &names))
+}
+
+/// The data set marked as the default.
+pub fn default_dataset() -> Result<&'static DatasetPlugin> {
+    let all = datasets();
+    let names: Vec<_> = all.iter().map(|d| d.name).collect();
+    all.into_iter().find(|d| d.default).ok_or_else(|| {
+        Error::config(format!(
+            "no data set is marked as the default; name one ({})",
+            names.join(", ")
+        ))
+    })
+}
 
 pub fn methods() -> Vec<&'static MethodPlugin> {
     let mut v: Vec<_> = inventory::iter::<MethodPlugin>.into_iter().collect();

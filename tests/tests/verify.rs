@@ -60,8 +60,9 @@ fn kd_without_t_squared_fails_verify_with_its_errors_printed() {
     assert!(err.contains("1 of 1 verifications failed"), "{err}");
 }
 
-/// An architecture and a method registered from outside kd-core and kd-plugins
-/// (tests/src/bin/kd-test-plugins.rs) list, train and distil through the CLI.
+/// An architecture, a method and a data set registered from outside kd-core
+/// and kd-plugins (tests/src/bin/kd-test-plugins.rs) list, train and distil
+/// through the CLI.
 #[test]
 fn plugins_registered_outside_the_workspace_crates_train_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,9 +85,40 @@ fn plugins_registered_outside_the_workspace_crates_train_through_the_cli() {
             .unwrap(),
     );
     assert!(
-        list.contains("test_mlp") && list.contains("kd_without_t2"),
+        list.contains("test_mlp")
+            && list.contains("kd_without_t2")
+            && list.contains("test_stripes"),
         "{list}"
     );
+    // The test data set trains the test architecture, and the model records it.
+    let o = Command::new(env!("CARGO_BIN_EXE_kd-test-plugins"))
+        .args([
+            "train",
+            "--arch",
+            "test_mlp",
+            "--dataset",
+            "test_stripes",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.01",
+            "--out",
+            "stripes.safetensors",
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .env("KD_CACHE", dir.path().join("kd-cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        accuracy(&stdout(&o)) > 60.0,
+        "stripes are learnable: {}",
+        stdout(&o)
+    );
+    let (_, meta) = tensors(&dir.path().join("stripes.safetensors"));
+    assert_eq!(meta["kd.dataset"], "test_stripes");
+    assert!(meta["kd.classes"].contains("vertical"));
     run(&[
         "train",
         "--arch",

@@ -3,7 +3,6 @@ use kd_core::registry;
 use serde_json::json;
 
 use crate::cli::ListArgs;
-use crate::datasets::DATASETS;
 
 pub fn run(args: &ListArgs) -> Result<()> {
     let methods = registry::methods();
@@ -23,7 +22,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
                 "runs": (r.runs)().iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "datasets": DATASETS.iter().map(|(n, s)| json!({"name": n, "summary": s})).collect::<Vec<_>>(),
+            "datasets": registry::datasets().iter().map(|d| json!({"name": d.name, "summary": d.summary, "shape": d.shape, "classes": d.classes, "default": d.default})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -76,8 +75,8 @@ pub fn run(args: &ListArgs) -> Result<()> {
         );
     }
     println!("\nData sets (--dataset NAME):");
-    for (n, s) in DATASETS {
-        println!("  {n:<14} {s}");
+    for d in registry::datasets() {
+        println!("  {:<14} {}", d.name, d.summary);
     }
     Ok(())
 }

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::{Linear, VarBuilder};
+use kd_core::data::{Dataset, Normalization, Splits};
 use kd_core::functional::soft_kl;
 use kd_core::loss::{MethodContext, Step};
 use kd_core::nn::linear;
-use kd_core::registry::{ArchPlugin, MethodPlugin, ParamSpec};
+use kd_core::registry::{ArchPlugin, DatasetPlugin, MethodPlugin, ParamSpec};
 use kd_core::{ArchConfig, DistillLoss, Mode, Network, Outputs, Result};
 use kd_plugins as _;
 
@@ -69,6 +70,52 @@ fn mlp_taps(_: &ArchConfig) -> kd_core::registry::TapShapes {
 
 kd_core::inventory::submit! {
     ArchPlugin { name: "test_mlp", summary: "test only: a one-hidden-layer perceptron", build: mlp, taps: mlp_taps }
+}
+
+/// Two classes of 1 x 8 x 8 images, horizontal or vertical stripes with a
+/// seeded phase: a data set defined outside kd-core and kd-plugins.
+fn stripes(shape: Option<[usize; 3]>) -> Result<Splits> {
+    let [c, h, w] = shape.unwrap_or([1, 8, 8]);
+    let make = |n: usize, offset: usize| -> Result<Dataset> {
+        let mut images = Vec::with_capacity(n * c * h * w);
+        let labels: Vec<u32> = (0..n).map(|i| ((i + offset) % 2) as u32).collect();
+        for (i, &label) in labels.iter().enumerate() {
+            let phase = (i * 7 + offset) % 4;
+            for _ in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        let along = if label == 0 { y } else { x };
+                        images.push(if (along + phase) % 4 < 2 { 230 } else { 20 });
+                    }
+                }
+            }
+        }
+        let classes = vec!["horizontal".to_string(), "vertical".to_string()];
+        let norm = Normalization {
+            mean: vec![0.5; c],
+            std: vec![0.4; c],
+        };
+        Dataset::new("test_stripes", images, labels, [c, h, w], classes, norm)
+    };
+    Ok(Splits {
+        train: make(256, 0)?,
+        test: make(64, 1)?,
+    })
+}
+
+kd_core::inventory::submit! {
+    DatasetPlugin {
+        name: "test_stripes",
+        summary: "horizontal or vertical stripes, 256 + 64 images 1x8x8 (a test data set)",
+        shape: [1, 8, 8],
+        classes: &["horizontal", "vertical"],
+        normalization: None,
+        read_dir: None,
+        local: &[],
+        hub: None,
+        generate: Some(stripes),
+        default: false,
+    }
 }
 
 fn main() -> std::process::ExitCode {
