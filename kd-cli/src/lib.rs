@@ -146,7 +146,11 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             // `{:#}` prints the chain of contexts on one line; no backtrace for user errors.
-            eprintln!("error: {e:#}");
+            let list = match e.downcast_ref::<kd_core::Error>() {
+                Some(kd_core::Error::Unknown { .. }) => " `kd list` shows them all.",
+                _ => "",
+            };
+            eprintln!("error: {e:#}{list}");
             ExitCode::from(1)
         }
     }

@@ -40,7 +40,7 @@ pub fn parse(name: &str) -> Result<Device> {
 fn cuda(n: usize) -> Result<Device> {
     if !cfg!(feature = "cuda") {
         return Err(Error::config(format!(
-            "device cuda:{n} asked for, but this kd was built without CUDA: rebuild with `cargo build --release --features cuda`, or use --device cpu"
+            "device cuda:{n} asked for, but this kd was built without CUDA: rebuild with `cargo build --release --features cuda`, or use the CPU"
         )));
     }
     Device::new_cuda(n).map_err(|e| {

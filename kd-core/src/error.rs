@@ -26,7 +26,7 @@ pub enum Error {
     Corrupt { path: PathBuf, message: String },
 
     /// A weights file does not fit the architecture it is loaded into.
-    #[error("{} does not fit architecture `{arch}`:\n{}\nCheck --arch / --input-shape, or that the file holds this network's state_dict.", .path.display(), .mismatches.join("\n"))]
+    #[error("{} does not fit architecture `{arch}`:\n{}\nCheck the architecture and input shape it is loaded as, or that the file holds this network's state_dict.", .path.display(), .mismatches.join("\n"))]
     WeightsMismatch {
         path: PathBuf,
         arch: String,
@@ -51,7 +51,16 @@ pub enum Error {
         available: Vec<String>,
     },
 
-    /// Settings that cannot work (absurd hyper-parameters, unknown names, empty data).
+    /// A method, architecture, recipe or data set that is not registered; the
+    /// message lists the known ones and the nearest name.
+    #[error("{message}")]
+    Unknown {
+        kind: String,
+        name: String,
+        message: String,
+    },
+
+    /// Settings that cannot work (absurd hyper-parameters, empty data).
     #[error("{0}")]
     Config(String),
 

@@ -269,7 +269,7 @@ pub fn default_recipe() -> Result<&'static RecipePlugin> {
     let names: Vec<_> = all.iter().map(|r| r.name).collect();
     all.into_iter().find(|r| r.default).ok_or_else(|| {
         Error::config(format!(
-            "no recipe is marked as the default; name one with --recipe ({})",
+            "no recipe is marked as the default; name one ({})",
             names.join(", ")
         ))
     })
@@ -307,7 +307,9 @@ pub fn unknown(kind: &str, name: &str, known: &[&str]) -> Error {
     } else {
         known.join(", ")
     };
-    Error::config(format!(
-        "unknown {kind} `{name}`.{hint} Known {kind}s: {known}. `kd list` shows them all."
-    ))
+    Error::Unknown {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        message: format!("unknown {kind} `{name}`.{hint} Known {kind}s: {known}."),
+    }
 }

@@ -164,7 +164,7 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
     let head = &bytes[..bytes.len().min(512)];
     Some(match head {
         [] => "an empty file",
-        [0x89, b'P', b'N', b'G', ..] => "a PNG image (kd predict --input takes images)",
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image",
         [0xff, 0xd8, 0xff, ..] => "a JPEG image",
         [b'P', b'K', 3, 4, ..] => "a zip archive, as PyTorch's torch.save writes (.pt/.pth): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
         [0x80, 2..=5, ..] => "a Python pickle (an old torch.save file): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",

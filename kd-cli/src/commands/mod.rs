@@ -70,11 +70,16 @@ pub fn load_model(
         kd_core::Error::NoMetadata { .. } => {
             anyhow::anyhow!("{e}: pass {arch_flag} NAME (and --input-shape C,H,W)")
         }
+        kd_core::Error::WeightsMismatch { .. } => {
+            anyhow::anyhow!(
+                "{e} ({arch_flag} NAME and --input-shape C,H,W say what a plain state_dict holds)"
+            )
+        }
         other => other.into(),
     })
 }
 
 /// The device named by a flag, or `auto`.
 pub fn device(name: &str) -> Result<Device> {
-    Ok(kd_core::device::parse(name)?)
+    kd_core::device::parse(name).with_context(|| format!("--device {name}"))
 }
