@@ -255,6 +255,11 @@ pub struct ReproduceArgs {
     /// refuses a folder that is not empty.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+
+    /// With --resume: continue even when a setting that changes the result differs
+    /// from the run's (finished phases keep their results).
+    #[arg(long, requires = "resume")]
+    pub force: bool,
 }
 
 /// `--seeds`: an explicit list, or how many seeds to take from `--seed` on.

@@ -167,8 +167,21 @@ pub fn load_teacher(
     Ok(model)
 }
 
+/// The one resume rule, for every command: settings that change the result
+/// must be the run's own, unless `force`.
+pub fn check_resume(then: &RunConfig, now: &RunConfig, force: bool) -> Result<()> {
+    let changed = changed_settings(then, now);
+    if !changed.is_empty() && !force {
+        bail!(
+            "resuming with settings that would change the result: {}. Drop those flags to continue the run as it was, or add --force.",
+            changed.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// Names the result-changing settings on which `now` differs from `then`.
-pub fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
+fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
     let table = |c: &RunConfig| -> toml::Table { c.to_toml().parse().expect("own TOML parses") };
     let (a, b) = (table(then), table(now));
     crate::config::SETTINGS

@@ -3,13 +3,6 @@ mod common;
 
 use common::*;
 
-fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["train", "--arch", "light_nn"];
-    v.extend(DATA);
-    v.extend(extra);
-    v
-}
-
 #[test]
 fn unknown_method_and_architecture_list_the_known_and_suggest_the_nearest() {
     let dir = tempfile::tempdir().unwrap();

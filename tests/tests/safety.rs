@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `kd train` of the light student on the small synthetic set, plus `extra`.
+/// `kd train` of the light student for one quiet epoch, plus `extra`.
 fn train<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["train", "--arch", "light_nn", "--epochs", "1", "--quiet"];
-    v.extend(DATA);
+    let mut v = train_args(&["--epochs", "1", "--quiet"]);
     v.extend(extra);
     v
 }
@@ -401,6 +400,12 @@ fn reproduce_resume_refuses_a_different_epoch_count() {
     args.extend(DATA);
     ok(&args, d);
     let before = sha(&d.join("run/summary.json"));
+    // One resume rule for every command: a changed result setting needs --force.
+    let err = fails(&["reproduce", "--resume", "run", "--lr", "0.5"], d, 1);
+    assert!(
+        err.contains("lr (checkpoint") && err.contains("--force"),
+        "{err}"
+    );
     let err = fails(&["reproduce", "--resume", "run", "--epochs", "3"], d, 1);
     assert!(
         err.contains("started with 1 epochs") && err.contains("--epochs cannot change"),

@@ -72,10 +72,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
             hyper: cfg.hyper.clone().resolved(),
             ..cfg.clone()
         };
-        let changed = phase::changed_settings(&then.run, &now);
-        if !changed.is_empty() {
-            bail!("resuming with settings that would change the result: {}. Drop those flags to continue the run as it was.", changed.join("; "));
-        }
+        phase::check_resume(&then.run, &now, args.force)?;
         if let (Some(now), Some(before)) = (cfg.hyper.epochs, then.run.hyper.epochs) {
             if now != before {
                 bail!("the run in {} was started with {before} epochs; a resumed run keeps its finished phases, so --epochs cannot change. Resume without --epochs, or start a new run (another --out)", dir.display());

@@ -12,7 +12,7 @@ use kd_core::weights;
 use crate::cli::{Cli, TrainArgs};
 use crate::config::{HyperArgs, RunConfig};
 use crate::outputs::Files;
-use crate::phase::{self, changed_settings, load_teacher, PhaseSpec};
+use crate::phase::{self, load_teacher, PhaseSpec};
 use crate::progress::Progress;
 
 /// Everything decided and checked before any data is loaded: names,
@@ -38,13 +38,7 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
             toml::from_str(&c.run_config).context("the checkpoint's settings cannot be read")?;
         then_out = then.out.clone();
         cfg = flags.clone().or(then.clone());
-        let changed = changed_settings(&then, &cfg);
-        if !changed.is_empty() && !args.checkpoints.force {
-            bail!(
-                "resuming with settings that would change the result: {}. Drop those flags to continue the run as it was, or add --force.",
-                changed.join("; ")
-            );
-        }
+        phase::check_resume(&then, &cfg, args.checkpoints.force)?;
     }
     let Some(arch) = cfg.arch.clone() else {
         Cli::command()

@@ -71,6 +71,14 @@ pub const DATA: &[&str] = &[
     "200",
 ];
 
+/// `kd train` of the light student on [`DATA`], plus `extra`.
+pub fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["train", "--arch", "light_nn"];
+    v.extend(DATA);
+    v.extend(extra);
+    v
+}
+
 /// One teacher, trained once and shared by the tests of this binary.
 pub fn teacher() -> &'static (tempfile::TempDir, PathBuf) {
     static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
