@@ -24,14 +24,17 @@ pub const LOCK: &str = ".kd-lock";
 /// stale lock behind.
 pub struct RunLock {
     _file: std::fs::File,
-    /// The folder, when this lock created it: a run that fails before its
-    /// first checkpoint then leaves no empty folder behind.
-    created: Option<PathBuf>,
+    /// The folders this lock created (the run folder and any missing parents,
+    /// innermost first): a run that fails before writing anything leaves no
+    /// empty folder behind.
+    created: Vec<PathBuf>,
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        let Some(dir) = &self.created else { return };
+        let Some(dir) = self.created.first() else {
+            return;
+        };
         let only_lock = std::fs::read_dir(dir)
             .map(|entries| {
                 entries
@@ -41,7 +44,11 @@ impl Drop for RunLock {
             .unwrap_or(false);
         if only_lock {
             let _ = std::fs::remove_file(dir.join(LOCK));
-            let _ = std::fs::remove_dir(dir);
+            // `remove_dir` removes only empty folders: a parent that holds
+            // anything else stays.
+            for d in &self.created {
+                let _ = std::fs::remove_dir(d);
+            }
         }
     }
 }
@@ -50,7 +57,11 @@ impl RunLock {
     /// Creates `dir` if needed and locks it.
     pub fn acquire(dir: &Path) -> Result<Self> {
         use std::io::{Read, Seek, Write};
-        let created = (!dir.exists()).then(|| dir.to_path_buf());
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let path = dir.join(LOCK);
         let mut file = std::fs::OpenOptions::new()

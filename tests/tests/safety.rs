@@ -817,3 +817,27 @@ fn errors_name_the_problem() {
     );
     assert!(err.contains("U8") && err.contains("float images"), "{err}");
 }
+
+#[test]
+fn a_run_that_fails_before_writing_anything_leaves_no_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // mnist needs --data-dir: the data load fails after the run folder was locked.
+    let err = fails(
+        &["reproduce", "--dataset", "mnist", "--out", "runs/here"],
+        d,
+        1,
+    );
+    assert!(err.contains("mnist"), "{err}");
+    assert!(
+        !d.join("runs").exists(),
+        "no empty runs/ folder left behind"
+    );
+    let err = fails(
+        &train_args(&["--dataset", "mnist", "--out", "s.safetensors"]),
+        d,
+        1,
+    );
+    assert!(err.contains("mnist"), "{err}");
+    assert!(!d.join("s.run").exists(), "no empty run folder left behind");
+}

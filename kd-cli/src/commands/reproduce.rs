@@ -144,10 +144,9 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
                 e
             }
         })?;
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the run folder {}", out.display()))?;
-    files.check()?;
+    // Taking the lock creates the folder (removed again if nothing is written).
     let lock = kd_core::checkpoint::RunLock::acquire(&out)?;
+    files.check()?;
     if earlier {
         clear_earlier_run(&out, &runs)?;
     }
