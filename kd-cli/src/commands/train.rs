@@ -88,20 +88,21 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
         files.input("--data-dir", d);
     }
     files.input("run folder", &run_dir);
+    // (what, path, whether a resumed run rewrites it as its own): a resumed
+    // run appends to its metrics wherever they are.
     let outputs = [
-        ("--out", Some(out.clone())),
-        ("settings file", Some(out.with_extension("toml"))),
+        ("--out", Some(out.clone()), own),
+        ("settings file", Some(out.with_extension("toml")), own),
         (
             "adapters file",
             method.needs_teacher().then(|| weights::adapters_path(&out)),
+            own,
         ),
-        ("--metrics file", args.metrics.clone()),
+        ("--metrics file", args.metrics.clone(), resume.is_some()),
     ];
-    for (what, path) in outputs {
+    for (what, path, own) in outputs {
         match path {
-            Some(p) if own || (what == "--metrics file" && resume.is_some()) => {
-                files.own_output(what, &p)
-            }
+            Some(p) if own => files.own_output(what, &p),
             Some(p) => files.output(what, &p),
             None => &mut files,
         };
