@@ -15,19 +15,21 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::winograd;
+
 /// Sizes of one convolution: input N x Ci x H x W, kernel Co x Ci x K x K.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    ci: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    k: usize,
-    pad: usize,
-    stride: usize,
-    ho: usize,
-    wo: usize,
+pub(crate) struct Geometry {
+    pub(crate) n: usize,
+    pub(crate) ci: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) co: usize,
+    pub(crate) k: usize,
+    pub(crate) pad: usize,
+    pub(crate) stride: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
 }
 
 impl Geometry {
@@ -63,7 +65,7 @@ impl Geometry {
         self.ci * self.k * self.k
     }
     /// Columns of the column matrix: output pixels.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.ho * self.wo
     }
     /// For kernel offset `kx`, the output columns whose input column is inside
@@ -154,7 +156,7 @@ fn col2im(g: &Geometry, cols: &[f32], dx: &mut [f32]) {
 /// dst (m x n, row-major) = [dst +] lhs (m x k) · rhs (k x n), with explicit strides
 /// (row stride, column stride) for both operands.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     accumulate: bool,
     m: usize,
@@ -194,40 +196,57 @@ fn matmul(
     }
 }
 
-/// `relu?(conv(x, w) + b)` for geometry `g`: one im2col and one product per image.
+/// `relu?(conv(x, w) + b)` for geometry `g`: Winograd where it applies,
+/// otherwise one im2col and one product per image.
 fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    let (kk, p) = (g.kk(), g.p());
-    let mut out = vec![0f32; g.n * g.co * p];
-    out.par_chunks_mut(g.co * p).enumerate().for_each(|(i, y)| {
-        with_scratch(kk * p, |cols| {
-            im2col(
-                g,
-                &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
-                cols,
-            );
-            if let Some(b) = b {
-                for (co, row) in y.chunks_mut(p).enumerate() {
-                    row.fill(b[co]);
-                }
-            }
-            matmul(y, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
-            if relu {
-                // Not `f32::max`, which turns NaN into 0: PyTorch's ReLU keeps NaN.
-                y.iter_mut().for_each(|v| {
-                    if *v < 0.0 {
-                        *v = 0.0
-                    }
-                });
-            }
-        })
-    });
+    if winograd::applies(g) {
+        return winograd::convolve(g, x, w, b, relu);
+    }
+    let image_in = g.ci * g.h * g.w;
+    let mut out = vec![0f32; g.n * g.co * g.p()];
+    out.par_chunks_mut(g.co * g.p())
+        .zip(x.par_chunks(image_in))
+        .for_each(|(y, x)| direct_image(g, x, w, b, relu, y));
     out
+}
+
+/// The direct path for one image: `y = relu?(W · cols(x) + b)`.
+pub(crate) fn direct_image(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let (kk, p) = (g.kk(), g.p());
+    with_scratch(kk * p, |cols| {
+        im2col(g, x, cols);
+        if let Some(b) = b {
+            for (co, row) in y.chunks_mut(p).enumerate() {
+                row.fill(b[co]);
+            }
+        }
+        matmul(y, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
+        if relu {
+            relu_in_place(y);
+        }
+    })
+}
+
+/// `v = v < 0 ? 0 : v`: not `f32::max`, which turns NaN into 0 (PyTorch's
+/// ReLU keeps NaN), and a select rather than a conditional store, which
+/// vectorises (a branch on random signs mispredicts half the time).
+pub(crate) fn relu_in_place(v: &mut [f32]) {
+    for x in v {
+        *x = if *x < 0.0 { 0.0 } else { *x };
+    }
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats, whose
 /// contents are left from earlier calls: a column matrix is several MB, and
 /// allocating (and zeroing) one per image costs as much as filling it.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }

@@ -10,6 +10,7 @@ use candle_core::{Result, Tensor, D};
 
 mod conv;
 mod pool;
+mod winograd;
 
 pub use conv::Conv2dOp;
 pub use pool::MaxPool2dOp;

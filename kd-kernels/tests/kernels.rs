@@ -106,6 +106,56 @@ fn odd_sizes_strides_and_paddings_match_candle() {
     check(1, 2, 6, 6, 2, 3, 0, 1);
 }
 
+/// 3x3 stride-1 layers with 16 or more channels take the Winograd path
+/// (forward and input gradient): odd sizes leave partial tiles, and paddings
+/// 0 and 2 move the tiles' origin.
+#[test]
+fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
+    check(2, 16, 7, 9, 16, 3, 1, 1);
+    check(3, 20, 5, 5, 17, 3, 0, 1);
+    check(2, 16, 6, 3, 24, 3, 2, 1);
+    check(1, 32, 1, 1, 16, 3, 1, 1);
+    // More images than one block holds (256 tiles): blocks of 5 images, the last short.
+    check(11, 16, 14, 14, 16, 3, 1, 1);
+}
+
+/// A NaN or infinity reaches exactly the outputs whose window holds it, as
+/// the same value as in a direct convolution (PyTorch's): Winograd's tiles
+/// add an infinity with both signs, so blocks with non-finite values take
+/// the direct path.
+#[test]
+fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
+    // Candle's ReLU turns NaN into 0, so the reference has none: a NaN
+    // keeps its place through the fused ReLU, an infinity may not.
+    let cases = [(f32::NAN, true), (f32::NAN, false), (f32::INFINITY, false), (f32::NEG_INFINITY, false)];
+    for (bad, relu) in cases {
+        let (n, ci, h, w, co) = (3, 16, 8, 8, 16);
+        let mut values = random(&[n, ci, h, w], 1)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        values[(ci * h + 3) * w + 4] = bad; // image 1, channel 0, pixel (3, 4)
+        let x = Tensor::from_vec(values, (n, ci, h, w), &Device::Cpu).unwrap();
+        let wt = random(&[co, ci, 3, 3], 2);
+        let b = random(&[co], 3);
+        let op = Conv2dOp { pad: 1, stride: 1, relu };
+        let ours = x.apply_op3(&wt, &b, op).unwrap();
+        let reference = reference_conv2d(&x, &wt, &b, 1, 1).unwrap();
+        let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Positions and kinds: a tile sums an infinity with both signs, which makes NaN.
+        let non_finite = |v: &[f32]| {
+            (0..v.len())
+                .filter(|&i| !v[i].is_finite())
+                .map(|i| (i, if v[i].is_nan() { "NaN" } else if v[i] > 0.0 { "inf" } else { "-inf" }))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(non_finite(&ours), non_finite(&reference), "{bad}: non-finite outputs differ");
+        assert!(ours.iter().any(|v| !v.is_finite()), "{bad} reached no output");
+    }
+}
+
 #[test]
 fn images_get_no_gradient_they_do_not_need() {
     let x = random(&[2, 3, 8, 8], 1);

@@ -1,0 +1,297 @@
+//! Winograd's F(2×2, 3×3) for 3×3 stride-1 convolutions with enough channels:
+//! each 2×2 block of outputs costs 16 multiplications per channel pair
+//! instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016).
+//!
+//! Every 4×4 input tile `d` becomes `V = Bᵀ d B` and every kernel `g` becomes
+//! `U = G g Gᵀ`; then, for each of the 16 tile positions ξ, one matrix product
+//! `M[ξ] (Co x T) = U[ξ] (Co x Ci) · V[ξ] (Ci x T)` over the T tiles of a block
+//! of images, and the outputs are `Y = Aᵀ M A`. The transforms only add,
+//! subtract and halve, so the results agree with the direct convolution to a
+//! few ulps; the kernel tests hold both to Candle's reference.
+//!
+//! One difference matters: a tile adds and subtracts its pixels in several
+//! combinations, so an infinity meets itself with the other sign and becomes
+//! NaN where the direct convolution (and PyTorch's) gives an infinity. A
+//! block whose transformed input or kernel is not finite is therefore
+//! computed by the direct path instead; adding and subtracting never turns a
+//! non-finite value finite, so checking the transforms checks the inputs.
+//! (NaN itself lands on the same outputs either way: the transforms are
+//! sparse enough that a pixel reaches only the outputs whose window holds it.)
+use rayon::prelude::*;
+
+use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
+
+/// Fewer channels than this and the 16 products per tile are too thin to
+/// beat one im2col product (the 3-channel input layers stay direct).
+const MIN_CHANNELS: usize = 16;
+
+/// Tiles per block of images: enough columns for `gemm` to run near its peak,
+/// few enough that a block's transforms stay in the L2 cache.
+const TILES_PER_BLOCK: usize = 256;
+
+/// Whether `g` is a convolution Winograd computes here, and pays for.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.ci >= MIN_CHANNELS && g.co >= MIN_CHANNELS
+}
+
+/// `relu?(conv(x, w) + b)` for a geometry [`applies`] accepts.
+pub(crate) fn convolve(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let tiles = g.ho.div_ceil(2) * g.wo.div_ceil(2);
+    let per_block = (TILES_PER_BLOCK / tiles).clamp(1, g.n.max(1));
+    let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
+    let u = transform_kernel(g, w);
+    let finite_kernel = all_finite(&u);
+    let mut out = vec![0f32; g.n * image_out];
+    out.par_chunks_mut(per_block * image_out)
+        .enumerate()
+        .for_each(|(block, y)| {
+            let first = block * per_block;
+            let images = y.len() / image_out;
+            let x = &x[first * image_in..(first + images) * image_in];
+            let t = images * tiles;
+            let finite = with_scratch(16 * (g.ci + g.co) * t, |scratch| {
+                let (v, m) = scratch.split_at_mut(16 * g.ci * t);
+                for (i, image) in x.chunks(image_in).enumerate() {
+                    transform_input(g, image, v, t, i * tiles);
+                }
+                if !(finite_kernel && all_finite(v)) {
+                    return false;
+                }
+                for xi in 0..16 {
+                    let (co, ci) = (g.co, g.ci);
+                    matmul(
+                        &mut m[xi * co * t..][..co * t],
+                        false,
+                        co,
+                        t,
+                        ci,
+                        &u[xi * co * ci..][..co * ci],
+                        ci,
+                        1,
+                        &v[xi * ci * t..][..ci * t],
+                        t,
+                        1,
+                    );
+                }
+                for (i, y) in y.chunks_mut(image_out).enumerate() {
+                    transform_output(g, m, t, i * tiles, b, relu, y);
+                }
+                true
+            });
+            if !finite {
+                // After `with_scratch` returns: the direct path takes the buffer too.
+                for (image, y) in x.chunks(image_in).zip(y.chunks_mut(image_out)) {
+                    direct_image(g, image, w, b, relu, y);
+                }
+            }
+        });
+    out
+}
+
+/// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` with G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
+fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
+    let (co, ci) = (g.co, g.ci);
+    let mut u = vec![0f32; 16 * co * ci];
+    let rows = |a: [f32; 3]| [a[0], 0.5 * (a[0] + a[1] + a[2]), 0.5 * (a[0] - a[1] + a[2]), a[2]];
+    for (pair, k) in w.chunks_exact(9).enumerate() {
+        // G g: 4 x 3, column by column.
+        let mut gg = [[0f32; 3]; 4];
+        for c in 0..3 {
+            let col = rows([k[c], k[3 + c], k[6 + c]]);
+            for r in 0..4 {
+                gg[r][c] = col[r];
+            }
+        }
+        // (G g) Gᵀ: 4 x 4, row by row.
+        for (r, row) in gg.iter().enumerate() {
+            for (c, v) in rows(*row).into_iter().enumerate() {
+                u[(r * 4 + c) * co * ci + pair] = v;
+            }
+        }
+    }
+    u
+}
+
+/// Writes `V = Bᵀ d B` of every tile of one image into columns `first..` of
+/// the 16 matrices `v[ξ]` (Ci x `t`), with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+///
+/// A row of tiles at a time, as whole slices so that the loops vectorise:
+/// tile `tx` covers padded columns `2tx..2tx+4`, which are entries `tx` and
+/// `tx + 1` of the row's even and odd columns.
+fn transform_input(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { transform_input_avx2(g, image, v, t, first) };
+    }
+    transform_input_any(g, image, v, t, first)
+}
+
+/// [`transform_input`] compiled for AVX2 (8 floats a step instead of SSE2's
+/// 4); the same additions in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_input_avx2(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
+    transform_input_any(g, image, v, t, first)
+}
+
+#[inline(always)]
+fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
+    let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
+    let tw = g.wo.div_ceil(2);
+    let n = tw + 1;
+    // [parity][r][i]: input row 2ty + r - pad, column 2i + parity - pad (0 outside).
+    let mut rows = vec![0f32; 8 * n];
+    // [parity][k][i]: row k of Bᵀ d, for the same columns.
+    let mut e = vec![0f32; 8 * n];
+    for (c, plane) in image.chunks_exact(g.h * g.w).enumerate() {
+        for ty in 0..g.ho.div_ceil(2) {
+            for r in 0..4 {
+                let iy = (2 * ty + r) as isize - pad;
+                let src = (0..h)
+                    .contains(&iy)
+                    .then(|| &plane[iy as usize * g.w..][..g.w]);
+                for parity in 0..2 {
+                    let dst = &mut rows[(parity * 4 + r) * n..][..n];
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        let ix = (2 * i + parity) as isize - pad;
+                        *d = match src {
+                            Some(src) if (0..w).contains(&ix) => src[ix as usize],
+                            _ => 0.0,
+                        };
+                    }
+                }
+            }
+            for (d, e) in rows.chunks_exact(4 * n).zip(e.chunks_exact_mut(4 * n)) {
+                let (d0, d1, d2, d3) = (&d[..n], &d[n..2 * n], &d[2 * n..3 * n], &d[3 * n..]);
+                let (e0, rest) = e.split_at_mut(n);
+                let (e1, rest) = rest.split_at_mut(n);
+                let (e2, e3) = rest.split_at_mut(n);
+                for i in 0..n {
+                    e0[i] = d0[i] - d2[i];
+                    e1[i] = d1[i] + d2[i];
+                    e2[i] = d2[i] - d1[i];
+                    e3[i] = d1[i] - d3[i];
+                }
+            }
+            let column = first + ty * tw;
+            for k in 0..4 {
+                let (even, odd) = (&e[k * n..][..n], &e[(4 + k) * n..][..n]);
+                // Columns 2tx..2tx+4 are even[tx], odd[tx], even[tx+1], odd[tx+1].
+                let (e0, o0, e1, o1) = (&even[..tw], &odd[..tw], &even[1..], &odd[1..]);
+                let rows: [(&[f32], &[f32], f32); 4] =
+                    [(e0, e1, -1.0), (o0, e1, 1.0), (e1, o0, -1.0), (o0, o1, -1.0)];
+                for (j, (a, b, sign)) in rows.into_iter().enumerate() {
+                    let dst = &mut v[((k * 4 + j) * g.ci + c) * t + column..][..tw];
+                    for ((o, a), b) in dst.iter_mut().zip(a).zip(b) {
+                        // ±1 · b is exact: the same bits as a ± b.
+                        *o = a + sign * b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads each tile's `M` from columns `first..` of the 16 matrices `m[ξ]`
+/// (Co x `t`) and writes `relu?(Aᵀ M A + b)` into one image's output, with
+/// Aᵀ = [1 1 1 0; 0 1 -1 -1]; a row of tiles at a time, like [`transform_input`].
+fn transform_output(
+    g: &Geometry,
+    m: &[f32],
+    t: usize,
+    first: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { transform_output_avx2(g, m, t, first, b, relu, y) };
+    }
+    transform_output_any(g, m, t, first, b, relu, y)
+}
+
+/// [`transform_output`] compiled for AVX2, like [`transform_input_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_output_avx2(
+    g: &Geometry,
+    m: &[f32],
+    t: usize,
+    first: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    transform_output_any(g, m, t, first, b, relu, y)
+}
+
+#[inline(always)]
+fn transform_output_any(
+    g: &Geometry,
+    m: &[f32],
+    t: usize,
+    first: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let tw = g.wo.div_ceil(2);
+    // [r][j][tx]: row r of Aᵀ M, column j.
+    let mut a = vec![0f32; 8 * tw];
+    // [s][tx]: output column 2tx + s of one output row.
+    let mut out = vec![0f32; 2 * tw];
+    for (co, plane) in y.chunks_exact_mut(g.p()).enumerate() {
+        let bias = b.map_or(0.0, |b| b[co]);
+        for ty in 0..g.ho.div_ceil(2) {
+            let column = first + ty * tw;
+            let s = |xi: usize| &m[(xi * g.co + co) * t + column..][..tw];
+            for j in 0..4 {
+                let (s0, s1, s2, s3) = (s(j), s(4 + j), s(8 + j), s(12 + j));
+                let (top, bottom) = a.split_at_mut(4 * tw);
+                let (top, bottom) = (&mut top[j * tw..][..tw], &mut bottom[j * tw..][..tw]);
+                for tx in 0..tw {
+                    top[tx] = s0[tx] + s1[tx] + s2[tx];
+                    bottom[tx] = s1[tx] - s2[tx] - s3[tx];
+                }
+            }
+            for r in 0..2 {
+                let oy = 2 * ty + r;
+                if oy >= g.ho {
+                    break;
+                }
+                let a = &a[r * 4 * tw..][..4 * tw];
+                let (a0, a1, a2, a3) = (&a[..tw], &a[tw..2 * tw], &a[2 * tw..3 * tw], &a[3 * tw..]);
+                let (left, right) = out.split_at_mut(tw);
+                for tx in 0..tw {
+                    left[tx] = a0[tx] + a1[tx] + a2[tx] + bias;
+                    right[tx] = a1[tx] - a2[tx] - a3[tx] + bias;
+                }
+                if relu {
+                    relu_in_place(&mut out);
+                }
+                let row = &mut plane[oy * g.wo..][..g.wo];
+                for (ox, value) in row.iter_mut().enumerate() {
+                    *value = out[(ox % 2) * tw + ox / 2];
+                }
+            }
+        }
+    }
+}
+
+/// Whether every value is finite, in one vectorisable pass.
+fn all_finite(v: &[f32]) -> bool {
+    v.chunks(1024).all(|c| {
+        c.iter()
+            .fold(true, |ok, x| ok & (x.to_bits() & 0x7f80_0000 != 0x7f80_0000))
+    })
+}
