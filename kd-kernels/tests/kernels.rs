@@ -106,17 +106,17 @@ fn odd_sizes_strides_and_paddings_match_candle() {
     check(1, 2, 6, 6, 2, 3, 0, 1);
 }
 
-/// 3x3 stride-1 layers with 16 or more channels take the Winograd path
+/// 3x3 stride-1 layers with 32 or more channels take the Winograd path
 /// (forward and input gradient): odd sizes leave partial tiles, and paddings
 /// 0 and 2 move the tiles' origin.
 #[test]
 fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
-    check(2, 16, 7, 9, 16, 3, 1, 1);
-    check(3, 20, 5, 5, 17, 3, 0, 1);
-    check(2, 16, 6, 3, 24, 3, 2, 1);
-    check(1, 32, 1, 1, 16, 3, 1, 1);
+    check(2, 32, 7, 9, 32, 3, 1, 1);
+    check(3, 40, 5, 5, 33, 3, 0, 1);
+    check(2, 32, 6, 3, 48, 3, 2, 1);
+    check(1, 64, 1, 1, 32, 3, 1, 1);
     // More images than one block holds (256 tiles): blocks of 5 images, the last short.
-    check(11, 16, 14, 14, 16, 3, 1, 1);
+    check(11, 32, 14, 14, 32, 3, 1, 1);
 }
 
 /// A NaN or infinity reaches exactly the outputs whose window holds it, as
@@ -129,7 +129,7 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
     // keeps its place through the fused ReLU, an infinity may not.
     let cases = [(f32::NAN, true), (f32::NAN, false), (f32::INFINITY, false), (f32::NEG_INFINITY, false)];
     for (bad, relu) in cases {
-        let (n, ci, h, w, co) = (3, 16, 8, 8, 16);
+        let (n, ci, h, w, co) = (3, 32, 8, 8, 32);
         let mut values = random(&[n, ci, h, w], 1)
             .flatten_all()
             .unwrap()
