@@ -155,7 +155,7 @@ pub struct ModelArgs {
     pub num_classes: Option<usize>,
     /// Device: auto, cpu or cuda:N.
     #[arg(long, default_value = "auto", value_parser = crate::config::device)]
-    pub device: String,
+    pub device: kd_core::device::DeviceSpec,
 }
 
 #[derive(Debug, Args)]

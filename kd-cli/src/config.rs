@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory};
+use kd_core::device::DeviceSpec;
 use kd_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::teacher_cache::CacheMode;
 
 /// Which data, and how much of it.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -77,14 +80,11 @@ pub struct HyperArgs {
     pub distill_weight: Option<f64>,
     /// Device: auto, cpu or cuda:N [default: auto].
     #[arg(long, value_parser = device)]
-    pub device: Option<String>,
-    /// Teacher-output cache: `memory` computes the teacher's outputs over the training
-    /// set once and reuses them every epoch; `disk` keeps them memory-mapped in kd's
-    /// cache folder ($KD_CACHE), where later runs with the same teacher and data reuse
-    /// them; `off` runs the teacher every batch; `auto` reuses a file on disk if there
-    /// is one, else picks memory up to 512 MB and disk above [default: auto].
-    #[arg(long, value_name = "MODE", value_parser = ["auto", "off", "memory", "disk"])]
-    pub teacher_cache: Option<String>,
+    pub device: Option<DeviceSpec>,
+    /// Teacher-output cache: where a frozen teacher's outputs over the training set are
+    /// kept between epochs, so that it runs once instead of every epoch [default: auto].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub teacher_cache: Option<CacheMode>,
     /// A method hyper-parameter, NAME=VALUE (repeatable), e.g. --param temperature=4.
     /// `kd list` shows what each method takes.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -97,37 +97,36 @@ pub struct HyperArgs {
 }
 
 impl HyperArgs {
-    /// Fills every unset value with the tutorial's default.
+    /// Fills every unset value with the trainer's default. The two structs
+    /// meet through their TOML keys, so a setting's default is stated once,
+    /// in `TrainConfig::default()`, and no list of fields is kept here.
     pub fn resolved(self) -> Self {
-        let d = TrainConfig::default();
         let mut params = self.params;
         params.extend(self.param.iter().cloned());
-        Self {
+        let mut table = toml::Table::try_from(Self {
             param: Vec::new(),
             params,
-            epochs: Some(self.epochs.unwrap_or(d.epochs)),
-            batch_size: Some(self.batch_size.unwrap_or(d.batch_size)),
-            lr: Some(self.lr.unwrap_or(d.lr)),
-            seed: Some(self.seed.unwrap_or(d.seed)),
-            ce_weight: Some(self.ce_weight.unwrap_or(d.ce_weight)),
-            distill_weight: Some(self.distill_weight.unwrap_or(d.distill_weight)),
-            device: Some(self.device.unwrap_or_else(|| "auto".into())),
             ..self
+        })
+        .expect("settings serialise");
+        for (key, value) in toml::Table::try_from(TrainConfig::default()).expect("defaults serialise") {
+            table.entry(key).or_insert(value);
         }
+        let mut resolved: Self = table.try_into().expect("resolved settings deserialise");
+        resolved.device.get_or_insert_default();
+        resolved
     }
 
-    /// The trainer's settings (call on [`HyperArgs::resolved`] values).
+    /// The trainer's settings: these values where set, its defaults elsewhere.
     pub fn train_config(&self) -> TrainConfig {
-        let d = TrainConfig::default();
-        TrainConfig {
-            epochs: self.epochs.unwrap_or(d.epochs),
-            batch_size: self.batch_size.unwrap_or(d.batch_size),
-            lr: self.lr.unwrap_or(d.lr),
-            seed: self.seed.unwrap_or(d.seed),
-            ce_weight: self.ce_weight.unwrap_or(d.ce_weight),
-            distill_weight: self.distill_weight.unwrap_or(d.distill_weight),
-            eval_every: self.eval_every.unwrap_or(d.eval_every),
+        let given = toml::Table::try_from(self).expect("settings serialise");
+        let mut table = toml::Table::try_from(TrainConfig::default()).expect("defaults serialise");
+        for (key, value) in table.iter_mut() {
+            if let Some(v) = given.get(key) {
+                *value = v.clone();
+            }
         }
+        table.try_into().expect("settings deserialise")
     }
 }
 
@@ -475,15 +474,9 @@ pub fn seed(s: &str) -> std::result::Result<u64, String> {
 }
 
 /// `--device`: `auto`, `cpu`, `cuda` or `cuda:N` (whether it opens is checked later).
-pub fn device(s: &str) -> std::result::Result<String, String> {
-    let ok = matches!(s, "auto" | "cpu" | "cuda")
-        || s.strip_prefix("cuda:")
-            .is_some_and(|n| n.parse::<usize>().is_ok());
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("use auto, cpu or cuda:N (for example cuda:0)".into())
-    }
+pub fn device(s: &str) -> std::result::Result<DeviceSpec, String> {
+    s.parse()
+        .map_err(|_| "use auto, cpu or cuda:N (for example cuda:0)".to_string())
 }
 
 #[cfg(test)]
@@ -491,6 +484,26 @@ mod tests {
     use clap::CommandFactory;
 
     use super::SETTINGS;
+
+    /// Every setting of the trainer can be given (as a flag and a settings
+    /// key), and comes back from the flags it was given as.
+    #[test]
+    fn every_trainer_setting_is_a_flag() {
+        let defaults = toml::Table::try_from(kd_core::train::TrainConfig::default()).unwrap();
+        let hyper = super::HyperArgs::default().resolved();
+        let keys = toml::Table::try_from(&hyper).unwrap();
+        for key in defaults.keys() {
+            assert!(keys.contains_key(key), "TrainConfig::{key} has no HyperArgs field");
+        }
+        assert_eq!(hyper.train_config(), kd_core::train::TrainConfig::default());
+        let changed = super::HyperArgs {
+            lr: Some(0.5),
+            eval_every: Some(3),
+            ..Default::default()
+        };
+        let config = changed.resolved().train_config();
+        assert_eq!((config.lr, config.eval_every, config.epochs), (0.5, 3, 10));
+    }
 
     /// Every flag of `kd train`, and every key of its stored settings, says
     /// whether it changes the result; nothing else is listed.

@@ -142,7 +142,7 @@ pub fn load_teacher(
         arch: teacher_arch.map(str::to_string),
         input_shape: None,
         num_classes: None,
-        device: String::new(),
+        device: Default::default(),
     };
     let file = kd_core::weights::read(&path)
         .and_then(|f| f.check_finite().map(|()| f))

@@ -1,23 +1,30 @@
 //! `--teacher-cache`: where a frozen teacher's outputs are kept between epochs
 //! (and between runs), and what the run log says about it.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use kd_core::cache::{cache_key, CachedTeacher, Placement};
 use kd_core::candle::Device;
 use kd_core::data::Splits;
 use kd_core::{Model, Teacher};
+use serde::{Deserialize, Serialize};
 
-pub const MODES: &str = "auto, off, memory or disk";
+/// Where the teacher's outputs are kept: `--teacher-cache`, and the
+/// `teacher_cache` key of a settings file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Reuse a file on disk if there is one, else memory up to 512 MB and disk above.
+    #[default]
+    Auto,
+    /// Run the teacher every batch.
+    Off,
+    /// Compute the outputs once and keep them in memory.
+    Memory,
+    /// Keep them memory-mapped in kd's cache folder ($KD_CACHE), for later runs too.
+    Disk,
+}
 
 /// `auto` keeps outputs up to this size in memory, larger ones on disk.
 const AUTO_MEMORY_LIMIT: usize = 512 << 20;
-
-/// Checks a `--teacher-cache` value before any work is done.
-pub fn check_mode(mode: Option<&str>) -> Result<()> {
-    match mode {
-        None | Some("auto" | "off" | "memory" | "disk") => Ok(()),
-        Some(other) => bail!("--teacher-cache {other} is not a mode: use {MODES}"),
-    }
-}
 
 /// The teacher's outputs over the training set for `epochs` epochs of
 /// distillation: `off` none; `memory` computed now and kept in memory;
@@ -25,14 +32,14 @@ pub fn check_mode(mode: Option<&str>) -> Result<()> {
 /// any later run with the same teacher, data and taps; `auto` reuses such a
 /// file when there is one, else picks memory or disk by size.
 pub fn build(
-    mode: &str,
+    mode: CacheMode,
     teacher: &Model,
+    teacher_sha256: &str,
     taps: &[&str],
     data: &Splits,
     device: &Device,
     epochs: usize,
 ) -> Result<Option<CachedTeacher>> {
-    check_mode(Some(mode))?;
     // A newly computed cache: logged as such and returned.
     let fresh = |cache: Result<CachedTeacher>| -> Result<Option<CachedTeacher>> {
         let cache = cache?;
@@ -50,12 +57,12 @@ pub fn build(
         )?)
     };
     match mode {
-        "off" => return Ok(None),
+        CacheMode::Off => return Ok(None),
         // Nothing on disk is read or written: no key to compute.
-        "memory" => return fresh(memory()),
-        _ => {}
+        CacheMode::Memory => return fresh(memory()),
+        CacheMode::Auto | CacheMode::Disk => {}
     }
-    let key = cache_key(teacher, &data.train, taps)?;
+    let key = cache_key(teacher_sha256, &data.train, taps)?;
     let path = crate::datasets::cache_dir()
         .join("teacher-outputs")
         .join(format!("{}.safetensors", &key[..32]));
@@ -76,7 +83,7 @@ pub fn build(
             }
         }
     }
-    if mode == "auto"
+    if mode == CacheMode::Auto
         && CachedTeacher::estimate_bytes(teacher, &data.train, taps, device)? <= AUTO_MEMORY_LIMIT
     {
         return fresh(memory());
@@ -97,7 +104,7 @@ pub fn build(
     match built {
         Ok(cache) => fresh(Ok(cache)),
         Err(e) if e.downcast_ref::<kd_core::Error>().is_some_and(|e| matches!(e, kd_core::Error::Interrupted(_))) => Err(e),
-        Err(e) if mode == "auto" => {
+        Err(e) if mode == CacheMode::Auto => {
             tracing::warn!("teacher cache kept in memory instead of on disk: {e:#}");
             fresh(memory())
         }

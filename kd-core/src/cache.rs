@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Dataset;
 use crate::eval::EVAL_BATCH;
-use crate::model::Model;
 use crate::network::{Outputs, Teacher};
 use crate::{Error, Result};
 
@@ -75,12 +74,14 @@ pub struct CachedTeacher {
 }
 
 /// A hex SHA-256 of what the teacher's outputs depend on: its tensors (names,
-/// shapes, values), the data set's images, shape and normalisation, and the
-/// taps kept. Labels and class names do not change outputs and are left out.
-pub fn cache_key(teacher: &Model, data: &Dataset, taps: &[&str]) -> Result<String> {
+/// shapes, values: `teacher_sha256` is its [`crate::Model::fingerprint`], which the
+/// caller has already computed for its checkpoints), the data set's images,
+/// shape and normalisation, and the taps kept. Labels and class names do not
+/// change outputs and are left out.
+pub fn cache_key(teacher_sha256: &str, data: &Dataset, taps: &[&str]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
-    h.update(teacher.fingerprint()?.as_bytes());
+    h.update(teacher_sha256.as_bytes());
     h.update(format!("{:?}", data.shape).as_bytes());
     for v in data
         .normalization

@@ -491,6 +491,11 @@ impl CustomOp2 for WeightGrad {
         let (co, ci, k, _) = self.kernel;
         let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
         let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
+        if winograd::applies(&g) {
+            if let Some(dw) = winograd::kernel_grad(&g, x, dy) {
+                return Ok((CpuStorage::F32(dw), Shape::from(self.kernel)));
+            }
+        }
         let (kk, p) = (g.kk(), g.p());
         let chunk = g.n.div_ceil(rayon::current_num_threads().max(1)).max(1);
         // Each worker sums its images' contributions; the partial sums are added at the end.

@@ -10,6 +10,10 @@
 //! subtract and halve, so the results agree with the direct convolution to a
 //! few ulps; the kernel tests hold both to Candle's reference.
 //!
+//! The kernel gradient is the same product's adjoint: with `dM = A dY Aᵀ`
+//! for each output-gradient tile, `dU[ξ] (Co x Ci) = Σ_tiles dM[ξ] · V[ξ]ᵀ`
+//! and `dW = Gᵀ dU G`.
+//!
 //! One difference matters: a tile adds and subtracts its pixels in several
 //! combinations, so an infinity meets itself with the other sign and becomes
 //! NaN where the direct convolution (and PyTorch's) gives an infinity. A
@@ -94,6 +98,160 @@ pub(crate) fn convolve(
             }
         });
     out
+}
+
+/// `dW` for a geometry [`applies`] accepts, or `None` when a transform holds
+/// a NaN or an infinity (then the direct path computes it, as for the forward).
+pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let tiles = g.ho.div_ceil(2) * g.wo.div_ceil(2);
+    let per_block = (TILES_PER_BLOCK / tiles).clamp(1, g.n.max(1));
+    let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
+    let (co, ci) = (g.co, g.ci);
+    let blocks: Vec<usize> = (0..g.n.div_ceil(per_block)).collect();
+    // Each worker sums its blocks' dU in order, and the workers' sums are added
+    // in order: the same bits for the same thread count.
+    let chunk = blocks.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let partial: Vec<Option<Vec<f32>>> = blocks
+        .par_chunks(chunk)
+        .map(|blocks| {
+            let mut du = vec![0f32; 16 * co * ci];
+            for (j, &block) in blocks.iter().enumerate() {
+                let first = block * per_block;
+                let images = per_block.min(g.n - first);
+                let t = images * tiles;
+                let finite = with_scratch(16 * (ci + co) * t, |scratch| {
+                    let (v, m) = scratch.split_at_mut(16 * ci * t);
+                    for i in 0..images {
+                        let image = first + i;
+                        transform_input(g, &x[image * image_in..][..image_in], v, t, i * tiles);
+                        transform_grad(g, &dy[image * image_out..][..image_out], m, t, i * tiles);
+                    }
+                    if !(all_finite(v) && all_finite(m)) {
+                        return false;
+                    }
+                    for xi in 0..16 {
+                        // dU[ξ] (Co x Ci) += dM[ξ] (Co x T) · V[ξ]ᵀ (T x Ci)
+                        matmul(
+                            &mut du[xi * co * ci..][..co * ci],
+                            j > 0,
+                            co,
+                            ci,
+                            t,
+                            &m[xi * co * t..][..co * t],
+                            t,
+                            1,
+                            &v[xi * ci * t..][..ci * t],
+                            1,
+                            t,
+                        );
+                    }
+                    true
+                });
+                if !finite {
+                    return None;
+                }
+            }
+            Some(du)
+        })
+        .collect();
+    let mut du = vec![0f32; 16 * co * ci];
+    for part in partial {
+        for (a, b) in du.iter_mut().zip(part?) {
+            *a += b;
+        }
+    }
+    // dW = Gᵀ dU G, with Gᵀ = [1 ½ ½ 0; 0 ½ -½ 0; 0 ½ ½ 1].
+    let gt = |a: [f32; 4]| [a[0] + 0.5 * (a[1] + a[2]), 0.5 * (a[1] - a[2]), 0.5 * (a[1] + a[2]) + a[3]];
+    let mut dw = vec![0f32; co * ci * 9];
+    for (pair, k) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |xi: usize| du[xi * co * ci + pair];
+        // Gᵀ dU: 3 x 4, column by column.
+        let mut left = [[0f32; 4]; 3];
+        for c in 0..4 {
+            let col = gt([at(c), at(4 + c), at(8 + c), at(12 + c)]);
+            for (row, v) in left.iter_mut().zip(col) {
+                row[c] = v;
+            }
+        }
+        // (Gᵀ dU) G: 3 x 3, row by row.
+        for (r, row) in left.iter().enumerate() {
+            k[r * 3..r * 3 + 3].copy_from_slice(&gt(*row));
+        }
+    }
+    Some(dw)
+}
+
+/// Writes `dM = A dY Aᵀ` of every 2x2 output-gradient tile of one image into
+/// columns `first..` of the 16 matrices `m[ξ]` (Co x `t`): the adjoint of
+/// [`transform_output`], with A = [1 0; 1 1; 1 -1; 0 -1] (outputs past the
+/// edge count as 0).
+fn transform_grad(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { transform_grad_avx2(g, dy, m, t, first) };
+    }
+    transform_grad_any(g, dy, m, t, first)
+}
+
+/// [`transform_grad`] compiled for AVX2, like [`transform_input_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_grad_avx2(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
+    transform_grad_any(g, dy, m, t, first)
+}
+
+#[inline(always)]
+fn transform_grad_any(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
+    let tw = g.wo.div_ceil(2);
+    // [row][parity][tx]: dY at output row 2ty + row, column 2tx + parity.
+    let mut y = vec![0f32; 4 * tw];
+    // [r][parity][tx]: row r of A dY.
+    let mut a = vec![0f32; 8 * tw];
+    for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
+        for ty in 0..g.ho.div_ceil(2) {
+            for row in 0..2 {
+                let oy = 2 * ty + row;
+                let dst = &mut y[row * 2 * tw..][..2 * tw];
+                if oy >= g.ho {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[oy * g.wo..][..g.wo];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    // Entry i is column 2(i mod tw) + i / tw.
+                    let ox = 2 * (i % tw) + i / tw;
+                    *d = if ox < g.wo { src[ox] } else { 0.0 };
+                }
+            }
+            let (y0, y1) = y.split_at(2 * tw);
+            for (r, out) in a.chunks_exact_mut(2 * tw).enumerate() {
+                for ((o, &p), &q) in out.iter_mut().zip(y0).zip(y1) {
+                    *o = match r {
+                        0 => p,
+                        1 => p + q,
+                        2 => p - q,
+                        _ => -q,
+                    };
+                }
+            }
+            let column = first + ty * tw;
+            for r in 0..4 {
+                let (even, odd) = (&a[r * 2 * tw..][..tw], &a[(r * 2 + 1) * tw..][..tw]);
+                for c in 0..4 {
+                    let dst = &mut m[((r * 4 + c) * g.co + co) * t + column..][..tw];
+                    for ((o, &p), &q) in dst.iter_mut().zip(even).zip(odd) {
+                        *o = match c {
+                            0 => p,
+                            1 => p + q,
+                            2 => p - q,
+                            _ => -q,
+                        };
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` with G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].

@@ -87,15 +87,15 @@ kd_core::inventory::submit! {
     DatasetPlugin {
         name: "synthetic",
         summary: "seeded synthetic patterns, 2,000 + 500 images (shape: --synthetic-shape), 10 classes; for tests and demos",
-        shape: [3, 32, 32],
-        classes: &["class0", "class1", "class2", "class3", "class4", "class5", "class6", "class7", "class8", "class9"],
+        shape: SyntheticSpec::DEFAULT.shape,
+        classes: data::SYNTHETIC_CLASSES,
         normalization: None,
         read_dir: None,
         local: &[],
         hub: None,
         generate: Some(|shape| data::synthetic(&SyntheticSpec {
-            shape: shape.unwrap_or([3, 32, 32]),
-            ..SyntheticSpec::default()
+            shape: shape.unwrap_or(SyntheticSpec::DEFAULT.shape),
+            ..SyntheticSpec::DEFAULT
         })),
         default: false,
     }

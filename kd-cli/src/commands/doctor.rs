@@ -55,7 +55,7 @@ fn devices() -> Vec<String> {
     let mut out = vec!["cpu".to_string()];
     if cfg!(feature = "cuda") {
         for i in 0..16 {
-            match kd_core::device::parse(&format!("cuda:{i}")) {
+            match kd_core::device::DeviceSpec::Cuda(i).open() {
                 Ok(_) => out.push(format!("cuda:{i}")),
                 Err(e) if i == 0 => out.push(format!("no CUDA device ({e})")),
                 Err(_) => break,

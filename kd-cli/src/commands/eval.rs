@@ -4,7 +4,7 @@ use crate::cli::EvalArgs;
 use crate::config::DataArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let device = super::device(&args.model_args.device)?;
+    let device = super::device(args.model_args.device)?;
     let path = crate::hub::resolve(&args.model.to_string_lossy())?;
     // Read the model first: a bad file is reported before any data is loaded.
     let file = kd_core::weights::read(&path)?;

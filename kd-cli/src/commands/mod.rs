@@ -79,7 +79,7 @@ pub fn load_model(
     })
 }
 
-/// The device named by a flag, or `auto`.
-pub fn device(name: &str) -> Result<Device> {
-    kd_core::device::parse(name).with_context(|| format!("--device {name}"))
+/// Opens the device a flag named.
+pub fn device(spec: kd_core::device::DeviceSpec) -> Result<Device> {
+    spec.open().with_context(|| format!("--device {spec}"))
 }

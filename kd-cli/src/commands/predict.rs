@@ -32,7 +32,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         files.output("--out", out);
     }
     files.check()?;
-    let device = super::device(&args.model_args.device)?;
+    let device = super::device(args.model_args.device)?;
     let model_path = crate::hub::resolve(&model_spec)?;
     let file = kd_core::weights::read(&model_path)?;
     let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;

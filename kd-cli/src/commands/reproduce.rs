@@ -100,7 +100,6 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     for run in &runs {
         run_config(&cfg, &base, run, base.seed).validate_for(registry::method(run.method)?)?;
     }
-    crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     let seeds = match (&args.seeds, &stored) {
         (Some(Seeds::List(v)), _) => v.clone(),
         (Some(Seeds::Count(n)), _) => {
@@ -174,7 +173,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
 
 pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let plan = plan(&args)?;
-    let device = super::device(plan.hyper.device.as_deref().unwrap_or("auto"))?;
+    let device = super::device(plan.hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&plan.cfg.data)?;
     let base = &plan.base;
     if !quiet {
@@ -356,7 +355,7 @@ fn phase(
                     taps.push(t);
                 }
             }
-            let mode = plan.hyper.teacher_cache.as_deref().unwrap_or("auto");
+            let mode = plan.hyper.teacher_cache.unwrap_or_default();
             let epochs = distilling.len()
                 * config.epochs
                 * if plan.shared_teacher {
@@ -365,7 +364,13 @@ fn phase(
                     1
                 };
             *cache = Some(crate::teacher_cache::build(
-                mode, t, &taps, data, device, epochs,
+                mode,
+                t,
+                &t.fingerprint()?,
+                &taps,
+                data,
+                device,
+                epochs,
             )?);
         }
     }

@@ -64,7 +64,6 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     method.resolve_params(&hyper.params)?;
-    crate::teacher_cache::check_mode(hyper.teacher_cache.as_deref())?;
     if method.needs_teacher() && cfg.teacher.is_none() {
         bail!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
     }
@@ -181,7 +180,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         toml,
         ..
     } = &plan(&args)?;
-    let device = super::device(hyper.device.as_deref().unwrap_or("auto"))?;
+    let device = super::device(hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&cfg.data)?;
     let teacher = match (&cfg.teacher, method.needs_teacher()) {
         (Some(spec), true) => {
@@ -206,7 +205,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         keep_last: args.checkpoints.keep_checkpoints,
         run_config: toml.clone(),
         best_model: None,
-        teacher_hash,
+        teacher_hash: teacher_hash.clone(),
     };
     crate::install_interrupt_handler(resume_hint);
     // What to do after a stop: resume only once a checkpoint exists.
@@ -214,10 +213,11 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         let resumable = checkpoint::list(run_dir).is_ok_and(|l| !l.is_empty());
         crate::explain_stop(e, resumable.then_some(resume_hint.as_str()))
     };
-    let cache = match &teacher {
-        Some(t) => crate::teacher_cache::build(
-            hyper.teacher_cache.as_deref().unwrap_or("auto"),
+    let cache = match (&teacher, &teacher_hash) {
+        (Some(t), Some(sha256)) => crate::teacher_cache::build(
+            hyper.teacher_cache.unwrap_or_default(),
             t,
+            sha256,
             method.taps,
             &data,
             &device,
@@ -226,7 +226,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
                 .saturating_sub(resume.as_ref().map_or(0, |r| r.state.epochs_done)),
         )
         .map_err(stopped)?,
-        None => None,
+        _ => None,
     };
     let teacher_ref = crate::teacher_cache::serving(cache.as_ref(), teacher.as_ref());
     let mut progress = Progress::new(method.name, quiet, args.metrics.as_deref())?;

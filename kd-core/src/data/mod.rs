@@ -8,7 +8,7 @@ mod synthetic;
 pub use cifar10::{load_cifar10_dir, tutorial_normalization, CLASSES as CIFAR10_CLASSES};
 pub use idx::{load_idx_dir, read_idx_images, read_idx_labels};
 pub use parquet::{read_parquet_images, Decoded};
-pub use synthetic::{synthetic, SyntheticSpec};
+pub use synthetic::{synthetic, SyntheticSpec, CLASS_NAMES as SYNTHETIC_CLASSES};
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;

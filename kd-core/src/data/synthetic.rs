@@ -16,16 +16,34 @@ pub struct SyntheticSpec {
     pub seed: u64,
 }
 
+impl SyntheticSpec {
+    /// 2,000 training and 500 test images of 3x32x32 in ten classes.
+    pub const DEFAULT: Self = Self {
+        train: 2000,
+        test: 500,
+        shape: [3, 32, 32],
+        classes: CLASS_NAMES.len(),
+        seed: 0,
+    };
+}
+
 impl Default for SyntheticSpec {
     fn default() -> Self {
-        Self {
-            train: 2000,
-            test: 500,
-            shape: [3, 32, 32],
-            classes: 10,
-            seed: 0,
-        }
+        Self::DEFAULT
     }
+}
+
+/// The class names, `class0`, `class1`, ...: the first ten as a constant
+/// for registrations, any further ones numbered the same way.
+pub const CLASS_NAMES: &[&str] = &[
+    "class0", "class1", "class2", "class3", "class4", "class5", "class6", "class7", "class8",
+    "class9",
+];
+
+fn class_name(k: usize) -> String {
+    CLASS_NAMES
+        .get(k)
+        .map_or_else(|| format!("class{k}"), |s| s.to_string())
 }
 
 pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
@@ -73,7 +91,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
             p
         })
         .collect();
-    let classes: Vec<String> = (0..spec.classes).map(|k| format!("class{k}")).collect();
+    let classes: Vec<String> = (0..spec.classes).map(class_name).collect();
     let make = |n: usize, stream: &str| {
         let mut rng = crate::init::rng_for(spec.seed, stream);
         let mut images = Vec::with_capacity(n * c * h * w);
