@@ -218,10 +218,12 @@ fn transform_grad_any(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: 
                     continue;
                 }
                 let src = &plane[oy * g.wo..][..g.wo];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    // Entry i is column 2(i mod tw) + i / tw.
-                    let ox = 2 * (i % tw) + i / tw;
-                    *d = if ox < g.wo { src[ox] } else { 0.0 };
+                // Even columns, then odd ones (a last odd column past the edge is 0).
+                let (even, odd) = dst.split_at_mut(tw);
+                odd[tw - 1] = 0.0;
+                for ((pair, e), o) in src.chunks(2).zip(even).zip(odd) {
+                    *e = pair[0];
+                    *o = pair.get(1).copied().unwrap_or(0.0);
                 }
             }
             let (y0, y1) = y.split_at(2 * tw);
@@ -319,12 +321,19 @@ fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, fir
                     .then(|| &plane[iy as usize * g.w..][..g.w]);
                 for parity in 0..2 {
                     let dst = &mut rows[(parity * 4 + r) * n..][..n];
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        let ix = (2 * i + parity) as isize - pad;
-                        *d = match src {
-                            Some(src) if (0..w).contains(&ix) => src[ix as usize],
-                            _ => 0.0,
-                        };
+                    dst.fill(0.0);
+                    let Some(src) = src else { continue };
+                    // Entries whose column 2i + parity - pad lies in the image.
+                    let first = (pad - parity as isize).max(0).div_euclid(2)
+                        + (pad - parity as isize).max(0).rem_euclid(2);
+                    let first = first as usize;
+                    let ix = 2 * first as isize + parity as isize - pad;
+                    if first >= n || ix >= w {
+                        continue;
+                    }
+                    let from = src[ix as usize..].iter().step_by(2);
+                    for (d, v) in dst[first..].iter_mut().zip(from) {
+                        *d = *v;
                     }
                 }
             }
@@ -439,8 +448,14 @@ fn transform_output_any(
                     relu_in_place(&mut out);
                 }
                 let row = &mut plane[oy * g.wo..][..g.wo];
-                for (ox, value) in row.iter_mut().enumerate() {
-                    *value = out[(ox % 2) * tw + ox / 2];
+                let (left, right) = out.split_at(tw);
+                let mut pairs = row.chunks_exact_mut(2);
+                for ((pair, &l), &r) in (&mut pairs).zip(left).zip(right) {
+                    pair[0] = l;
+                    pair[1] = r;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = left[tw - 1];
                 }
             }
         }
