@@ -306,39 +306,39 @@ unsafe fn transform_input_avx2(g: &Geometry, image: &[f32], v: &mut [f32], t: us
 #[inline(always)]
 fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
     let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
-    let tw = g.wo.div_ceil(2);
-    let n = tw + 1;
-    // [parity][r][i]: input row 2ty + r - pad, column 2i + parity - pad (0 outside).
-    let mut rows = vec![0f32; 8 * n];
-    // [parity][k][i]: row k of Bᵀ d, for the same columns.
+    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
+    let (n, rows_padded) = (tw + 1, 2 * th + 2);
+    // One channel split by column parity, once (tile rows overlap by two):
+    // [parity][r][i] is input row r - pad, column 2i + parity - pad (0 outside).
+    let mut split = vec![0f32; 2 * rows_padded * n];
+    // [parity][k][i]: row k of Bᵀ d for one row of tiles.
     let mut e = vec![0f32; 8 * n];
     for (c, plane) in image.chunks_exact(g.h * g.w).enumerate() {
-        for ty in 0..g.ho.div_ceil(2) {
-            for r in 0..4 {
-                let iy = (2 * ty + r) as isize - pad;
-                let src = (0..h)
-                    .contains(&iy)
-                    .then(|| &plane[iy as usize * g.w..][..g.w]);
-                for parity in 0..2 {
-                    let dst = &mut rows[(parity * 4 + r) * n..][..n];
-                    dst.fill(0.0);
-                    let Some(src) = src else { continue };
-                    // Entries whose column 2i + parity - pad lies in the image.
-                    let first = (pad - parity as isize).max(0).div_euclid(2)
-                        + (pad - parity as isize).max(0).rem_euclid(2);
-                    let first = first as usize;
-                    let ix = 2 * first as isize + parity as isize - pad;
-                    if first >= n || ix >= w {
-                        continue;
-                    }
-                    let from = src[ix as usize..].iter().step_by(2);
-                    for (d, v) in dst[first..].iter_mut().zip(from) {
-                        *d = *v;
-                    }
+        split.fill(0.0);
+        for r in 0..rows_padded {
+            let iy = r as isize - pad;
+            if !(0..h).contains(&iy) {
+                continue;
+            }
+            let src = &plane[iy as usize * g.w..][..g.w];
+            for parity in 0..2 {
+                // The first entry whose column 2i + parity - pad lies in the image.
+                let before = (pad - parity as isize).max(0);
+                let i0 = (before / 2 + before % 2) as usize;
+                let ix = 2 * i0 as isize + parity as isize - pad;
+                if i0 >= n || ix >= w {
+                    continue;
+                }
+                let dst = &mut split[(parity * rows_padded + r) * n..][..n];
+                for (d, v) in dst[i0..].iter_mut().zip(src[ix as usize..].iter().step_by(2)) {
+                    *d = *v;
                 }
             }
-            for (d, e) in rows.chunks_exact(4 * n).zip(e.chunks_exact_mut(4 * n)) {
-                let (d0, d1, d2, d3) = (&d[..n], &d[n..2 * n], &d[2 * n..3 * n], &d[3 * n..]);
+        }
+        for ty in 0..th {
+            let rows = |parity: usize, r: usize| &split[(parity * rows_padded + 2 * ty + r) * n..][..n];
+            for (parity, e) in e.chunks_exact_mut(4 * n).enumerate() {
+                let (d0, d1, d2, d3) = (rows(parity, 0), rows(parity, 1), rows(parity, 2), rows(parity, 3));
                 let (e0, rest) = e.split_at_mut(n);
                 let (e1, rest) = rest.split_at_mut(n);
                 let (e2, e3) = rest.split_at_mut(n);
