@@ -109,7 +109,9 @@ impl HyperArgs {
             ..self
         })
         .expect("settings serialise");
-        for (key, value) in toml::Table::try_from(TrainConfig::default()).expect("defaults serialise") {
+        for (key, value) in
+            toml::Table::try_from(TrainConfig::default()).expect("defaults serialise")
+        {
             table.entry(key).or_insert(value);
         }
         let mut resolved: Self = table.try_into().expect("resolved settings deserialise");
@@ -493,7 +495,10 @@ mod tests {
         let hyper = super::HyperArgs::default().resolved();
         let keys = toml::Table::try_from(&hyper).unwrap();
         for key in defaults.keys() {
-            assert!(keys.contains_key(key), "TrainConfig::{key} has no HyperArgs field");
+            assert!(
+                keys.contains_key(key),
+                "TrainConfig::{key} has no HyperArgs field"
+            );
         }
         assert_eq!(hyper.train_config(), kd_core::train::TrainConfig::default());
         let changed = super::HyperArgs {

@@ -111,7 +111,8 @@ fn pool2_plane_grad(plane: &[f32], w: usize, dy: &[f32], wo: usize, dx: &mut [f3
         let (d0, d1) = dx[2 * oy * w..].split_at_mut(w);
         let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
         for (ox, g) in g.iter().enumerate() {
-            let [s0, s1, s2, _] = first_max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+            let [s0, s1, s2, _] =
+                first_max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
             // Index arithmetic, not branches: the store's address is computed.
             let i = 3 - 3 * usize::from(s0) - 2 * usize::from(s1) - usize::from(s2);
             let row = if i < 2 { &mut *d0 } else { &mut *d1 };

@@ -24,6 +24,30 @@
 //! sparse enough that a pixel reaches only the outputs whose window holds it.)
 use rayon::prelude::*;
 
+/// Defines a function whose body is compiled twice, for AVX2 (8 floats a
+/// step instead of SSE2's 4; picked at run time) and for the baseline; the
+/// same additions in the same order, so the same bits either way.
+macro_rules! avx2_and_baseline {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn baseline($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) {
+                baseline($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { avx2($($arg),*) };
+            }
+            baseline($($arg),*)
+        }
+    };
+}
+
 use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
 
 /// Fewer channels than this and the 16 products per tile are too thin to
@@ -110,7 +134,10 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
     let blocks: Vec<usize> = (0..g.n.div_ceil(per_block)).collect();
     // Each worker sums its blocks' dU in order, and the workers' sums are added
     // in order: the same bits for the same thread count.
-    let chunk = blocks.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let chunk = blocks
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
     let partial: Vec<Option<Vec<f32>>> = blocks
         .par_chunks(chunk)
         .map(|blocks| {
@@ -161,7 +188,13 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
         }
     }
     // dW = Gᵀ dU G, with Gᵀ = [1 ½ ½ 0; 0 ½ -½ 0; 0 ½ ½ 1].
-    let gt = |a: [f32; 4]| [a[0] + 0.5 * (a[1] + a[2]), 0.5 * (a[1] - a[2]), 0.5 * (a[1] + a[2]) + a[3]];
+    let gt = |a: [f32; 4]| {
+        [
+            a[0] + 0.5 * (a[1] + a[2]),
+            0.5 * (a[1] - a[2]),
+            0.5 * (a[1] + a[2]) + a[3],
+        ]
+    };
     let mut dw = vec![0f32; co * ci * 9];
     for (pair, k) in dw.chunks_exact_mut(9).enumerate() {
         let at = |xi: usize| du[xi * co * ci + pair];
@@ -181,28 +214,12 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
     Some(dw)
 }
 
+avx2_and_baseline! {
 /// Writes `dM = A dY Aᵀ` of every 2x2 output-gradient tile of one image into
 /// columns `first..` of the 16 matrices `m[ξ]` (Co x `t`): the adjoint of
 /// [`transform_output`], with A = [1 0; 1 1; 1 -1; 0 -1] (outputs past the
 /// edge count as 0).
 fn transform_grad(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { transform_grad_avx2(g, dy, m, t, first) };
-    }
-    transform_grad_any(g, dy, m, t, first)
-}
-
-/// [`transform_grad`] compiled for AVX2, like [`transform_input_avx2`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transform_grad_avx2(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
-    transform_grad_any(g, dy, m, t, first)
-}
-
-#[inline(always)]
-fn transform_grad_any(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
     let tw = g.wo.div_ceil(2);
     // [row][parity][tx]: dY at output row 2ty + row, column 2tx + parity.
     let mut y = vec![0f32; 4 * tw];
@@ -255,12 +272,20 @@ fn transform_grad_any(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: 
         }
     }
 }
+}
 
 /// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` with G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
 fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
     let (co, ci) = (g.co, g.ci);
     let mut u = vec![0f32; 16 * co * ci];
-    let rows = |a: [f32; 3]| [a[0], 0.5 * (a[0] + a[1] + a[2]), 0.5 * (a[0] - a[1] + a[2]), a[2]];
+    let rows = |a: [f32; 3]| {
+        [
+            a[0],
+            0.5 * (a[0] + a[1] + a[2]),
+            0.5 * (a[0] - a[1] + a[2]),
+            a[2],
+        ]
+    };
     for (pair, k) in w.chunks_exact(9).enumerate() {
         // G g: 4 x 3, column by column.
         let mut gg = [[0f32; 3]; 4];
@@ -280,6 +305,7 @@ fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
     u
 }
 
+avx2_and_baseline! {
 /// Writes `V = Bᵀ d B` of every tile of one image into columns `first..` of
 /// the 16 matrices `v[ξ]` (Ci x `t`), with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
 ///
@@ -287,24 +313,6 @@ fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
 /// tile `tx` covers padded columns `2tx..2tx+4`, which are entries `tx` and
 /// `tx + 1` of the row's even and odd columns.
 fn transform_input(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { transform_input_avx2(g, image, v, t, first) };
-    }
-    transform_input_any(g, image, v, t, first)
-}
-
-/// [`transform_input`] compiled for AVX2 (8 floats a step instead of SSE2's
-/// 4); the same additions in the same order, so the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transform_input_avx2(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
-    transform_input_any(g, image, v, t, first)
-}
-
-#[inline(always)]
-fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
     let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
     let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
     let (n, rows_padded) = (tw + 1, 2 * th + 2);
@@ -330,15 +338,24 @@ fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, fir
                     continue;
                 }
                 let dst = &mut split[(parity * rows_padded + r) * n..][..n];
-                for (d, v) in dst[i0..].iter_mut().zip(src[ix as usize..].iter().step_by(2)) {
+                for (d, v) in dst[i0..]
+                    .iter_mut()
+                    .zip(src[ix as usize..].iter().step_by(2))
+                {
                     *d = *v;
                 }
             }
         }
         for ty in 0..th {
-            let rows = |parity: usize, r: usize| &split[(parity * rows_padded + 2 * ty + r) * n..][..n];
+            let rows =
+                |parity: usize, r: usize| &split[(parity * rows_padded + 2 * ty + r) * n..][..n];
             for (parity, e) in e.chunks_exact_mut(4 * n).enumerate() {
-                let (d0, d1, d2, d3) = (rows(parity, 0), rows(parity, 1), rows(parity, 2), rows(parity, 3));
+                let (d0, d1, d2, d3) = (
+                    rows(parity, 0),
+                    rows(parity, 1),
+                    rows(parity, 2),
+                    rows(parity, 3),
+                );
                 let (e0, rest) = e.split_at_mut(n);
                 let (e1, rest) = rest.split_at_mut(n);
                 let (e2, e3) = rest.split_at_mut(n);
@@ -354,8 +371,12 @@ fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, fir
                 let (even, odd) = (&e[k * n..][..n], &e[(4 + k) * n..][..n]);
                 // Columns 2tx..2tx+4 are even[tx], odd[tx], even[tx+1], odd[tx+1].
                 let (e0, o0, e1, o1) = (&even[..tw], &odd[..tw], &even[1..], &odd[1..]);
-                let rows: [(&[f32], &[f32], f32); 4] =
-                    [(e0, e1, -1.0), (o0, e1, 1.0), (e1, o0, -1.0), (o0, o1, -1.0)];
+                let rows: [(&[f32], &[f32], f32); 4] = [
+                    (e0, e1, -1.0),
+                    (o0, e1, 1.0),
+                    (e1, o0, -1.0),
+                    (o0, o1, -1.0),
+                ];
                 for (j, (a, b, sign)) in rows.into_iter().enumerate() {
                     let dst = &mut v[((k * 4 + j) * g.ci + c) * t + column..][..tw];
                     for ((o, a), b) in dst.iter_mut().zip(a).zip(b) {
@@ -367,44 +388,13 @@ fn transform_input_any(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, fir
         }
     }
 }
+}
 
+avx2_and_baseline! {
 /// Reads each tile's `M` from columns `first..` of the 16 matrices `m[ξ]`
 /// (Co x `t`) and writes `relu?(Aᵀ M A + b)` into one image's output, with
 /// Aᵀ = [1 1 1 0; 0 1 -1 -1]; a row of tiles at a time, like [`transform_input`].
 fn transform_output(
-    g: &Geometry,
-    m: &[f32],
-    t: usize,
-    first: usize,
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { transform_output_avx2(g, m, t, first, b, relu, y) };
-    }
-    transform_output_any(g, m, t, first, b, relu, y)
-}
-
-/// [`transform_output`] compiled for AVX2, like [`transform_input_avx2`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transform_output_avx2(
-    g: &Geometry,
-    m: &[f32],
-    t: usize,
-    first: usize,
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
-    transform_output_any(g, m, t, first, b, relu, y)
-}
-
-#[inline(always)]
-fn transform_output_any(
     g: &Geometry,
     m: &[f32],
     t: usize,
@@ -461,11 +451,13 @@ fn transform_output_any(
         }
     }
 }
+}
 
 /// Whether every value is finite, in one vectorisable pass.
 fn all_finite(v: &[f32]) -> bool {
     v.chunks(1024).all(|c| {
-        c.iter()
-            .fold(true, |ok, x| ok & (x.to_bits() & 0x7f80_0000 != 0x7f80_0000))
+        c.iter().fold(true, |ok, x| {
+            ok & (x.to_bits() & 0x7f80_0000 != 0x7f80_0000)
+        })
     })
 }

@@ -127,7 +127,12 @@ fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
 fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
     // Candle's ReLU turns NaN into 0, so the reference has none: a NaN
     // keeps its place through the fused ReLU, an infinity may not.
-    let cases = [(f32::NAN, true), (f32::NAN, false), (f32::INFINITY, false), (f32::NEG_INFINITY, false)];
+    let cases = [
+        (f32::NAN, true),
+        (f32::NAN, false),
+        (f32::INFINITY, false),
+        (f32::NEG_INFINITY, false),
+    ];
     for (bad, relu) in cases {
         let (n, ci, h, w, co) = (3, 32, 8, 8, 32);
         let mut values = random(&[n, ci, h, w], 1)
@@ -139,7 +144,11 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         let x = Tensor::from_vec(values, (n, ci, h, w), &Device::Cpu).unwrap();
         let wt = random(&[co, ci, 3, 3], 2);
         let b = random(&[co], 3);
-        let op = Conv2dOp { pad: 1, stride: 1, relu };
+        let op = Conv2dOp {
+            pad: 1,
+            stride: 1,
+            relu,
+        };
         let ours = x.apply_op3(&wt, &b, op).unwrap();
         let reference = reference_conv2d(&x, &wt, &b, 1, 1).unwrap();
         let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -148,11 +157,29 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         let non_finite = |v: &[f32]| {
             (0..v.len())
                 .filter(|&i| !v[i].is_finite())
-                .map(|i| (i, if v[i].is_nan() { "NaN" } else if v[i] > 0.0 { "inf" } else { "-inf" }))
+                .map(|i| {
+                    (
+                        i,
+                        if v[i].is_nan() {
+                            "NaN"
+                        } else if v[i] > 0.0 {
+                            "inf"
+                        } else {
+                            "-inf"
+                        },
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(non_finite(&ours), non_finite(&reference), "{bad}: non-finite outputs differ");
-        assert!(ours.iter().any(|v| !v.is_finite()), "{bad} reached no output");
+        assert_eq!(
+            non_finite(&ours),
+            non_finite(&reference),
+            "{bad}: non-finite outputs differ"
+        );
+        assert!(
+            ours.iter().any(|v| !v.is_finite()),
+            "{bad} reached no output"
+        );
     }
 }
 
