@@ -32,7 +32,10 @@ use crate::conv::{direct_image, matmul, with_scratch, Geometry};
 /// time) and for the baseline: the same additions in the same order, so the
 /// same bits either way.
 macro_rules! avx2_and_baseline {
-    ($(#[$doc:meta])* fn $name:ident<V>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident<V>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
         $(#[$doc])*
         fn $name<V: Variant>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
@@ -792,7 +795,13 @@ fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: u
                         }
                     }
                 }
-                let product = transform_2d(&tile, mm, V::A, #[inline(always)] |c| V::output_adjoint(c));
+                let product = transform_2d(
+                    &tile,
+                    mm,
+                    V::A,
+                    #[inline(always)]
+                    |c| V::output_adjoint(c),
+                );
                 finite.check(&product);
                 write_tile::<V>(m, co * t + first + ty * tw + tx, &xi_at, len, &product);
             }
