@@ -489,13 +489,14 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
     }
 }
 
-/// F(4×4, 3×3) where a row of tiles fills the [`Lanes`]. At 32x32 it beats
-/// F(2×2, 3×3) (the 128->64 layer: forward 71.9 against 110.9 ms, with both
-/// gradients 265 against 387 ms); at 16x16 its rows are four tiles wide,
-/// half the lanes idle, and it loses (64->64: 24.7 against 16.6 ms forward;
-/// `kd-ops 3 conv_`, best of 4).
+/// F(4×4, 3×3) where a row of its tiles is more than half as wide as the
+/// [`Lanes`] (17 or more output columns: Fashion-MNIST's 28, CIFAR's 32), so
+/// that few lanes idle; not at 16 (4 tiles, half the lanes idle). At 32x32 it
+/// beat F(2×2, 3×3) (the 128->64 layer: forward 71.9 against 110.9 ms, with
+/// both gradients 265 against 387 ms); at 16x16 it lost (64->64: 24.7 against
+/// 16.6 ms forward; `kd-ops 3 conv_`, best of 4).
 fn use_f4(g: &Geometry) -> bool {
-    g.wo.div_ceil(F4::M) >= LANES
+    g.wo.div_ceil(F4::M) > LANES / 2
 }
 
 fn convolve_with<V: Variant>(

@@ -139,8 +139,8 @@ fn odd_sizes_strides_and_paddings_match_candle() {
 }
 
 /// 3x3 stride-1 layers with 32 or more channels take the Winograd paths
-/// (forward and both gradients): F(2x2, 3x3) below 29 output columns,
-/// F(4x4, 3x3) from there. Odd sizes leave partial tiles and a partial group
+/// (forward and both gradients): F(4x4, 3x3) from 17 output columns (a row
+/// of five tiles or more), F(2x2, 3x3) below. Odd sizes leave partial tiles and a partial group
 /// of eight tiles, and paddings 0 and 2 move the tiles' origin.
 #[test]
 fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
@@ -155,6 +155,8 @@ fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
     check_winograd(2, 32, 30, 33, 32, 1);
     check_winograd(2, 33, 31, 34, 40, 0);
     check_winograd(1, 32, 5, 29, 32, 2);
+    check_winograd(2, 32, 9, 17, 32, 1); // five tiles a row
+    check_winograd(2, 32, 28, 28, 32, 1); // Fashion-MNIST's first layers
     // Blocks of 4 images, the last short.
     check_winograd(7, 32, 32, 32, 64, 1);
 }
