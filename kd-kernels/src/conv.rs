@@ -153,11 +153,12 @@ fn col2im(g: &Geometry, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// dst (m x n, row-major) = [dst +] lhs (m x k) · rhs (k x n), with explicit strides
-/// (row stride, column stride) for both operands.
+/// dst (m x n, rows `dst_rs` apart) = [dst +] lhs (m x k) · rhs (k x n), with
+/// explicit strides (row stride, column stride) for both operands.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     dst: &mut [f32],
+    dst_rs: usize,
     accumulate: bool,
     m: usize,
     n: usize,
@@ -169,7 +170,7 @@ pub(crate) fn matmul(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
-    debug_assert!(dst.len() >= m * n);
+    debug_assert!(m == 0 || dst.len() >= (m - 1) * dst_rs + n);
     // SAFETY: the slices cover the strided extents the callers pass.
     unsafe {
         gemm::gemm(
@@ -178,7 +179,7 @@ pub(crate) fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
@@ -227,7 +228,7 @@ pub(crate) fn direct_image(
                 row.fill(b[co]);
             }
         }
-        matmul(y, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
+        matmul(y, p, b.is_some(), g.co, p, kk, w, kk, 1, cols, p, 1);
         if relu {
             relu_in_place(y);
         }
@@ -450,6 +451,7 @@ impl CustomOp2 for InputGrad {
                         // cols = Wᵀ (KK x Co) · dY[i] (Co x P)
                         matmul(
                             cols,
+                            p,
                             false,
                             kk,
                             p,
@@ -514,6 +516,7 @@ impl CustomOp2 for WeightGrad {
                     // dW (Co x KK) += dY[i] (Co x P) · colsᵀ (P x KK)
                     matmul(
                         &mut dw,
+                        kk,
                         j > 0,
                         co,
                         kk,

@@ -221,17 +221,6 @@ const LANES: usize = 8;
 pub(crate) struct Lanes([f32; LANES]);
 
 impl Lanes {
-    /// The first `len` values of `s`, then zeros.
-    #[inline(always)]
-    fn load(s: &[f32], len: usize) -> Self {
-        if len == LANES {
-            // A fixed-size copy: one vector load, not a call to `memcpy`.
-            return Lanes(s[..LANES].try_into().unwrap());
-        }
-        let mut l = [0f32; LANES];
-        l[..len].copy_from_slice(&s[..len]);
-        Lanes(l)
-    }
     #[inline(always)]
     fn splat(v: f32) -> Self {
         Lanes([v; LANES])
@@ -378,60 +367,40 @@ fn matrix_offsets<V: Variant>(stride: usize) -> Offsets {
     std::array::from_fn(|i| std::array::from_fn(|j| (i * V::A + j) * stride))
 }
 
-/// The `A × A` [`Lanes`] at `base + offsets`; the first `len` tiles of each
-/// are meaningful. One bounds check for the whole tile where all
-/// [`LANES`] are read (the usual case), not one per load.
+/// The `A × A` [`Lanes`] at `base + offsets`, with one bounds check for the
+/// whole tile instead of one per load.
 #[inline(always)]
-fn read_tile<V: Variant>(
-    src: &[f32],
-    base: usize,
-    offsets: &Offsets,
-    len: usize,
-) -> [[Lanes; 6]; 6] {
+fn read_tile<V: Variant>(src: &[f32], base: usize, offsets: &Offsets) -> [[Lanes; 6]; 6] {
     let a = V::A;
+    assert!(
+        base + reach(offsets, a) <= src.len(),
+        "a tile reaches past its buffer"
+    );
+    let p = src[base..].as_ptr();
     let mut tile = [[Lanes::default(); 6]; 6];
-    if len == LANES && base + reach(offsets, a) <= src.len() {
-        let p = src[base..].as_ptr();
-        for (row, at) in tile.iter_mut().zip(offsets).take(a) {
-            for (value, &o) in row.iter_mut().zip(at).take(a) {
-                // SAFETY: base + offset + LANES <= src.len(), checked above.
-                *value = Lanes(unsafe { std::ptr::read_unaligned(p.add(o).cast()) });
-            }
-        }
-    } else {
-        for (row, at) in tile.iter_mut().zip(offsets).take(a) {
-            for (value, &o) in row.iter_mut().zip(at).take(a) {
-                *value = Lanes::load(&src[base + o..], len);
-            }
+    for (row, at) in tile.iter_mut().zip(offsets).take(a) {
+        for (value, &o) in row.iter_mut().zip(at).take(a) {
+            // SAFETY: base + offset + LANES <= src.len(), checked above.
+            *value = Lanes(unsafe { std::ptr::read_unaligned(p.add(o).cast()) });
         }
     }
     tile
 }
 
-/// Writes the first `len` tiles of each of the `A × A` [`Lanes`] to
-/// `base + offsets`, with one bounds check as [`read_tile`].
+/// Writes the `A × A` [`Lanes`] to `base + offsets`, with one bounds check
+/// as [`read_tile`].
 #[inline(always)]
-fn write_tile<V: Variant>(
-    dst: &mut [f32],
-    base: usize,
-    offsets: &Offsets,
-    len: usize,
-    tile: &[[Lanes; 6]; 6],
-) {
+fn write_tile<V: Variant>(dst: &mut [f32], base: usize, offsets: &Offsets, tile: &[[Lanes; 6]; 6]) {
     let a = V::A;
-    if len == LANES && base + reach(offsets, a) <= dst.len() {
-        let p = dst[base..].as_mut_ptr();
-        for (row, at) in tile.iter().zip(offsets).take(a) {
-            for (value, &o) in row.iter().zip(at).take(a) {
-                // SAFETY: base + offset + LANES <= dst.len(), checked above.
-                unsafe { std::ptr::write_unaligned(p.add(o).cast(), value.0) }
-            }
-        }
-    } else {
-        for (row, at) in tile.iter().zip(offsets).take(a) {
-            for (value, &o) in row.iter().zip(at).take(a) {
-                copy(&mut dst[base + o..], &value.0, len);
-            }
+    assert!(
+        base + reach(offsets, a) <= dst.len(),
+        "a tile reaches past its buffer"
+    );
+    let p = dst[base..].as_mut_ptr();
+    for (row, at) in tile.iter().zip(offsets).take(a) {
+        for (value, &o) in row.iter().zip(at).take(a) {
+            // SAFETY: base + offset + LANES <= dst.len(), checked above.
+            unsafe { std::ptr::write_unaligned(p.add(o).cast(), value.0) }
         }
     }
 }
@@ -462,6 +431,15 @@ impl Blocks {
         let per_block = (SCRATCH_BYTES / per_image).clamp(1, g.n.max(1));
         Blocks { tiles, per_block }
     }
+}
+
+/// Row stride of the tile matrices `v[ξ]` and `m[ξ]` for `t` tiles: [`LANES`]
+/// columns of padding past the last tile, so that every group of eight tiles
+/// is read and written whole, even the last of an image whose rows of tiles
+/// are not a multiple of eight wide (Fashion-MNIST's 28 columns are 7 F(4×4)
+/// tiles); the padding's columns are never multiplied.
+fn row_stride(t: usize) -> usize {
+    t + LANES
 }
 
 /// `relu?(conv(x, w) + b)` for a geometry [`applies`] accepts.
@@ -519,11 +497,12 @@ fn convolve_with<V: Variant>(
             let images = y.len() / image_out;
             let x = &x[first * image_in..(first + images) * image_in];
             let t = images * tiles;
-            let finite = with_scratch(xis * (g.ci + g.co) * t, |scratch| {
-                let (v, m) = scratch.split_at_mut(xis * g.ci * t);
+            let ts = row_stride(t);
+            let finite = with_scratch(xis * (g.ci + g.co) * ts, |scratch| {
+                let (v, m) = scratch.split_at_mut(xis * g.ci * ts);
                 let mut finite = finite_kernel;
                 for (i, image) in x.chunks(image_in).enumerate() {
-                    finite &= transform_input::<V>(g, image, v, t, i * tiles);
+                    finite &= transform_input::<V>(g, image, v, ts, i * tiles);
                 }
                 if !finite {
                     return false;
@@ -532,7 +511,8 @@ fn convolve_with<V: Variant>(
                 for xi in 0..xis {
                     // M[ξ] (Co x T) = U[ξ] (Co x Ci) · V[ξ] (Ci x T)
                     matmul(
-                        &mut m[xi * co * t..][..co * t],
+                        &mut m[xi * co * ts..][..co * ts],
+                        ts,
                         false,
                         co,
                         t,
@@ -540,13 +520,13 @@ fn convolve_with<V: Variant>(
                         &u[xi * co * ci..][..co * ci],
                         ci,
                         1,
-                        &v[xi * ci * t..][..ci * t],
-                        t,
+                        &v[xi * ci * ts..][..ci * ts],
+                        ts,
                         1,
                     );
                 }
                 for (i, y) in y.chunks_mut(image_out).enumerate() {
-                    transform_output::<V>(g, m, t, i * tiles, b, relu, y);
+                    transform_output::<V>(g, m, ts, i * tiles, b, relu, y);
                 }
                 true
             });
@@ -580,8 +560,9 @@ fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<V
                 let first = block * per_block;
                 let images = per_block.min(g.n - first);
                 let t = images * tiles;
-                let finite = with_scratch(xis * (ci + co) * t, |scratch| {
-                    let (v, m) = scratch.split_at_mut(xis * ci * t);
+                let ts = row_stride(t);
+                let finite = with_scratch(xis * (ci + co) * ts, |scratch| {
+                    let (v, m) = scratch.split_at_mut(xis * ci * ts);
                     let mut finite = true;
                     for i in 0..images {
                         let image = first + i;
@@ -589,8 +570,8 @@ fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<V
                             &x[image * image_in..][..image_in],
                             &dy[image * image_out..][..image_out],
                         );
-                        finite &= transform_input::<V>(g, x, v, t, i * tiles);
-                        finite &= transform_grad::<V>(g, dy, m, t, i * tiles);
+                        finite &= transform_input::<V>(g, x, v, ts, i * tiles);
+                        finite &= transform_grad::<V>(g, dy, m, ts, i * tiles);
                     }
                     if !finite {
                         return false;
@@ -599,16 +580,17 @@ fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<V
                         // dU[ξ] (Co x Ci) += dM[ξ] (Co x T) · V[ξ]ᵀ (T x Ci)
                         matmul(
                             &mut du[xi * co * ci..][..co * ci],
+                            ci,
                             j > 0,
                             co,
                             ci,
                             t,
-                            &m[xi * co * t..][..co * t],
-                            t,
+                            &m[xi * co * ts..][..co * ts],
+                            ts,
                             1,
-                            &v[xi * ci * t..][..ci * t],
+                            &v[xi * ci * ts..][..ci * ts],
                             1,
-                            t,
+                            ts,
                         );
                     }
                     true
@@ -673,13 +655,15 @@ fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32]) -> Vec<f32> {
 
 avx2_and_baseline! {
 /// Writes `V = Bᵀ d B` of every tile of one image into columns `first..` of
-/// the matrices `v[ξ]` (Ci x `t`), [`LANES`] tiles of a row of tiles at a time.
+/// the matrices `v[ξ]` (Ci rows `ts` apart), [`LANES`] tiles of a row of
+/// tiles at a time. A group past the row's end spills into the columns of the
+/// next row, the next image or the padding, all written later or never read.
 ///
 /// Tile `tx` covers padded columns `M·tx .. M·tx + A`: column `M·tx + q` is
 /// entry `tx + q / M` of the columns whose index is `q % M` modulo M, so each
 /// channel is first split by column residue, once, and a tile column of
 /// eight neighbouring tiles is then one contiguous load.
-fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, first: usize) -> bool {
+fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, first: usize) -> bool {
     let (m, pad) = (V::M, g.pad);
     let (th, tw) = (g.ho.div_ceil(m), g.wo.div_ceil(m));
     let (rows, width) = (m * th + 2, tw.next_multiple_of(LANES) + 1);
@@ -691,7 +675,7 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, firs
     let tile_at: Offsets = std::array::from_fn(|r| {
         std::array::from_fn(|q| ((q % m) * rows + r) * width + q / m)
     });
-    let xi_at = matrix_offsets::<V>(g.ci * t);
+    let xi_at = matrix_offsets::<V>(g.ci * ts);
     let mut finite = Finite::default();
     // Rows outside the image are never written, so they stay 0; the others
     // are written whole, padding included, for every channel.
@@ -710,12 +694,11 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, firs
         }
         for ty in 0..th {
             for tx in (0..tw).step_by(LANES) {
-                let len = LANES.min(tw - tx);
-                let d = read_tile::<V>(&split, m * ty * width + tx, &tile_at, LANES);
-                let at = c * t + first + ty * tw + tx;
+                let d = read_tile::<V>(&split, m * ty * width + tx, &tile_at);
+                let at = c * ts + first + ty * tw + tx;
                 let tile = transform_2d(&d, V::A, V::A, #[inline(always)] |c| V::input(c));
                 finite.check(&tile);
-                write_tile::<V>(v, at, &xi_at, len, &tile);
+                write_tile::<V>(v, at, &xi_at, &tile);
             }
         }
     }
@@ -725,12 +708,12 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], t: usize, firs
 
 avx2_and_baseline! {
 /// Reads each tile's `M` from columns `first..` of the matrices `m[ξ]`
-/// (Co x `t`) and writes `relu?(Aᵀ M A + b)` into one image's output,
-/// [`LANES`] tiles of a row of tiles at a time.
+/// (Co rows `ts` apart) and writes `relu?(Aᵀ M A + b)` into one image's
+/// output, [`LANES`] tiles of a row of tiles at a time.
 fn transform_output<V>(
     g: &Geometry,
     m: &[f32],
-    t: usize,
+    ts: usize,
     first: usize,
     b: Option<&[f32]>,
     relu: bool,
@@ -738,13 +721,12 @@ fn transform_output<V>(
 ) {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = matrix_offsets::<V>(g.co * t);
+    let xi_at = matrix_offsets::<V>(g.co * ts);
     for (co, plane) in y.chunks_exact_mut(g.p()).enumerate() {
         let bias = Lanes::splat(b.map_or(0.0, |b| b[co]));
         for ty in 0..th {
             for tx in (0..tw).step_by(LANES) {
-                let len = LANES.min(tw - tx);
-                let product = read_tile::<V>(m, co * t + first + ty * tw + tx, &xi_at, len);
+                let product = read_tile::<V>(m, co * ts + first + ty * tw + tx, &xi_at);
                 let tile = transform_2d(&product, V::A, mm, #[inline(always)] |c| V::output(c));
                 let x0 = mm * tx;
                 let count = (g.wo - x0).min(mm * LANES);
@@ -771,17 +753,17 @@ fn transform_output<V>(
 
 avx2_and_baseline! {
 /// Writes `dM = A dY Aᵀ` of every output-gradient tile of one image into
-/// columns `first..` of the matrices `m[ξ]` (Co x `t`): the adjoint of
-/// [`transform_output`] (outputs past the edge count as 0).
-fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: usize) -> bool {
+/// columns `first..` of the matrices `m[ξ]` (Co rows `ts` apart), as
+/// [`transform_input`] writes: the adjoint of [`transform_output`] (outputs
+/// past the edge count as 0).
+fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: usize) -> bool {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = matrix_offsets::<V>(g.co * t);
+    let xi_at = matrix_offsets::<V>(g.co * ts);
     let mut finite = Finite::default();
     for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
         for ty in 0..th {
             for tx in (0..tw).step_by(LANES) {
-                let len = LANES.min(tw - tx);
                 let x0 = mm * tx;
                 let count = (g.wo - x0).min(mm * LANES);
                 // dY: [i][jj], output row i of the tile, column jj.
@@ -804,7 +786,7 @@ fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], t: usize, first: u
                     |c| V::output_adjoint(c),
                 );
                 finite.check(&product);
-                write_tile::<V>(m, co * t + first + ty * tw + tx, &xi_at, len, &product);
+                write_tile::<V>(m, co * ts + first + ty * tw + tx, &xi_at, &product);
             }
         }
     }

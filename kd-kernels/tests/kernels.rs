@@ -157,7 +157,7 @@ fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
     check_winograd(1, 32, 5, 29, 32, 2);
     check_winograd(2, 32, 9, 17, 32, 1); // five tiles a row
     check_winograd(2, 32, 28, 28, 32, 1); // Fashion-MNIST's first layers
-    // Blocks of 4 images, the last short.
+                                          // Blocks of 4 images, the last short.
     check_winograd(7, 32, 32, 32, 64, 1);
 }
 
