@@ -25,7 +25,7 @@ use std::ops::{Add, Mul, Neg, Sub};
 
 use rayon::prelude::*;
 
-use crate::conv::{direct_image, matmul, with_scratch, Geometry};
+use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
 
 /// Defines a function generic over the [`Variant`] whose body is compiled
 /// twice, for AVX2 (eight floats a step instead of SSE2's four; picked at run
@@ -62,8 +62,9 @@ const MIN_CHANNELS: usize = 32;
 
 /// Bytes of transformed tiles per block of images (inputs and products):
 /// enough columns for `gemm` to run near its peak, few enough to stay near
-/// the core (this machine has 2 MiB of L2 per core). 1, 2, 4 and 8 MiB gave
-/// teacher steps within this machine's run-to-run noise; 16 MiB was slower.
+/// the core (this machine has 2 MiB of L2 per core). About 1, 2, 4 and 8 MB
+/// gave teacher steps within this machine's run-to-run noise; 16 MB was
+/// slower in both of two runs.
 const SCRATCH_BYTES: usize = 4 << 20;
 
 /// Whether `g` is a convolution Winograd computes here, and pays for.
@@ -225,11 +226,23 @@ impl Lanes {
     fn splat(v: f32) -> Self {
         Lanes([v; LANES])
     }
-    /// `v < 0 ? 0 : v`, as `conv::relu_in_place`: NaN stays NaN.
+    /// `conv::relu_in_place`, lane by lane: NaN stays NaN.
     #[inline(always)]
     fn relu(mut self) -> Self {
+        relu_in_place(&mut self.0);
+        self
+    }
+    #[inline(always)]
+    fn map(mut self, f: impl Fn(f32) -> f32) -> Self {
         for a in &mut self.0 {
-            *a = if *a < 0.0 { 0.0 } else { *a };
+            *a = f(*a);
+        }
+        self
+    }
+    #[inline(always)]
+    fn zip(mut self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a = f(*a, b);
         }
         self
     }
@@ -238,33 +251,24 @@ impl Lanes {
 impl Add for Lanes {
     type Output = Self;
     #[inline(always)]
-    fn add(mut self, o: Self) -> Self {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-        self
+    fn add(self, o: Self) -> Self {
+        self.zip(o, |a, b| a + b)
     }
 }
 
 impl Sub for Lanes {
     type Output = Self;
     #[inline(always)]
-    fn sub(mut self, o: Self) -> Self {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a -= b;
-        }
-        self
+    fn sub(self, o: Self) -> Self {
+        self.zip(o, |a, b| a - b)
     }
 }
 
 impl Neg for Lanes {
     type Output = Self;
     #[inline(always)]
-    fn neg(mut self) -> Self {
-        for a in &mut self.0 {
-            *a = -*a;
-        }
-        self
+    fn neg(self) -> Self {
+        self.map(|a| -a)
     }
 }
 
@@ -273,12 +277,9 @@ impl Mul<f64> for Lanes {
     /// By a transform's constant: exact in `f32` for all but F(4×4, 3×3)'s
     /// kernel fractions, which only kernels (in `f64`) meet.
     #[inline(always)]
-    fn mul(mut self, c: f64) -> Self {
+    fn mul(self, c: f64) -> Self {
         let c = c as f32;
-        for a in &mut self.0 {
-            *a *= c;
-        }
-        self
+        self.map(|a| a * c)
     }
 }
 
@@ -294,7 +295,7 @@ impl Finite {
         for row in tile {
             for value in row {
                 for (seen, v) in self.0.iter_mut().zip(value.0) {
-                    *seen |= u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+                    *seen |= u32::from(non_finite(v));
                 }
             }
         }
@@ -372,28 +373,42 @@ fn transform_2d<const I: usize, const O: usize>(
     out
 }
 
-/// Where each of a tile's `A × A` [`Lanes`] lies, from the tile's first one.
-type Offsets = [[usize; 6]; 6];
+/// Where each of a tile's `A × A` [`Lanes`] lies, from the tile's first one,
+/// and how far past it the farthest reaches (worked out once per transform
+/// call, not once per tile).
+struct Offsets {
+    at: [[usize; 6]; 6],
+    reach: usize,
+}
 
-/// Offsets `(i·A + j)·stride`: entry ξ = (i, j) of the matrices `m[ξ]`, one
-/// `stride` apart.
-fn matrix_offsets<V: Variant>(stride: usize) -> Offsets {
-    std::array::from_fn(|i| std::array::from_fn(|j| (i * V::A + j) * stride))
+impl Offsets {
+    fn new<V: Variant>(at: impl Fn(usize, usize) -> usize) -> Self {
+        let at: [[usize; 6]; 6] = std::array::from_fn(|i| std::array::from_fn(|j| at(i, j)));
+        let farthest = at[..V::A].iter().flat_map(|row| &row[..V::A]).max();
+        Offsets {
+            at,
+            reach: farthest.unwrap() + LANES,
+        }
+    }
+
+    /// Entry ξ = (i, j) of the matrices `m[ξ]`, one `stride` apart.
+    fn matrices<V: Variant>(stride: usize) -> Self {
+        Self::new::<V>(|i, j| (i * V::A + j) * stride)
+    }
 }
 
 /// The `A × A` [`Lanes`] at `base + offsets`, with one bounds check for the
 /// whole tile instead of one per load.
 #[inline(always)]
 fn read_tile<V: Variant>(src: &[f32], base: usize, offsets: &Offsets) -> [[Lanes; 6]; 6] {
-    let a = V::A;
     assert!(
-        base + reach(offsets, a) <= src.len(),
+        base + offsets.reach <= src.len(),
         "a tile reaches past its buffer"
     );
     let p = src[base..].as_ptr();
     let mut tile = [[Lanes::default(); 6]; 6];
-    for (row, at) in tile.iter_mut().zip(offsets).take(a) {
-        for (value, &o) in row.iter_mut().zip(at).take(a) {
+    for (row, at) in tile.iter_mut().zip(&offsets.at).take(V::A) {
+        for (value, &o) in row.iter_mut().zip(at).take(V::A) {
             // SAFETY: base + offset + LANES <= src.len(), checked above.
             *value = Lanes(unsafe { std::ptr::read_unaligned(p.add(o).cast()) });
         }
@@ -405,30 +420,17 @@ fn read_tile<V: Variant>(src: &[f32], base: usize, offsets: &Offsets) -> [[Lanes
 /// as [`read_tile`].
 #[inline(always)]
 fn write_tile<V: Variant>(dst: &mut [f32], base: usize, offsets: &Offsets, tile: &[[Lanes; 6]; 6]) {
-    let a = V::A;
     assert!(
-        base + reach(offsets, a) <= dst.len(),
+        base + offsets.reach <= dst.len(),
         "a tile reaches past its buffer"
     );
     let p = dst[base..].as_mut_ptr();
-    for (row, at) in tile.iter().zip(offsets).take(a) {
-        for (value, &o) in row.iter().zip(at).take(a) {
+    for (row, at) in tile.iter().zip(&offsets.at).take(V::A) {
+        for (value, &o) in row.iter().zip(at).take(V::A) {
             // SAFETY: base + offset + LANES <= dst.len(), checked above.
             unsafe { std::ptr::write_unaligned(p.add(o).cast(), value.0) }
         }
     }
-}
-
-/// How far past its base a tile's [`Lanes`] reach.
-#[inline(always)]
-fn reach(offsets: &Offsets, a: usize) -> usize {
-    let mut most = 0;
-    for row in &offsets[..a] {
-        for &o in &row[..a] {
-            most = most.max(o);
-        }
-    }
-    most + LANES
 }
 
 /// How a convolution is cut into blocks of images: tiles per image, images
@@ -454,6 +456,21 @@ impl Blocks {
 /// tiles); the padding's columns are never multiplied.
 fn row_stride(t: usize) -> usize {
     t + LANES
+}
+
+/// Runs `f(ts, v, m)` on this thread's scratch, cut into the input tiles'
+/// matrices `v[ξ]` (Ci rows) and the products' `m[ξ]` (Co rows), for `t`
+/// tiles with rows `ts` apart.
+fn with_tile_matrices<V: Variant, R>(
+    g: &Geometry,
+    t: usize,
+    f: impl FnOnce(usize, &mut [f32], &mut [f32]) -> R,
+) -> R {
+    let (xis, ts) = (V::A * V::A, row_stride(t));
+    with_scratch(xis * (g.ci + g.co) * ts, |scratch| {
+        let (v, m) = scratch.split_at_mut(xis * g.ci * ts);
+        f(ts, v, m)
+    })
 }
 
 /// `relu?(conv(x, w) + b)` for a geometry [`applies`] accepts.
@@ -511,9 +528,7 @@ fn convolve_with<V: Variant>(
             let images = y.len() / image_out;
             let x = &x[first * image_in..(first + images) * image_in];
             let t = images * tiles;
-            let ts = row_stride(t);
-            let finite = with_scratch(xis * (g.ci + g.co) * ts, |scratch| {
-                let (v, m) = scratch.split_at_mut(xis * g.ci * ts);
+            let finite = with_tile_matrices::<V, _>(g, t, |ts, v, m| {
                 let mut finite = finite_kernel;
                 for (i, image) in x.chunks(image_in).enumerate() {
                     finite &= transform_input::<V>(g, image, v, ts, i * tiles);
@@ -574,9 +589,7 @@ fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<V
                 let first = block * per_block;
                 let images = per_block.min(g.n - first);
                 let t = images * tiles;
-                let ts = row_stride(t);
-                let finite = with_scratch(xis * (ci + co) * ts, |scratch| {
-                    let (v, m) = scratch.split_at_mut(xis * ci * ts);
+                let finite = with_tile_matrices::<V, _>(g, t, |ts, v, m| {
                     let mut finite = true;
                     for i in 0..images {
                         let image = first + i;
@@ -643,9 +656,10 @@ fn kernel_grad_with<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<V
 }
 
 /// `U[ξ][co][ci] = (G g Gᵀ)[ξ]`: the columns of each kernel, then the rows
-/// of `G g`. In `f64`, rounded once: F(4×4, 3×3)'s G holds sixths and
-/// twenty-fourths, and rounding them in `f32` at each step cost the
-/// tutorial's gradients a relative 1.2e-4 against PyTorch's.
+/// of `G g`. In `f64`, rounded once: F(4×4, 3×3)'s G holds thirds and
+/// fifteenths. (Against an `f64` convolution this changed the 128->64
+/// layer's error by 1%, on the points 0, ±1, ±2: the image transforms
+/// dominate it.)
 fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32]) -> Vec<f32> {
     let (a, pairs) = (V::A, g.co * g.ci);
     let mut u = vec![0f32; a * a * pairs];
@@ -686,10 +700,8 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, fir
     // One padded input row: `pad` zeros, the row, zeros to M·width.
     let mut padded = vec![0f32; m * width];
     // Tile row r, column q: entry `q / M` of residue `q % M`, row r.
-    let tile_at: Offsets = std::array::from_fn(|r| {
-        std::array::from_fn(|q| ((q % m) * rows + r) * width + q / m)
-    });
-    let xi_at = matrix_offsets::<V>(g.ci * ts);
+    let tile_at = Offsets::new::<V>(|r, q| ((q % m) * rows + r) * width + q / m);
+    let xi_at = Offsets::matrices::<V>(g.ci * ts);
     let mut finite = Finite::default();
     // Rows outside the image are never written, so they stay 0; the others
     // are written whole, padding included, for every channel.
@@ -735,7 +747,7 @@ fn transform_output<V>(
 ) {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = matrix_offsets::<V>(g.co * ts);
+    let xi_at = Offsets::matrices::<V>(g.co * ts);
     for (co, plane) in y.chunks_exact_mut(g.p()).enumerate() {
         let bias = Lanes::splat(b.map_or(0.0, |b| b[co]));
         for ty in 0..th {
@@ -773,7 +785,7 @@ avx2_and_baseline! {
 fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: usize) -> bool {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = matrix_offsets::<V>(g.co * ts);
+    let xi_at = Offsets::matrices::<V>(g.co * ts);
     let mut finite = Finite::default();
     for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
         for ty in 0..th {
@@ -810,9 +822,12 @@ fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: 
 
 /// Whether every value is finite, in one vectorisable pass.
 fn all_finite(v: &[f32]) -> bool {
-    v.chunks(1024).all(|c| {
-        c.iter().fold(true, |ok, x| {
-            ok & (x.to_bits() & 0x7f80_0000 != 0x7f80_0000)
-        })
-    })
+    v.chunks(1024)
+        .all(|c| c.iter().fold(true, |ok, &x| ok & !non_finite(x)))
+}
+
+/// NaN or ±infinity, as a bit test that vectorises (all exponent bits set).
+#[inline(always)]
+fn non_finite(v: f32) -> bool {
+    v.to_bits() & 0x7f80_0000 == 0x7f80_0000
 }
