@@ -1,5 +1,6 @@
 //! Shared set-up for kd's benchmarks: the tutorial's networks at CIFAR-10
-//! shape, a batch of 128, and one optimizer step as the trainer takes it.
+//! shape (and Fashion-MNIST's, where issue 16's targets are measured), a
+//! batch of 128, and one optimizer step as the trainer takes it.
 use kd_core::candle::{Device, Tensor};
 use kd_core::data::{synthetic, Batch, Splits, SyntheticSpec};
 use kd_core::loss::cross_entropy;
@@ -9,11 +10,24 @@ use kd_plugins as _;
 
 pub const BATCH: usize = 128;
 
+/// CIFAR-10's image shape (channels, height, width): the default.
+pub const CIFAR: [usize; 3] = [3, 32, 32];
+/// Fashion-MNIST's image shape.
+pub const FASHION: [usize; 3] = [1, 28, 28];
+/// The shapes `kd-steps` times, each with the prefix of its names (none for
+/// CIFAR-10); `kd-bench/compare` reads the prefixes back from its output.
+pub const STEP_SHAPES: [(&str, [usize; 3]); 2] = [("", CIFAR), ("fashion_", FASHION)];
+
 pub fn cifar_shaped_data() -> Splits {
+    shaped_data(CIFAR)
+}
+
+/// Two batches of random training images of `shape`, and one of test images.
+pub fn shaped_data(shape: [usize; 3]) -> Splits {
     synthetic(&SyntheticSpec {
         train: BATCH * 2,
         test: BATCH,
-        shape: [3, 32, 32],
+        shape,
         classes: 10,
         seed: 0,
     })
@@ -21,10 +35,15 @@ pub fn cifar_shaped_data() -> Splits {
 }
 
 pub fn model(arch: &str) -> Model {
+    shaped_model(arch, CIFAR)
+}
+
+/// Network `arch` for images of `shape`, 10 classes.
+pub fn shaped_model(arch: &str, shape: [usize; 3]) -> Model {
     Model::new(
         arch,
         ArchConfig {
-            input_shape: [3, 32, 32],
+            input_shape: shape,
             num_classes: 10,
         },
         42,
@@ -119,14 +138,22 @@ pub struct ConvShape {
     pub size: usize,
 }
 
-/// Every conv layer of DeepNN and LightNN at CIFAR-10 size.
-pub const TUTORIAL_CONVS: [ConvShape; 6] = [
+/// Every conv layer of DeepNN and LightNN at CIFAR-10 size (3 x 32 x 32),
+/// then at Fashion-MNIST size (1 x 28 x 28), the data set issue 16's targets
+/// are measured on.
+pub const TUTORIAL_CONVS: [ConvShape; 12] = [
     ConvShape::new(3, 128, 32),
     ConvShape::new(128, 64, 32),
     ConvShape::new(64, 64, 16),
     ConvShape::new(64, 32, 16),
     ConvShape::new(3, 16, 32),
     ConvShape::new(16, 16, 16),
+    ConvShape::new(1, 128, 28),
+    ConvShape::new(128, 64, 28),
+    ConvShape::new(64, 64, 14),
+    ConvShape::new(64, 32, 14),
+    ConvShape::new(1, 16, 28),
+    ConvShape::new(16, 16, 14),
 ];
 
 impl ConvShape {
@@ -165,8 +192,14 @@ impl ConvShape {
         conv
     }
 
+    /// Whether the layer is a network's first, whose input is images (which
+    /// need no gradient).
+    pub fn holds_images(&self) -> bool {
+        matches!(self.in_channels, 1 | 3)
+    }
+
     /// A random batch; a gradient is tracked unless it holds input images
-    /// (3 channels), as in the networks.
+    /// (1 or 3 channels), as in the networks.
     pub fn input(&self) -> Tensor {
         let x = Tensor::randn(
             0f32,
@@ -175,7 +208,7 @@ impl ConvShape {
             &Device::Cpu,
         )
         .unwrap();
-        if self.in_channels == 3 {
+        if self.holds_images() {
             x
         } else {
             kd_core::candle::Var::from_tensor(&x)

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::winograd;
+use crate::{direct, winograd};
 
 /// Sizes of one convolution: input N x Ci x H x W, kernel Co x Ci x K x K.
 #[derive(Debug, Clone, Copy)]
@@ -197,11 +197,14 @@ pub(crate) fn matmul(
     }
 }
 
-/// `relu?(conv(x, w) + b)` for geometry `g`: Winograd where it applies,
-/// otherwise one im2col and one product per image.
+/// `relu?(conv(x, w) + b)` for geometry `g`: Winograd or the direct
+/// correlation where they apply, otherwise one im2col and one product per image.
 fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
     if winograd::applies(g) {
         return winograd::convolve(g, x, w, b, relu);
+    }
+    if direct::applies(g) {
+        return direct::convolve(g, x, w, b, relu);
     }
     let image_in = g.ci * g.h * g.w;
     let mut out = vec![0f32; g.n * g.co * g.p()];
@@ -493,10 +496,15 @@ impl CustomOp2 for WeightGrad {
         let (co, ci, k, _) = self.kernel;
         let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
         let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
-        if winograd::applies(&g) {
-            if let Some(dw) = winograd::kernel_grad(&g, x, dy) {
-                return Ok((CpuStorage::F32(dw), Shape::from(self.kernel)));
-            }
+        let fast = if winograd::applies(&g) {
+            winograd::kernel_grad(&g, x, dy)
+        } else if direct::applies(&g) {
+            direct::kernel_grad(&g, x, dy)
+        } else {
+            None
+        };
+        if let Some(dw) = fast {
+            return Ok((CpuStorage::F32(dw), Shape::from(self.kernel)));
         }
         let (kk, p) = (g.kk(), g.p());
         let chunk = g.n.div_ceil(rayon::current_num_threads().max(1)).max(1);

@@ -9,6 +9,7 @@
 use candle_core::{Result, Tensor, D};
 
 mod conv;
+mod direct;
 mod pool;
 mod winograd;
 

@@ -124,6 +124,19 @@ fn the_tutorial_shapes_match_candle() {
     check_winograd(3, 64, 16, 16, 32, 1);
     check(5, 16, 8, 8, 32, 3, 1, 1); // the FitNets regressor
     check(2, 1, 28, 28, 16, 3, 1, 1);
+    check(3, 16, 14, 14, 16, 3, 1, 1);
+}
+
+/// 3x3 stride-1 layers with 4 to 16 input channels take the direct
+/// correlation: partial register blocks of output channels (7 = 4 + 3) and
+/// of vector steps, and paddings 0 and 2, which change the planes' stride.
+#[test]
+fn direct_layers_match_candle_on_odd_sizes_and_paddings() {
+    check(2, 4, 6, 5, 7, 3, 0, 1);
+    check(1, 8, 5, 9, 3, 3, 2, 1);
+    check(2, 16, 16, 16, 16, 3, 1, 1);
+    check(3, 16, 1, 1, 5, 3, 1, 1);
+    check(2, 5, 3, 17, 9, 3, 1, 1);
 }
 
 #[test]
@@ -196,24 +209,7 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         let reference = reference_conv2d(&x, &wt, &b, 1, 1).unwrap();
         let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // Positions and kinds: a tile sums an infinity with both signs, which makes NaN.
-        let non_finite = |v: &[f32]| {
-            (0..v.len())
-                .filter(|&i| !v[i].is_finite())
-                .map(|i| {
-                    (
-                        i,
-                        if v[i].is_nan() {
-                            "NaN"
-                        } else if v[i] > 0.0 {
-                            "inf"
-                        } else {
-                            "-inf"
-                        },
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
+        // A tile sums an infinity with both signs, which makes NaN.
         assert_eq!(
             non_finite(&ours),
             non_finite(&reference),
@@ -222,6 +218,68 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         assert!(
             ours.iter().any(|v| !v.is_finite()),
             "{bad} reached no output"
+        );
+    }
+}
+
+/// Positions and kinds of the non-finite values in `v`.
+fn non_finite(v: &[f32]) -> Vec<(usize, &'static str)> {
+    (0..v.len())
+        .filter(|&i| !v[i].is_finite())
+        .map(|i| {
+            (
+                i,
+                if v[i].is_nan() {
+                    "NaN"
+                } else if v[i] > 0.0 {
+                    "inf"
+                } else {
+                    "-inf"
+                },
+            )
+        })
+        .collect()
+}
+
+/// The direct path's kernel gradient also multiplies the columns past each
+/// output row, whose gradient is 0, with the input pixels they reach: a
+/// non-finite input hands it over to im2col, so that an infinity in the last
+/// column reaches only the kernel taps a convolution gives it.
+#[test]
+fn non_finite_inputs_reach_the_direct_kernel_gradient_as_in_a_convolution() {
+    let (n, ci, h, w, co) = (2, 16, 8, 8, 4);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut values = random(&[n, ci, h, w], 1)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        values[(ci * h + 3) * w + w - 1] = bad; // image 1, channel 0, pixel (3, 7)
+        let x = Tensor::from_vec(values, (n, ci, h, w), &Device::Cpu).unwrap();
+        let wt = Var::from_tensor(&random(&[co, ci, 3, 3], 2)).unwrap();
+        let b = Var::from_tensor(&random(&[co], 3)).unwrap();
+        let op = Conv2dOp {
+            pad: 1,
+            stride: 1,
+            relu: false,
+        };
+        let ours = x.apply_op3(wt.as_tensor(), b.as_tensor(), op).unwrap();
+        let reference = reference_conv2d(&x, wt.as_tensor(), b.as_tensor(), 1, 1).unwrap();
+        let (g1, g2) = mixed_gradients(&ours, &reference, 4);
+        let values = |g: &GradStore| {
+            g.get(wt.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (ours, reference) = (values(&g1), values(&g2));
+        assert!(!non_finite(&ours).is_empty(), "{bad} reached no tap");
+        assert_eq!(
+            non_finite(&ours),
+            non_finite(&reference),
+            "{bad}: non-finite kernel gradients differ"
         );
     }
 }
