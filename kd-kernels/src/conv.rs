@@ -1,5 +1,7 @@
 //! A 2-D convolution for the CPU with its own backward, lowered to one matrix
-//! multiply per image (im2col + `gemm`), parallel over the batch.
+//! multiply per image (im2col + `gemm`), parallel over the batch; 3x3
+//! stride-1 layers go to `winograd` (32 channels and more on both sides)
+//! or to `direct` (4 to 16 input channels) instead.
 //!
 //! Candle 0.11's CPU convolution copies its whole input into NHWC on one
 //! thread, and computes the input gradient with a slow transposed convolution

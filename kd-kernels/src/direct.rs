@@ -33,7 +33,7 @@ const MAX_CHANNELS: usize = 16;
 
 /// Whether `g` is a convolution computed here.
 pub(crate) fn applies(g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && (MIN_CHANNELS..=MAX_CHANNELS).contains(&g.ci) && std::env::var_os("KD_NO_DIRECT").is_none()
+    g.k == 3 && g.stride == 1 && (MIN_CHANNELS..=MAX_CHANNELS).contains(&g.ci)
 }
 
 /// One image's padded channel planes, read flat.
@@ -63,7 +63,10 @@ impl Planes {
     /// Copies one image's channels into `planes` (`len` floats each), zeros around.
     fn fill(&self, g: &Geometry, image: &[f32], planes: &mut [f32]) {
         planes.fill(0.0);
-        for (plane, channel) in planes.chunks_exact_mut(self.len).zip(image.chunks_exact(g.h * g.w)) {
+        for (plane, channel) in planes
+            .chunks_exact_mut(self.len)
+            .zip(image.chunks_exact(g.h * g.w))
+        {
             for (y, row) in channel.chunks_exact(g.w).enumerate() {
                 let at = (y + g.pad) * self.wp + g.pad;
                 plane[at..at + g.w].copy_from_slice(row);
@@ -135,7 +138,10 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
                     // dY read flat like the outputs, zero in the dropped columns.
                     grads.fill(0.0);
                     let dy = &dy[i * image_out..][..image_out];
-                    for (flat, dy) in grads.chunks_exact_mut(p.out_len()).zip(dy.chunks_exact(g.p())) {
+                    for (flat, dy) in grads
+                        .chunks_exact_mut(p.out_len())
+                        .zip(dy.chunks_exact(g.p()))
+                    {
                         for (oy, row) in dy.chunks_exact(g.wo).enumerate() {
                             flat[oy * p.wp..][..g.wo].copy_from_slice(row);
                         }
@@ -159,8 +165,7 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
 /// output channel, in register blocks.
 fn correlate(g: &Geometry, p: &Planes, planes: &[f32], w: &[f32], flat: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn fused(g: &Geometry, p: &Planes, planes: &[f32], w: &[f32], flat: &mut [f32]) {
             correlate_with::<true>(g, p, planes, w, flat)
@@ -283,10 +288,15 @@ fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `lanes[co][ci][tap] += Σ_j grads[co][j] · plane[ci][j + tap's shift]`, lane by lane.
 fn accumulate_taps(g: &Geometry, p: &Planes, planes: &[f32], grads: &[f32], lanes: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn fused(g: &Geometry, p: &Planes, planes: &[f32], grads: &[f32], lanes: &mut [f32]) {
+        unsafe fn fused(
+            g: &Geometry,
+            p: &Planes,
+            planes: &[f32],
+            grads: &[f32],
+            lanes: &mut [f32],
+        ) {
             accumulate_taps_with::<true>(g, p, planes, grads, lanes)
         }
         // SAFETY: the CPU has AVX2 and FMA.

@@ -56,8 +56,9 @@ macro_rules! avx2_and_baseline {
 }
 
 /// Fewer channels than this and the products per tile position are too thin
-/// to beat one im2col product: the student's 16->16 layer took 4.8-6.0 ms
-/// forward through F(2×2, 3×3) and 3.3 ms direct (`kd-ops 7 conv_16`).
+/// to pay for the transforms: the student's 16->16 layer took 4.8-6.0 ms
+/// forward through F(2×2, 3×3) and 3.3 ms through im2col (`kd-ops 7
+/// conv_16`, at 16x16); the direct correlation (`direct.rs`) now takes it.
 const MIN_CHANNELS: usize = 32;
 
 /// Bytes of transformed tiles per block of images (inputs and products):
