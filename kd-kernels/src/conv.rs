@@ -1,7 +1,8 @@
 //! A 2-D convolution for the CPU with its own backward, lowered to one matrix
 //! multiply per image (im2col + `gemm`), parallel over the batch; 3x3
-//! stride-1 layers go to `winograd` (32 channels and more on both sides)
-//! or to `direct` (4 to 16 input channels) instead.
+//! stride-1 layers go to `direct` (4 to 16 input channels, and on AVX-512
+//! CPUs any from 4 up at 16 output columns or fewer) or to `winograd` (32
+//! channels and more on both sides) instead.
 //!
 //! Candle 0.11's CPU convolution copies its whole input into NHWC on one
 //! thread, and computes the input gradient with a slow transposed convolution
@@ -35,7 +36,7 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &[usize], weight: &[usize], pad: usize, stride: usize) -> Result<Self> {
+    pub(crate) fn new(x: &[usize], weight: &[usize], pad: usize, stride: usize) -> Result<Self> {
         let (&[n, ci, h, w], &[co, ci2, k, k2]) = (x, weight) else {
             candle_core::bail!("conv2d: input {x:?} and kernel {weight:?} must both have rank 4")
         };
@@ -199,14 +200,14 @@ pub(crate) fn matmul(
     }
 }
 
-/// `relu?(conv(x, w) + b)` for geometry `g`: Winograd or the direct
-/// correlation where they apply, otherwise one im2col and one product per image.
+/// `relu?(conv(x, w) + b)` for geometry `g`: the direct correlation or
+/// Winograd where they apply, otherwise one im2col and one product per image.
 fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    if winograd::applies(g) {
-        return winograd::convolve(g, x, w, b, relu);
-    }
     if direct::applies(g) {
         return direct::convolve(g, x, w, b, relu);
+    }
+    if winograd::applies(g) {
+        return winograd::convolve(g, x, w, b, relu);
     }
     let image_in = g.ci * g.h * g.w;
     let mut out = vec![0f32; g.n * g.co * g.p()];
@@ -498,10 +499,10 @@ impl CustomOp2 for WeightGrad {
         let (co, ci, k, _) = self.kernel;
         let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
         let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
-        let fast = if winograd::applies(&g) {
-            winograd::kernel_grad(&g, x, dy)
-        } else if direct::applies(&g) {
+        let fast = if direct::applies(&g) {
             direct::kernel_grad(&g, x, dy)
+        } else if winograd::applies(&g) {
+            winograd::kernel_grad(&g, x, dy)
         } else {
             None
         };

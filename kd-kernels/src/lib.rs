@@ -11,6 +11,8 @@ use candle_core::{Result, Tensor, D};
 mod conv;
 mod direct;
 mod pool;
+#[cfg(test)]
+mod testing;
 mod winograd;
 
 pub use conv::Conv2dOp;

@@ -832,3 +832,66 @@ fn all_finite(v: &[f32]) -> bool {
 fn non_finite(v: f32) -> bool {
     v.to_bits() & 0x7f80_0000 == 0x7f80_0000
 }
+
+/// Both variants against an `f64` convolution, whatever the CPU: where it has
+/// AVX-512 the integration tests send the narrow layers F(2×2, 3×3) would
+/// take to the direct path instead.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, reference, values};
+
+    #[test]
+    fn both_variants_match_an_f64_convolution() {
+        // F(2×2): partial tiles, paddings 0 and 2, several blocks of images
+        // (the last short); F(4×4): 17 and 28 columns.
+        let shapes = [
+            (2, 32, 7, 9, 32, 1),
+            (3, 40, 5, 5, 33, 0),
+            (2, 32, 6, 3, 48, 2),
+            (25, 32, 14, 14, 32, 1),
+            (2, 32, 9, 17, 32, 1),
+            (2, 32, 28, 28, 32, 1),
+        ];
+        for (n, ci, h, w, co, pad) in shapes {
+            let g = Geometry::new(&[n, ci, h, w], &[co, ci, 3, 3], pad, 1).unwrap();
+            let x = values(n * ci * h * w, 1);
+            let k = values(co * ci * 9, 2);
+            let dy = values(n * co * g.p(), 3);
+            let (y, dw) = reference(&g, &x, &k, &dy);
+            let what = format!("{n}x{ci}x{h}x{w} -> {co} p{pad}");
+            assert_close(
+                1e-4,
+                &format!("{what} output"),
+                &convolve(&g, &x, &k, None, false),
+                &y,
+            );
+            let ours = kernel_grad(&g, &x, &dy).unwrap();
+            assert_close(1e-4, &format!("{what} kernel gradient"), &ours, &dw);
+        }
+    }
+
+    /// A tile sums an infinity with both signs, which makes NaN: a block
+    /// holding one takes the direct path, and the output is the
+    /// convolution's infinity.
+    #[test]
+    fn an_infinity_comes_out_as_in_a_convolution() {
+        for size in [8, 32] {
+            let g = Geometry::new(&[2, 32, size, size], &[32, 32, 3, 3], 1, 1).unwrap();
+            let mut x = values(2 * 32 * size * size, 1);
+            x[(32 * size + 3) * size + 4] = f32::INFINITY; // image 1, channel 0, pixel (3, 4)
+            let k = values(32 * 32 * 9, 2);
+            let (y, _) = reference(&g, &x, &k, &vec![0.0; 2 * 32 * g.p()]);
+            let ours = convolve(&g, &x, &k, None, false);
+            let kinds = |v: Vec<f64>| -> Vec<(usize, f64)> {
+                v.into_iter()
+                    .enumerate()
+                    .filter(|(_, v)| !v.is_finite())
+                    .collect()
+            };
+            let ours = kinds(ours.into_iter().map(f64::from).collect());
+            assert!(!ours.is_empty() && !ours.iter().any(|(_, v)| v.is_nan()));
+            assert_eq!(ours, kinds(y), "{size}x{size}");
+        }
+    }
+}

@@ -60,7 +60,8 @@ fn check(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, pad: usiz
     }
 }
 
-/// A 3x3 stride-1 layer with 32 or more channels on both sides: Winograd's.
+/// A 3x3 stride-1 layer with 32 or more channels on both sides: Winograd's
+/// (or, on AVX-512 CPUs, the direct path's where it has 16 columns or fewer).
 fn check_winograd(n: usize, ci: usize, h: usize, w: usize, co: usize, pad: usize) {
     for relu in [false, true] {
         check_conv(WINOGRAD, n, ci, h, w, co, 3, pad, 1, relu);
@@ -153,7 +154,9 @@ fn odd_sizes_strides_and_paddings_match_candle() {
 
 /// 3x3 stride-1 layers with 32 or more channels take the Winograd paths
 /// (forward and both gradients): F(4x4, 3x3) from 17 output columns (a row
-/// of five tiles or more), F(2x2, 3x3) below. Odd sizes leave partial tiles and a partial group
+/// of five tiles or more), F(2x2, 3x3) below; on CPUs with AVX-512 the
+/// direct path takes those narrow ones instead (`winograd.rs`' unit tests
+/// check F(2x2, 3x3) on every CPU). Odd sizes leave partial tiles and a partial group
 /// of eight tiles, and paddings 0 and 2 move the tiles' origin.
 #[test]
 fn winograd_layers_match_candle_on_odd_sizes_and_paddings() {
@@ -188,7 +191,7 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         (f32::INFINITY, false),
         (f32::NEG_INFINITY, false),
     ];
-    // 8x8 takes F(2x2, 3x3), 32x32 F(4x4, 3x3).
+    // 8x8 takes F(2x2, 3x3) (the direct path on AVX-512 CPUs), 32x32 F(4x4, 3x3).
     for ((bad, relu), size) in cases.into_iter().flat_map(|case| [(case, 8), (case, 32)]) {
         let (n, ci, h, w, co) = (3, 32, size, size, 32);
         let mut values = random(&[n, ci, h, w], 1)
