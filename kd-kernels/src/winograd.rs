@@ -698,8 +698,11 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, fir
     let (rows, width) = (m * th + 2, tw.next_multiple_of(LANES) + 1);
     // [residue][row][i]: input row `row - pad`, column `M·i + residue - pad` (0 outside).
     let mut split = vec![0f32; m * rows * width];
-    // One padded input row: `pad` zeros, the row, zeros to M·width.
-    let mut padded = vec![0f32; m * width];
+    // The channel's padded input rows: `pad` zeros, the row, zeros to M·width.
+    // All are copied before any is split: a vector load right after the
+    // narrower stores of its row's copy waits for them (store forwarding
+    // fails); in `perf` that load was this function's hottest instruction.
+    let mut padded = vec![0f32; rows * m * width];
     // Tile row r, column q: entry `q / M` of residue `q % M`, row r.
     let tile_at = Offsets::new::<V>(|r, q| ((q % m) * rows + r) * width + q / m);
     let xi_at = Offsets::matrices::<V>(g.ci * ts);
@@ -707,13 +710,18 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, fir
     // Rows outside the image are never written, so they stay 0; the others
     // are written whole, padding included, for every channel.
     for (c, plane) in image.chunks_exact(g.h * g.w).enumerate() {
-        for r in 0..rows {
-            let Some(iy) = r.checked_sub(pad).filter(|&iy| iy < g.h) else {
+        let inside = |r: usize| r.checked_sub(pad).filter(|&iy| iy < g.h);
+        for (r, row) in padded.chunks_exact_mut(m * width).enumerate() {
+            if let Some(iy) = inside(r) {
+                copy(&mut row[pad..], &plane[iy * g.w..], g.w);
+            }
+        }
+        for (r, row) in padded.chunks_exact(m * width).enumerate() {
+            if inside(r).is_none() {
                 continue;
-            };
-            copy(&mut padded[pad..], &plane[iy * g.w..], g.w);
+            }
             // All M residues in one pass: the compiler vectorises the strided reads.
-            for (i, group) in padded.chunks_exact(m).enumerate() {
+            for (i, group) in row.chunks_exact(m).enumerate() {
                 for (p, &value) in group.iter().enumerate() {
                     split[(p * rows + r) * width + i] = value;
                 }
@@ -758,19 +766,22 @@ fn transform_output<V>(
                 let x0 = mm * tx;
                 let count = (g.wo - x0).min(mm * LANES);
                 for (i, tile_row) in tile.iter().enumerate().take(mm.min(g.ho - mm * ty)) {
-                    // Output columns M·(tx + lane) + jj, interleaved.
-                    let mut row = [0f32; 4 * LANES];
+                    // Output columns M·(tx + lane) + jj, interleaved, stored one
+                    // by one rather than through a row buffer whose copy's vector
+                    // loads would wait for the single stores (store forwarding).
+                    let oy = mm * ty + i;
+                    let out = &mut plane[oy * g.wo + x0..][..count];
                     for (jj, &value) in tile_row.iter().enumerate().take(mm) {
                         let mut value = value + bias;
                         if relu {
                             value = value.relu();
                         }
                         for (lane, v) in value.0.into_iter().enumerate() {
-                            row[lane * mm + jj] = v;
+                            if let Some(o) = out.get_mut(lane * mm + jj) {
+                                *o = v;
+                            }
                         }
                     }
-                    let oy = mm * ty + i;
-                    copy(&mut plane[oy * g.wo + x0..], &row, count);
                 }
             }
         }
