@@ -608,7 +608,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, reference, values};
+    use crate::testing::{assert_close, Case};
 
     fn isas() -> Vec<Isa> {
         let mut all = vec![Isa::Baseline];
@@ -638,18 +638,14 @@ mod tests {
             (3, 64, 14, 14, 32, 1),
             (1, 33, 16, 16, 17, 1),
         ];
-        for (n, ci, h, w, co, pad) in shapes {
-            let g = Geometry::new(&[n, ci, h, w], &[co, ci, 3, 3], pad, 1).unwrap();
-            let x = values(n * ci * h * w, 1);
-            let k = values(co * ci * 9, 2);
-            let dy = values(n * co * g.p(), 3);
-            let (y, dw) = reference(&g, &x, &k, &dy);
+        for shape in shapes {
+            let c = Case::new(shape);
             for isa in isas() {
-                let what = format!("{isa:?} {n}x{ci}x{h}x{w} -> {co} p{pad}");
-                let ours = convolve_on(isa, &g, &x, &k, None, false);
-                assert_close(1e-5, &format!("{what} output"), &ours, &y);
-                let ours = kernel_grad_on(isa, &g, &x, &dy).unwrap();
-                assert_close(1e-5, &format!("{what} kernel gradient"), &ours, &dw);
+                let what = format!("{isa:?} {}", c.what);
+                let ours = convolve_on(isa, &c.g, &c.x, &c.k, None, false);
+                assert_close(1e-5, &format!("{what} output"), &ours, &c.y);
+                let ours = kernel_grad_on(isa, &c.g, &c.x, &c.dy).unwrap();
+                assert_close(1e-5, &format!("{what} kernel gradient"), &ours, &c.dw);
             }
         }
     }

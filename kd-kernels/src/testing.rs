@@ -66,3 +66,36 @@ pub(crate) fn assert_close(tolerance: f64, what: &str, ours: &[f32], reference: 
         );
     }
 }
+
+/// A random layer with its `f64` outputs and kernel gradient.
+pub(crate) struct Case {
+    pub(crate) g: Geometry,
+    pub(crate) x: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) dy: Vec<f32>,
+    pub(crate) y: Vec<f64>,
+    pub(crate) dw: Vec<f64>,
+    /// `2x16x14x14 -> 16 p1`, for messages.
+    pub(crate) what: String,
+}
+
+impl Case {
+    /// Images N x Ci x H x W, Co 3x3 kernels, padding `pad`, stride 1.
+    pub(crate) fn new((n, ci, h, w, co, pad): (usize, usize, usize, usize, usize, usize)) -> Self {
+        let g = Geometry::new(&[n, ci, h, w], &[co, ci, 3, 3], pad, 1).unwrap();
+        let x = values(n * ci * h * w, 1);
+        let k = values(co * ci * 9, 2);
+        let dy = values(n * co * g.p(), 3);
+        let (y, dw) = reference(&g, &x, &k, &dy);
+        let what = format!("{n}x{ci}x{h}x{w} -> {co} p{pad}");
+        Case {
+            g,
+            x,
+            k,
+            dy,
+            y,
+            dw,
+            what,
+        }
+    }
+}

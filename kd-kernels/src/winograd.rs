@@ -850,7 +850,7 @@ fn non_finite(v: f32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, reference, values};
+    use crate::testing::{assert_close, reference, values, Case};
 
     #[test]
     fn both_variants_match_an_f64_convolution() {
@@ -864,21 +864,12 @@ mod tests {
             (2, 32, 9, 17, 32, 1),
             (2, 32, 28, 28, 32, 1),
         ];
-        for (n, ci, h, w, co, pad) in shapes {
-            let g = Geometry::new(&[n, ci, h, w], &[co, ci, 3, 3], pad, 1).unwrap();
-            let x = values(n * ci * h * w, 1);
-            let k = values(co * ci * 9, 2);
-            let dy = values(n * co * g.p(), 3);
-            let (y, dw) = reference(&g, &x, &k, &dy);
-            let what = format!("{n}x{ci}x{h}x{w} -> {co} p{pad}");
-            assert_close(
-                1e-4,
-                &format!("{what} output"),
-                &convolve(&g, &x, &k, None, false),
-                &y,
-            );
-            let ours = kernel_grad(&g, &x, &dy).unwrap();
-            assert_close(1e-4, &format!("{what} kernel gradient"), &ours, &dw);
+        for shape in shapes {
+            let c = Case::new(shape);
+            let ours = convolve(&c.g, &c.x, &c.k, None, false);
+            assert_close(1e-4, &format!("{} output", c.what), &ours, &c.y);
+            let ours = kernel_grad(&c.g, &c.x, &c.dy).unwrap();
+            assert_close(1e-4, &format!("{} kernel gradient", c.what), &ours, &c.dw);
         }
     }
 
