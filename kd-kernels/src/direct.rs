@@ -25,9 +25,10 @@ const CO_BLOCK: usize = 4;
 const V_BLOCK: usize = 2;
 /// Input channels from which the direct path runs: below, images (1 or 3
 /// channels) make a product so thin that it is bound by writing the outputs,
-/// and im2col's one write beat this path's two (the teacher's 1->128 layer
-/// at 28x28: forward 9.3 against 15.3 ms, with the kernel gradient 38.4
-/// against 60.2 ms; `kd-ops 3 conv_`, best of 4).
+/// and im2col's one write beat this path's two with the AVX2 code (the
+/// teacher's 1->128 layer at 28x28: forward 9.3 against 15.3 ms, with the
+/// kernel gradient 38.4 against 60.2 ms; `kd-ops 3 conv_`, best of 4). The
+/// AVX-512 code tied there and on 1->16, and won only on CIFAR's 3->16.
 const MIN_CHANNELS: usize = 4;
 /// Input channels up to which it runs; from 32 up Winograd does fewer
 /// multiplications (the layers between are the FitNets regressor's 16 at most).
