@@ -15,7 +15,7 @@ pub const CIFAR: [usize; 3] = [3, 32, 32];
 /// Fashion-MNIST's image shape.
 pub const FASHION: [usize; 3] = [1, 28, 28];
 /// The shapes `kd-steps` times, each with the prefix of its names (none for
-/// CIFAR-10); `kd-bench/compare` reads the prefixes back from its output.
+/// CIFAR-10); `kd-bench/compare`'s `STEP_SHAPES` must list the same.
 pub const STEP_SHAPES: [(&str, [usize; 3]); 2] = [("", CIFAR), ("fashion_", FASHION)];
 
 pub fn cifar_shaped_data() -> Splits {

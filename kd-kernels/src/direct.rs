@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 
 use crate::conv::{relu_in_place, with_scratch, Geometry};
+use crate::winograd::all_finite;
 
 /// Floats per vector step of the portable code: AVX2's eight (the AVX-512
 /// code in [`avx512`] takes sixteen).
@@ -206,9 +207,6 @@ pub(crate) fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32
 }
 
 fn kernel_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    if !x.iter().all(|v| v.is_finite()) {
-        return None;
-    }
     let p = Planes::new(g, isa);
     let (image_in, image_out, taps) = (g.ci * g.h * g.w, g.co * g.p(), g.ci * 9);
     let images: Vec<usize> = (0..g.n).collect();
@@ -217,7 +215,7 @@ fn kernel_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f
     let per_block = (BLOCK_FLOATS / per_image).clamp(1, chunk);
     // Each worker sums its images' lanes in order, and the workers' sums are
     // added in order: the same bits for the same thread count.
-    let partial: Vec<Vec<f32>> = images
+    let partial: Vec<Option<Vec<f32>>> = images
         .par_chunks(chunk)
         .map(|images| {
             let mut lanes = vec![0f32; g.co * taps * p.lanes];
@@ -225,8 +223,13 @@ fn kernel_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f
                 for block in images.chunks(per_block) {
                     let (planes, grads) = scratch.split_at_mut(per_block * g.ci * p.len);
                     for (j, &i) in block.iter().enumerate() {
+                        let image = &x[i * image_in..][..image_in];
+                        // Checked here, in parallel, on the image about to be copied.
+                        if !all_finite(image) {
+                            return None;
+                        }
                         let planes = &mut planes[j * g.ci * p.len..][..g.ci * p.len];
-                        p.fill(g, &x[i * image_in..][..image_in], planes);
+                        p.fill(g, image, planes);
                         // dY read flat like the outputs, zero in the dropped columns.
                         let grads = &mut grads[j * g.co * p.out_len()..][..g.co * p.out_len()];
                         grads.fill(0.0);
@@ -242,13 +245,14 @@ fn kernel_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Option<Vec<f
                     }
                     accumulate_taps(isa, g, &p, block.len(), planes, grads, &mut lanes);
                 }
-            });
-            lanes
+                Some(())
+            })?;
+            Some(lanes)
         })
         .collect();
     let mut dw = vec![0f32; g.co * taps];
     for lanes in partial {
-        for (d, l) in dw.iter_mut().zip(lanes.chunks_exact(p.lanes)) {
+        for (d, l) in dw.iter_mut().zip(lanes?.chunks_exact(p.lanes)) {
             *d += l.iter().sum::<f32>();
         }
     }

@@ -4,17 +4,11 @@
 //! layer's shape and the CPU pick).
 use crate::conv::Geometry;
 
-/// Pseudo-random values in -1..1, a fixed sequence per seed.
+/// Random values in -1..1, a fixed sequence per seed.
 pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
 }
 
 /// `x` at input pixel (c, y, x) of image i, 0 in the padding.
