@@ -292,13 +292,9 @@ struct Finite([u32; LANES]);
 
 impl Finite {
     #[inline(always)]
-    fn check<const N: usize>(&mut self, tile: &[[Lanes; N]; N]) {
-        for row in tile {
-            for value in row {
-                for (seen, v) in self.0.iter_mut().zip(value.0) {
-                    *seen |= u32::from(non_finite(v));
-                }
-            }
+    fn check(&mut self, value: Lanes) {
+        for (seen, v) in self.0.iter_mut().zip(value.0) {
+            *seen |= u32::from(non_finite(v));
         }
     }
     fn all(&self) -> bool {
@@ -308,9 +304,9 @@ impl Finite {
 
 /// `dst[..len] = src[..len]` in moves of eight, four and one floats: a copy of
 /// run-time length is a call to `memcpy`, which cost the teacher's test pass
-/// an eighth of its time (`perf`) on rows of 28. The compiler can still turn
-/// the loop of eight-float moves back into `memcpy`: at 251ad34
-/// `transform_input` called it (7% of a teacher epoch in `perf`).
+/// an eighth of its time (`perf`) on rows of 28. The empty `asm!` in the loop
+/// keeps the compiler from turning the eight-float moves back into `memcpy`
+/// (at 251ad34 it had: 5% of a teacher step in `perf`, from `transform_input`).
 #[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32], len: usize) {
     let (mut dst, mut src) = (&mut dst[..len], &src[..len]);
@@ -320,6 +316,8 @@ fn copy(dst: &mut [f32], src: &[f32], len: usize) {
             .unwrap()
             .copy_from_slice(&src[..LANES]);
         (dst, src) = (rest, &src[LANES..]);
+        // SAFETY: an empty instruction list; it touches no memory, stack or flags.
+        unsafe { std::arch::asm!("", options(nomem, nostack, preserves_flags)) };
     }
     if dst.len() >= 4 {
         let (d, rest) = dst.split_at_mut(4);
@@ -350,90 +348,97 @@ fn column<T: Arith, const N: usize>(n: usize, f: impl Fn(usize) -> T) -> [T; N] 
 }
 
 /// `T d Tᵀ` for a 1-D transform `T` from `n` values to `n_out` (of arrays
-/// of I and O): each column of `d`, then each row. Loops, not
-/// `array::from_fn` or `map`, which copy large arrays through `memcpy`.
+/// of I and O): each column of `d`, then each row. `load(r, q)` reads entry
+/// (r, q) of `d` and `store(i, j, value)` takes entry (i, j) of the result,
+/// so a tile goes from its buffer to registers and back: a whole tile of
+/// [`Lanes`] passed by value was copied with `memcpy` (5% of a teacher step
+/// in `perf`). Loops, not `array::from_fn` or `map`, for the same reason.
 #[inline(always)]
 fn transform_2d<const I: usize, const O: usize>(
-    d: &[[Lanes; I]; I],
     n: usize,
     n_out: usize,
+    load: impl Fn(usize, usize) -> Lanes,
     t: impl Fn([Lanes; I]) -> [Lanes; O],
-) -> [[Lanes; O]; O] {
+    mut store: impl FnMut(usize, usize, Lanes),
+) {
     let mut columns = [[Lanes::default(); I]; O];
     for q in 0..n {
-        let mut column = [Lanes::default(); I];
-        for (value, row) in column.iter_mut().zip(d).take(n) {
-            *value = row[q];
-        }
-        for (row, value) in columns.iter_mut().zip(t(column)).take(n_out) {
+        for (row, value) in columns
+            .iter_mut()
+            .zip(t(column(n, |r| load(r, q))))
+            .take(n_out)
+        {
             row[q] = value;
         }
     }
-    let mut out = [[Lanes::default(); O]; O];
-    for (out, row) in out.iter_mut().zip(columns).take(n_out) {
-        *out = t(row);
+    for (i, row) in columns.iter().enumerate().take(n_out) {
+        for (j, value) in t(*row).into_iter().enumerate().take(n_out) {
+            store(i, j, value);
+        }
     }
-    out
 }
 
-/// Where each of a tile's `A × A` [`Lanes`] lies, from the tile's first one,
-/// and how far past it the farthest reaches (worked out once per transform
-/// call, not once per tile).
-struct Offsets {
-    at: [[usize; 6]; 6],
+/// Where entry (i, j) of a `V::A × V::A` tile of [`Lanes`] lies from the
+/// tile's first, and how far past it the farthest reaches (worked out once
+/// per transform call), so that a tile's loads or stores are checked against
+/// their buffer once, not once each.
+struct Layout<F> {
+    a: usize,
+    at: F,
     reach: usize,
 }
 
-impl Offsets {
-    fn new<V: Variant>(at: impl Fn(usize, usize) -> usize) -> Self {
-        let at: [[usize; 6]; 6] = std::array::from_fn(|i| std::array::from_fn(|j| at(i, j)));
-        let farthest = at[..V::A].iter().flat_map(|row| &row[..V::A]).max();
-        Offsets {
-            at,
+impl<F: Fn(usize, usize) -> usize> Layout<F> {
+    fn new<V: Variant>(at: F) -> Self {
+        let a = V::A;
+        let farthest = (0..a * a).map(|e| at(e / a, e % a)).max();
+        Layout {
+            a,
             reach: farthest.unwrap() + LANES,
+            at,
         }
     }
 
-    /// Entry ξ = (i, j) of the matrices `m[ξ]`, one `stride` apart.
-    fn matrices<V: Variant>(stride: usize) -> Self {
-        Self::new::<V>(|i, j| (i * V::A + j) * stride)
+    /// Entry (i, j) of the tile at `base` in `src`.
+    #[inline(always)]
+    fn reader<'s>(&'s self, src: &'s [f32], base: usize) -> impl Fn(usize, usize) -> Lanes + 's {
+        assert!(
+            base + self.reach <= src.len(),
+            "a tile reaches past its buffer"
+        );
+        let p = src[base..].as_ptr();
+        #[inline(always)]
+        move |i, j| {
+            assert!(i < self.a && j < self.a);
+            // SAFETY: at(i, j) + LANES <= reach, and base + reach <= src.len().
+            Lanes(unsafe { std::ptr::read_unaligned(p.add((self.at)(i, j)).cast()) })
+        }
+    }
+
+    /// Writes entry (i, j) of the tile at `base` in `dst`.
+    #[inline(always)]
+    fn writer<'s>(
+        &'s self,
+        dst: &'s mut [f32],
+        base: usize,
+    ) -> impl FnMut(usize, usize, Lanes) + 's {
+        assert!(
+            base + self.reach <= dst.len(),
+            "a tile reaches past its buffer"
+        );
+        let p = dst[base..].as_mut_ptr();
+        #[inline(always)]
+        move |i, j, value| {
+            assert!(i < self.a && j < self.a);
+            // SAFETY: as in `reader`.
+            unsafe { std::ptr::write_unaligned(p.add((self.at)(i, j)).cast(), value.0) }
+        }
     }
 }
 
-/// The `A × A` [`Lanes`] at `base + offsets`, with one bounds check for the
-/// whole tile instead of one per load.
-#[inline(always)]
-fn read_tile<V: Variant>(src: &[f32], base: usize, offsets: &Offsets) -> [[Lanes; 6]; 6] {
-    assert!(
-        base + offsets.reach <= src.len(),
-        "a tile reaches past its buffer"
-    );
-    let p = src[base..].as_ptr();
-    let mut tile = [[Lanes::default(); 6]; 6];
-    for (row, at) in tile.iter_mut().zip(&offsets.at).take(V::A) {
-        for (value, &o) in row.iter_mut().zip(at).take(V::A) {
-            // SAFETY: base + offset + LANES <= src.len(), checked above.
-            *value = Lanes(unsafe { std::ptr::read_unaligned(p.add(o).cast()) });
-        }
-    }
-    tile
-}
-
-/// Writes the `A × A` [`Lanes`] to `base + offsets`, with one bounds check
-/// as [`read_tile`].
-#[inline(always)]
-fn write_tile<V: Variant>(dst: &mut [f32], base: usize, offsets: &Offsets, tile: &[[Lanes; 6]; 6]) {
-    assert!(
-        base + offsets.reach <= dst.len(),
-        "a tile reaches past its buffer"
-    );
-    let p = dst[base..].as_mut_ptr();
-    for (row, at) in tile.iter().zip(&offsets.at).take(V::A) {
-        for (value, &o) in row.iter().zip(at).take(V::A) {
-            // SAFETY: base + offset + LANES <= dst.len(), checked above.
-            unsafe { std::ptr::write_unaligned(p.add(o).cast(), value.0) }
-        }
-    }
+/// The layout of entry ξ = (i, j) of the matrices `m[ξ]`, one `stride` apart.
+fn matrices<V: Variant>(stride: usize) -> Layout<impl Fn(usize, usize) -> usize> {
+    Layout::new::<V>(move |i, j| (i * V::A + j) * stride)
 }
 
 /// How a convolution is cut into blocks of images: tiles per image, images
@@ -706,8 +711,8 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, fir
     // fails); in `perf` that load was this function's hottest instruction.
     let mut padded = vec![0f32; rows * m * width];
     // Tile row r, column q: entry `q / M` of residue `q % M`, row r.
-    let tile_at = Offsets::new::<V>(|r, q| ((q % m) * rows + r) * width + q / m);
-    let xi_at = Offsets::matrices::<V>(g.ci * ts);
+    let tile_at = Layout::new::<V>(|r, q| ((q % m) * rows + r) * width + q / m);
+    let xi_at = matrices::<V>(g.ci * ts);
     let mut finite = Finite::default();
     // Rows outside the image are never written, so they stay 0; the others
     // are written whole, padding included, for every channel.
@@ -731,11 +736,19 @@ fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, fir
         }
         for ty in 0..th {
             for tx in (0..tw).step_by(LANES) {
-                let d = read_tile::<V>(&split, m * ty * width + tx, &tile_at);
-                let at = c * ts + first + ty * tw + tx;
-                let tile = transform_2d(&d, V::A, V::A, #[inline(always)] |c| V::input(c));
-                finite.check(&tile);
-                write_tile::<V>(v, at, &xi_at, &tile);
+                let mut write = xi_at.writer(v, c * ts + first + ty * tw + tx);
+                transform_2d(
+                    V::A,
+                    V::A,
+                    tile_at.reader(&split, m * ty * width + tx),
+                    #[inline(always)]
+                    |c| V::input(c),
+                    #[inline(always)]
+                    |i, j, value| {
+                        finite.check(value);
+                        write(i, j, value);
+                    },
+                );
             }
         }
     }
@@ -758,22 +771,29 @@ fn transform_output<V>(
 ) {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = Offsets::matrices::<V>(g.co * ts);
+    let xi_at = matrices::<V>(g.co * ts);
     for (co, plane) in y.chunks_exact_mut(g.p()).enumerate() {
         let bias = Lanes::splat(b.map_or(0.0, |b| b[co]));
         for ty in 0..th {
+            let rows = mm.min(g.ho - mm * ty);
             for tx in (0..tw).step_by(LANES) {
-                let product = read_tile::<V>(m, co * ts + first + ty * tw + tx, &xi_at);
-                let tile = transform_2d(&product, V::A, mm, #[inline(always)] |c| V::output(c));
                 let x0 = mm * tx;
                 let count = (g.wo - x0).min(mm * LANES);
-                for (i, tile_row) in tile.iter().enumerate().take(mm.min(g.ho - mm * ty)) {
-                    // Output columns M·(tx + lane) + jj, interleaved, stored one
-                    // by one rather than through a row buffer whose copy's vector
-                    // loads would wait for the single stores (store forwarding).
-                    let oy = mm * ty + i;
-                    let out = &mut plane[oy * g.wo + x0..][..count];
-                    for (jj, &value) in tile_row.iter().enumerate().take(mm) {
+                transform_2d(
+                    V::A,
+                    mm,
+                    xi_at.reader(m, co * ts + first + ty * tw + tx),
+                    #[inline(always)]
+                    |c| V::output(c),
+                    #[inline(always)]
+                    |i, jj, value| {
+                        if i >= rows {
+                            return;
+                        }
+                        // Output columns M·(tx + lane) + jj, interleaved, stored one
+                        // by one rather than through a row buffer whose copy's vector
+                        // loads would wait for the single stores (store forwarding).
+                        let out = &mut plane[(mm * ty + i) * g.wo + x0..][..count];
                         let mut value = value + bias;
                         if relu {
                             value = value.relu();
@@ -783,8 +803,8 @@ fn transform_output<V>(
                                 *o = v;
                             }
                         }
-                    }
-                }
+                    },
+                );
             }
         }
     }
@@ -799,7 +819,7 @@ avx2_and_baseline! {
 fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: usize) -> bool {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
-    let xi_at = Offsets::matrices::<V>(g.co * ts);
+    let xi_at = matrices::<V>(g.co * ts);
     let mut finite = Finite::default();
     for (co, plane) in dy.chunks_exact(g.p()).enumerate() {
         for ty in 0..th {
@@ -818,15 +838,20 @@ fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: 
                         }
                     }
                 }
-                let product = transform_2d(
-                    &tile,
+                let mut write = xi_at.writer(m, co * ts + first + ty * tw + tx);
+                transform_2d(
                     mm,
                     V::A,
                     #[inline(always)]
+                    |i, jj| tile[i][jj],
+                    #[inline(always)]
                     |c| V::output_adjoint(c),
+                    #[inline(always)]
+                    |i, j, value| {
+                        finite.check(value);
+                        write(i, j, value);
+                    },
                 );
-                finite.check(&product);
-                write_tile::<V>(m, co * ts + first + ty * tw + tx, &xi_at, &product);
             }
         }
     }
