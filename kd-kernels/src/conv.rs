@@ -18,7 +18,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::{direct, winograd};
+use std::sync::{Arc, Mutex};
+
+use crate::{direct, pool, winograd};
 
 /// Sizes of one convolution: input N x Ci x H x W, kernel Co x Ci x K x K.
 #[derive(Debug, Clone, Copy)]
@@ -267,11 +269,42 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
 }
 
 /// Forward: (x, weight, bias) -> y = conv(x, weight) + bias, then `max(y, 0)`
-/// when `relu` is set; with its backward.
+/// when `relu` is set, then `nn.MaxPool2d(k)` when `max_pool` is `Some(k)`;
+/// with its backward.
+///
+/// The fused pool is one node in Candle's graph instead of two: Candle's
+/// backward allocates a zero tensor for every node's input and adds the
+/// node's gradient into it, and the pool's input is the layer's whole
+/// output. Its backward needs only where each output came from ([`pool`]'s
+/// routes, a byte each), not the layer's output, which the separate pool
+/// and ReLU kept alive and read again.
 pub struct Conv2dOp {
     pub pad: usize,
     pub stride: usize,
     pub relu: bool,
+    pub max_pool: Option<usize>,
+    /// The fused pool's routes, from the forward to the backward.
+    routes: Mutex<Option<Arc<Vec<u8>>>>,
+}
+
+impl Conv2dOp {
+    pub fn new(pad: usize, stride: usize, relu: bool) -> Self {
+        Self {
+            pad,
+            stride,
+            relu,
+            max_pool: None,
+            routes: Mutex::new(None),
+        }
+    }
+
+    /// The same, followed by `nn.MaxPool2d(k)`.
+    pub fn with_max_pool(self, k: usize) -> Self {
+        Self {
+            max_pool: Some(k),
+            ..self
+        }
+    }
 }
 
 impl CustomOp3 for Conv2dOp {
@@ -295,7 +328,22 @@ impl CustomOp3 for Conv2dOp {
             slice(s3, l3, "bias")?,
         );
         let out = convolve(&g, x, w, Some(b), self.relu);
-        Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))))
+        let Some(k) = self.max_pool else {
+            return Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))));
+        };
+        if !(1..16).contains(&k) || g.ho < k || g.wo < k {
+            candle_core::bail!(
+                "conv2d: a {k}x{k} max-pool does not fit its {}x{} output (1 to 15, at most the output)",
+                g.ho,
+                g.wo
+            )
+        }
+        let (pooled, routes) = pool::pool_with_routes(&out, g.ho, g.wo, k, self.relu);
+        *self.routes.lock().unwrap() = Some(Arc::new(routes));
+        Ok((
+            CpuStorage::F32(pooled),
+            Shape::from((g.n, g.co, g.ho / k, g.wo / k)),
+        ))
     }
 
     fn bwd(
@@ -306,11 +354,18 @@ impl CustomOp3 for Conv2dOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = if self.relu {
-            grad.contiguous()?
-                .apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?
-        } else {
-            grad.contiguous()?
+        let grad = grad.contiguous()?;
+        let grad = match self.max_pool {
+            Some(k) => {
+                let Some(routes) = self.routes.lock().unwrap().clone() else {
+                    candle_core::bail!("conv2d: backward before forward")
+                };
+                let g = Geometry::new(x.dims(), w.dims(), self.pad, self.stride)?;
+                let (h, w) = (g.ho, g.wo);
+                grad.apply_op1_no_bwd(&Unpool { routes, h, w, k })?
+            }
+            None if self.relu => grad.apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?,
+            None => grad,
         };
         let geometry = (self.pad, self.stride);
         // Input images need no gradient: skip the most expensive product for them.
@@ -334,6 +389,36 @@ impl CustomOp3 for Conv2dOp {
         )?;
         let db = grad.apply_op1_no_bwd(&ChannelSum)?;
         Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// dY of the fused pool -> dY of the convolution (and its ReLU): [`pool::unpool`].
+struct Unpool {
+    routes: Arc<Vec<u8>>,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+impl candle_core::CustomOp1 for Unpool {
+    fn name(&self) -> &'static str {
+        "kd-conv2d-unpool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, ..] = l.dims() else {
+            candle_core::bail!("conv2d unpool: {:?} is not N x C x H x W", l.dims())
+        };
+        let dy = slice(s, l, "gradient")?;
+        if dy.len() != self.routes.len() {
+            candle_core::bail!(
+                "conv2d unpool: {} gradients for {} routes",
+                dy.len(),
+                self.routes.len()
+            )
+        }
+        let dx = pool::unpool(&self.routes, dy, self.h, self.w, self.k);
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
     }
 }
 

@@ -121,6 +121,82 @@ fn pool2_plane_grad(plane: &[f32], w: usize, dy: &[f32], wo: usize, dx: &mut [f3
     }
 }
 
+/// The route of a pooled output whose gradient is 0: after a fused ReLU, its
+/// window's maximum was not above 0 (see [`pool_with_routes`]).
+pub(crate) const NO_ROUTE: u8 = u8::MAX;
+
+/// `nn.MaxPool2d(k)` of `y` (planes of `h x w`) for a pool fused into the
+/// layer that made `y`, and where each output's gradient goes in the
+/// backward: its window's arg-max by [`arg_max`]'s rule, as `dy·k + dx`, or
+/// [`NO_ROUTE`] where `relu` (a ReLU fused before the pool) and the maximum
+/// is not above 0, since the ReLU's gradient is 0 there (NaN included, as in
+/// PyTorch). A byte per output is all the backward keeps: not the layer's
+/// output, which the pool's backward would read again to find the arg-max.
+pub(crate) fn pool_with_routes(
+    y: &[f32],
+    h: usize,
+    w: usize,
+    k: usize,
+    relu: bool,
+) -> (Vec<f32>, Vec<u8>) {
+    assert!((1..16).contains(&k) && h >= k && w >= k && y.len().is_multiple_of(h * w));
+    let (ho, wo) = (h / k, w / k);
+    let outputs = y.len() / (h * w) * ho * wo;
+    let (mut out, mut routes) = (vec![0f32; outputs], vec![0u8; outputs]);
+    out.par_chunks_mut(ho * wo)
+        .zip(routes.par_chunks_mut(ho * wo))
+        .zip(y.par_chunks(h * w))
+        .for_each(|((out, routes), plane)| {
+            for (oy, (out, routes)) in out
+                .chunks_exact_mut(wo)
+                .zip(routes.chunks_exact_mut(wo))
+                .enumerate()
+            {
+                for (ox, (o, r)) in out.iter_mut().zip(routes).enumerate() {
+                    let route = if k == 2 {
+                        let at = |dy: usize, dx: usize| plane[(2 * oy + dy) * w + 2 * ox + dx];
+                        let [s0, s1, s2, _] = first_max4(at(0, 0), at(0, 1), at(1, 0), at(1, 1));
+                        // Index arithmetic, not branches (see `first_max4`).
+                        3 - 3 * usize::from(s0) - 2 * usize::from(s1) - usize::from(s2)
+                    } else {
+                        let at = arg_max(plane, w, k, oy, ox);
+                        (at / w - oy * k) * k + at % w - ox * k
+                    };
+                    *o = plane[(oy * k + route / k) * w + ox * k + route % k];
+                    // Not above 0 includes NaN, whose ReLU gradient is 0.
+                    let passes = !relu || *o > 0.0;
+                    *r = if passes { route as u8 } else { NO_ROUTE };
+                }
+            }
+        });
+    (out, routes)
+}
+
+/// The backward of [`pool_with_routes`]: each output gradient at its route
+/// in a plane of `h x w`, 0 everywhere else.
+pub(crate) fn unpool(routes: &[u8], dy: &[f32], h: usize, w: usize, k: usize) -> Vec<f32> {
+    let (ho, wo) = (h / k, w / k);
+    assert_eq!(routes.len(), dy.len());
+    let mut dx = vec![0f32; dy.len() / (ho * wo) * h * w];
+    dx.par_chunks_mut(h * w)
+        .zip(routes.par_chunks(ho * wo).zip(dy.par_chunks(ho * wo)))
+        .for_each(|(dx, (routes, dy))| {
+            for (oy, (routes, dy)) in routes.chunks_exact(wo).zip(dy.chunks_exact(wo)).enumerate() {
+                for (ox, (&r, &g)) in routes.iter().zip(dy).enumerate() {
+                    // No route writes a 0 onto the window's first input, which
+                    // is 0 already: a select, where a branch would mispredict.
+                    let (r, g) = if r == NO_ROUTE {
+                        (0, 0.0)
+                    } else {
+                        (usize::from(r), g)
+                    };
+                    dx[(oy * k + r / k) * w + ox * k + r % k] = g;
+                }
+            }
+        });
+    dx
+}
+
 impl CustomOp1 for MaxPool2dOp {
     fn name(&self) -> &'static str {
         "kd-max-pool2d"

@@ -85,7 +85,7 @@ fn check_conv(
     let x = Var::from_tensor(&random(&[n, ci, h, w], 1)).unwrap();
     let wt = Var::from_tensor(&random(&[co, ci, k, k], 2)).unwrap();
     let b = Var::from_tensor(&random(&[co], 3)).unwrap();
-    let op = Conv2dOp { pad, stride, relu };
+    let op = Conv2dOp::new(pad, stride, relu);
     let ours = x
         .as_tensor()
         .apply_op3(wt.as_tensor(), b.as_tensor(), op)
@@ -203,11 +203,7 @@ fn non_finite_inputs_give_the_direct_convolutions_non_finite_outputs() {
         let x = Tensor::from_vec(values, (n, ci, h, w), &Device::Cpu).unwrap();
         let wt = random(&[co, ci, 3, 3], 2);
         let b = random(&[co], 3);
-        let op = Conv2dOp {
-            pad: 1,
-            stride: 1,
-            relu,
-        };
+        let op = Conv2dOp::new(1, 1, relu);
         let ours = x.apply_op3(&wt, &b, op).unwrap();
         let reference = reference_conv2d(&x, &wt, &b, 1, 1).unwrap();
         let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -261,11 +257,7 @@ fn non_finite_inputs_reach_the_direct_kernel_gradient_as_in_a_convolution() {
         let x = Tensor::from_vec(values, (n, ci, h, w), &Device::Cpu).unwrap();
         let wt = Var::from_tensor(&random(&[co, ci, 3, 3], 2)).unwrap();
         let b = Var::from_tensor(&random(&[co], 3)).unwrap();
-        let op = Conv2dOp {
-            pad: 1,
-            stride: 1,
-            relu: false,
-        };
+        let op = Conv2dOp::new(1, 1, false);
         let ours = x.apply_op3(wt.as_tensor(), b.as_tensor(), op).unwrap();
         let reference = reference_conv2d(&x, wt.as_tensor(), b.as_tensor(), 1, 1).unwrap();
         let (g1, g2) = mixed_gradients(&ours, &reference, 4);
@@ -293,15 +285,7 @@ fn images_get_no_gradient_they_do_not_need() {
     let wt = Var::from_tensor(&random(&[4, 3, 3, 3], 2)).unwrap();
     let b = Var::from_tensor(&random(&[4], 3)).unwrap();
     let y = x
-        .apply_op3(
-            wt.as_tensor(),
-            b.as_tensor(),
-            Conv2dOp {
-                pad: 1,
-                stride: 1,
-                relu: false,
-            },
-        )
+        .apply_op3(wt.as_tensor(), b.as_tensor(), Conv2dOp::new(1, 1, false))
         .unwrap();
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(&x).is_none());
@@ -350,5 +334,113 @@ fn max_pool_sends_a_tied_windows_gradient_to_its_first_maximum_like_pytorch() {
     assert_eq!(
         dx.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         [1., 0., 0., 0., 0., 0., 0., 1.]
+    );
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v.into_iter().map(f32::to_bits).collect()
+}
+
+/// A max-pool fused into the convolution against the same convolution
+/// followed by [`MaxPool2dOp`]: the same bits forward and backward (input,
+/// kernel and bias gradients), NaN included, and within rounding of Candle's
+/// own convolution, ReLU and pool. `nan` puts a NaN into the first image.
+#[allow(clippy::too_many_arguments)]
+fn check_fused_pool(
+    tolerance: f32,
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    relu: bool,
+    nan: bool,
+) {
+    let what = format!("{n}x{ci}x{h}x{w} -> {co}, pool {k}, relu {relu}, NaN {nan}");
+    let mut input = random(&[n, ci, h, w], 7)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    if nan {
+        input[(h / 2) * w + w / 2] = f32::NAN;
+    }
+    let input = Tensor::from_vec(input, (n, ci, h, w), &Device::Cpu).unwrap();
+    let x = Var::from_tensor(&input).unwrap();
+    let wt = Var::from_tensor(&random(&[co, ci, 3, 3], 8)).unwrap();
+    let b = Var::from_tensor(&random(&[co], 9)).unwrap();
+    let conv = |op: Conv2dOp| {
+        x.as_tensor()
+            .apply_op3(wt.as_tensor(), b.as_tensor(), op)
+            .unwrap()
+    };
+    let fused = conv(Conv2dOp::new(1, 1, relu).with_max_pool(k));
+    let separate = conv(Conv2dOp::new(1, 1, relu))
+        .apply_op1(MaxPool2dOp { k })
+        .unwrap();
+    assert_eq!(fused.dims(), [n, co, h / k, w / k], "{what}");
+    assert_eq!(bits(&fused), bits(&separate), "{what} forward");
+    let (g1, g2) = mixed_gradients(&fused, &separate, 10);
+    for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &b)] {
+        let (ours, theirs) = (
+            g1.get(v.as_tensor()).unwrap(),
+            g2.get(v.as_tensor()).unwrap(),
+        );
+        assert_eq!(bits(ours), bits(theirs), "{what} {name} gradient");
+    }
+    if nan {
+        let values = fused.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            values.iter().any(|v| v.is_nan()),
+            "{what}: the NaN was lost"
+        );
+        return;
+    }
+    // Candle's ReLU turns NaN into 0, so only finite inputs have a reference.
+    let reference = reference_conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), 1, 1).unwrap();
+    let reference = if relu {
+        reference.relu().unwrap()
+    } else {
+        reference
+    };
+    let reference = reference_max_pool2d(&reference, k).unwrap();
+    assert_close_within(tolerance, &format!("{what} forward"), &fused, &reference);
+    let (g1, g2) = mixed_gradients(&fused, &reference, 10);
+    for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &b)] {
+        assert_close_within(
+            tolerance,
+            &format!("{what} {name} gradient"),
+            g1.get(v.as_tensor()).unwrap(),
+            g2.get(v.as_tensor()).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn a_fused_max_pool_matches_the_separate_pool_bit_for_bit() {
+    for relu in [false, true] {
+        for nan in [false, true] {
+            check_fused_pool(DIRECT, 2, 1, 28, 28, 16, 2, relu, nan); // the student's first layer
+            check_fused_pool(DIRECT, 3, 16, 14, 14, 16, 2, relu, nan); // and its second
+            check_fused_pool(DIRECT, 2, 3, 7, 9, 4, 2, relu, nan); // trailing row and column dropped
+            check_fused_pool(DIRECT, 2, 5, 9, 10, 6, 3, relu, nan);
+            check_fused_pool(WINOGRAD, 2, 32, 28, 28, 32, 2, relu, nan); // the teacher's second
+        }
+    }
+}
+
+#[test]
+fn a_max_pool_larger_than_the_output_is_an_error_that_says_so() {
+    let x = random(&[1, 2, 3, 3], 1);
+    let (wt, b) = (random(&[2, 2, 3, 3], 2), random(&[2], 3));
+    let err = x
+        .apply_op3(&wt, &b, Conv2dOp::new(1, 1, true).with_max_pool(4))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4x4 max-pool does not fit its 3x3 output"),
+        "{err}"
     );
 }

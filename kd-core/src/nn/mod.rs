@@ -9,14 +9,17 @@ use kd_kernels::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 use crate::network::Mode;
 use crate::Result;
 
-/// The shape of a [`Conv2d`]: square kernel, padding, stride, and whether a
-/// ReLU follows (fused into the convolution on the CPU).
+/// The shape of a [`Conv2d`]: square kernel, padding, stride, whether a
+/// ReLU follows, and then a max-pool (both fused into the convolution on the
+/// CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
     pub kernel: usize,
     pub padding: usize,
     pub stride: usize,
     pub relu: bool,
+    /// `nn.MaxPool2d(k)` after the convolution (and its ReLU).
+    pub max_pool: Option<usize>,
 }
 
 impl Conv2dConfig {
@@ -26,16 +29,25 @@ impl Conv2dConfig {
         padding: 1,
         stride: 1,
         relu: false,
+        max_pool: None,
     };
 
     /// The same convolution followed by `nn.ReLU()`.
     pub const fn with_relu(self) -> Self {
         Self { relu: true, ..self }
     }
+
+    /// The same followed by `nn.MaxPool2d(k)`, as [`max_pool2d`] computes it.
+    pub const fn with_max_pool(self, k: usize) -> Self {
+        Self {
+            max_pool: Some(k),
+            ..self
+        }
+    }
 }
 
 /// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias`
-/// (out), and the `nn.ReLU` after it when its config says so.
+/// (out), and the `nn.ReLU` and `nn.MaxPool2d` after it when its config says so.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -73,21 +85,24 @@ impl Module for Conv2d {
             padding,
             stride,
             relu,
+            max_pool,
             ..
         } = self.config;
         if on_cpu_f32(x) {
-            let op = Conv2dOp {
-                pad: padding,
-                stride,
-                relu,
+            let op = Conv2dOp::new(padding, stride, relu);
+            let op = match max_pool {
+                Some(k) => op.with_max_pool(k),
+                None => op,
             };
             return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
         }
-        let y = reference_conv2d(x, &self.weight, &self.bias, padding, stride)?;
+        let mut y = reference_conv2d(x, &self.weight, &self.bias, padding, stride)?;
         if relu {
-            self::relu(&y)
-        } else {
-            Ok(y)
+            y = self::relu(&y)?;
+        }
+        match max_pool {
+            Some(k) => reference_max_pool2d(&y, k),
+            None => Ok(y),
         }
     }
 }

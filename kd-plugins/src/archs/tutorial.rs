@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, max_pool2d, relu, Conv2d, Conv2dConfig, Dropout};
+use kd_core::nn::{linear, relu, Conv2d, Conv2dConfig, Dropout};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Mode, Network, Outputs, Result};
 
 /// `nn.Conv2d(in, out, kernel_size=3, padding=1)` then `nn.ReLU()`.
 const CONV_RELU: Conv2dConfig = Conv2dConfig::SAME_3X3.with_relu();
+/// The same then `nn.MaxPool2d(2)`, fused into the convolution.
+const CONV_RELU_POOL: Conv2dConfig = CONV_RELU.with_max_pool(2);
 
 /// `nn.Sequential(Linear(flat, hidden), ReLU(), Dropout(0.1), Linear(hidden, classes))`.
 struct Classifier {
@@ -81,9 +83,9 @@ impl DeepNn {
         Ok(Self {
             convs: [
                 Conv2d::new(c, 128, CONV_RELU, f.pp(0))?,
-                Conv2d::new(128, 64, CONV_RELU, f.pp(2))?,
+                Conv2d::new(128, 64, CONV_RELU_POOL, f.pp(2))?,
                 Conv2d::new(64, 64, CONV_RELU, f.pp(5))?,
-                Conv2d::new(64, 32, CONV_RELU, f.pp(7))?,
+                Conv2d::new(64, 32, CONV_RELU_POOL, f.pp(7))?,
             ],
             classifier: Classifier::new(
                 flat_size(32, config)?,
@@ -98,8 +100,8 @@ impl DeepNn {
 impl Network for DeepNn {
     fn forward(&self, images: &Tensor, mode: Mode) -> Result<Outputs> {
         let [c1, c2, c3, c4] = &self.convs;
-        let x = max_pool2d(&c2.forward(&c1.forward(images)?)?, 2)?;
-        let x = max_pool2d(&c4.forward(&c3.forward(&x)?)?, 2)?;
+        let x = c2.forward(&c1.forward(images)?)?;
+        let x = c4.forward(&c3.forward(&x)?)?;
         head(x, &self.classifier, mode)
     }
 }
@@ -116,8 +118,8 @@ impl LightNn {
         let c = config.input_shape[0];
         Ok(Self {
             convs: [
-                Conv2d::new(c, 16, CONV_RELU, f.pp(0))?,
-                Conv2d::new(16, 16, CONV_RELU, f.pp(3))?,
+                Conv2d::new(c, 16, CONV_RELU_POOL, f.pp(0))?,
+                Conv2d::new(16, 16, CONV_RELU_POOL, f.pp(3))?,
             ],
             classifier: Classifier::new(
                 flat_size(16, config)?,
@@ -132,8 +134,7 @@ impl LightNn {
 impl Network for LightNn {
     fn forward(&self, images: &Tensor, mode: Mode) -> Result<Outputs> {
         let [c1, c2] = &self.convs;
-        let x = max_pool2d(&c1.forward(images)?, 2)?;
-        let x = max_pool2d(&c2.forward(&x)?, 2)?;
+        let x = c2.forward(&c1.forward(images)?)?;
         head(x, &self.classifier, mode)
     }
 }
