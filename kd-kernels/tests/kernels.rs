@@ -425,6 +425,7 @@ fn a_fused_max_pool_matches_the_separate_pool_bit_for_bit() {
             check_fused_pool(DIRECT, 2, 1, 28, 28, 16, 2, relu, nan); // the student's first layer
             check_fused_pool(DIRECT, 3, 16, 14, 14, 16, 2, relu, nan); // and its second
             check_fused_pool(DIRECT, 2, 3, 7, 9, 4, 2, relu, nan); // trailing row and column dropped
+            check_fused_pool(DIRECT, 1, 2, 5, 6, 3, 2, relu, nan); // rows of 3 windows
             check_fused_pool(DIRECT, 2, 5, 9, 10, 6, 3, relu, nan);
             check_fused_pool(WINOGRAD, 2, 32, 28, 28, 32, 2, relu, nan); // the teacher's second
         }
