@@ -187,29 +187,6 @@ fn window2(a: f32, b: f32, c: f32, d: f32) -> (f32, u8) {
     (value, 2 * u8::from(low) + u8::from(column))
 }
 
-/// Runs `$body` compiled for AVX2 where the CPU has it (eight floats a
-/// step instead of SSE2's four), else for the baseline: the same operations,
-/// so the same bits either way.
-macro_rules! with_avx2 {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn baseline($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    baseline($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2.
-                return unsafe { avx2($($arg),*) };
-            }
-            baseline($($arg),*)
-        }
-    };
-}
-
 /// [`STEP`] 2x2 windows whose rows are `a` and `b`: split into the windows'
 /// four corners first, so that [`window2`] runs on whole vectors.
 #[inline(always)]
@@ -229,7 +206,7 @@ fn windows2(a: &[f32], b: &[f32], relu: bool, out: &mut [f32], routes: &mut [u8]
     }
 }
 
-with_avx2! {
+avx2_and_baseline! {
 /// One plane of [`pool_with_routes`]: 2x2 windows a row pair and [`STEP`]
 /// windows at a time, others one by one through [`arg_max`].
 fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f32], routes: &mut [u8]) {
@@ -290,7 +267,7 @@ fn unroute2(r: &[u8; STEP], g: &[f32; STEP], quad: &mut [f32; 4 * STEP]) {
     }
 }
 
-with_avx2! {
+avx2_and_baseline! {
 /// One plane of [`unpool`]. For 2x2 windows every input of the window is
 /// written, `g` or 0 by a compare (a select, which vectorises); others put
 /// `g` at the route only.

@@ -27,34 +27,6 @@ use rayon::prelude::*;
 
 use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
 
-/// Defines a function generic over the [`Variant`] whose body is compiled
-/// twice, for AVX2 (eight floats a step instead of SSE2's four; picked at run
-/// time) and for the baseline: the same additions in the same order, so the
-/// same bits either way.
-macro_rules! avx2_and_baseline {
-    (
-        $(#[$doc:meta])*
-        fn $name:ident<V>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
-    ) => {
-        $(#[$doc])*
-        fn $name<V: Variant>($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn baseline<V: Variant>($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2<V: Variant>($($arg: $ty),*) $(-> $ret)? {
-                baseline::<V>($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { avx2::<V>($($arg),*) };
-            }
-            baseline::<V>($($arg),*)
-        }
-    };
-}
-
 /// Fewer channels than this and the products per tile position are too thin
 /// to pay for the transforms: the student's 16->16 layer took 4.8-6.0 ms
 /// forward through F(2×2, 3×3) and 3.3 ms through im2col (`kd-ops 7
@@ -720,7 +692,7 @@ avx2_and_baseline! {
 /// entry `tx + q / M` of the columns whose index is `q % M` modulo M, so each
 /// channel is first split by column residue, once, and a tile column of
 /// eight neighbouring tiles is then one contiguous load.
-fn transform_input<V>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, first: usize) -> bool {
+fn transform_input<V: Variant>(g: &Geometry, image: &[f32], v: &mut [f32], ts: usize, first: usize) -> bool {
     let (m, pad) = (V::M, g.pad);
     let (th, tw) = (g.ho.div_ceil(m), g.wo.div_ceil(m));
     let (rows, width) = (m * th + 2, tw.next_multiple_of(LANES) + 1);
@@ -788,7 +760,7 @@ avx2_and_baseline! {
 /// Reads each tile's `M` from columns `first..` of the matrices `m[ξ]`
 /// (Co rows, interleaved) and writes `relu?(Aᵀ M A + b)` into one image's
 /// output, [`LANES`] tiles of a row of tiles at a time.
-fn transform_output<V>(
+fn transform_output<V: Variant>(
     g: &Geometry,
     m: &[f32],
     ts: usize,
@@ -844,7 +816,7 @@ avx2_and_baseline! {
 /// columns `first..` of the matrices `m[ξ]` (Co rows, interleaved), as
 /// [`transform_input`] writes: the adjoint of [`transform_output`] (outputs
 /// past the edge count as 0).
-fn transform_grad<V>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: usize) -> bool {
+fn transform_grad<V: Variant>(g: &Geometry, dy: &[f32], m: &mut [f32], ts: usize, first: usize) -> bool {
     let mm = V::M;
     let (th, tw) = (g.ho.div_ceil(mm), g.wo.div_ceil(mm));
     let xi_at = matrices::<V>(ts);
