@@ -107,8 +107,20 @@ fn check_conv(
     } else {
         conv
     };
-    let (g1, g2) = mixed_gradients(&ours, &reference, 4);
-    for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &b)] {
+    assert_gradients_close(tolerance, &what, (&ours, &reference), [&x, &wt, &b], 4);
+}
+
+/// The input, kernel and bias gradients of two outputs under the same
+/// random mix (drawn from `seed`), within `tolerance`.
+fn assert_gradients_close(
+    tolerance: f32,
+    what: &str,
+    (ours, reference): (&Tensor, &Tensor),
+    [x, wt, b]: [&Var; 3],
+    seed: u64,
+) {
+    let (g1, g2) = mixed_gradients(ours, reference, seed);
+    for (name, v) in [("input", x), ("kernel", wt), ("bias", b)] {
         assert_close_within(
             tolerance,
             &format!("{what} {name} gradient"),
@@ -407,15 +419,7 @@ fn check_fused_pool(
     };
     let reference = reference_max_pool2d(&reference, k).unwrap();
     assert_close_within(tolerance, &format!("{what} forward"), &fused, &reference);
-    let (g1, g2) = mixed_gradients(&fused, &reference, 10);
-    for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &b)] {
-        assert_close_within(
-            tolerance,
-            &format!("{what} {name} gradient"),
-            g1.get(v.as_tensor()).unwrap(),
-            g2.get(v.as_tensor()).unwrap(),
-        );
-    }
+    assert_gradients_close(tolerance, &what, (&fused, &reference), [&x, &wt, &b], 10);
 }
 
 #[test]
