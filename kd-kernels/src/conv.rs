@@ -13,12 +13,13 @@
 //! `col2im(Wᵀ · dY[n])` otherwise). The bias and an optional ReLU are
 //! applied in the same pass over the output (Candle's separate bias add and
 //! ReLU each cost a full read and write of the activations, and more in their
-//! backward).
+//! backward), and an optional max-pool after them is fused into the same op
+//! ([`Conv2dOp`] says why).
+use std::sync::{Arc, Mutex};
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
-
-use std::sync::{Arc, Mutex};
 
 use crate::{direct, pool, winograd};
 
@@ -327,17 +328,19 @@ impl CustomOp3 for Conv2dOp {
             slice(s2, l2, "kernel")?,
             slice(s3, l3, "bias")?,
         );
+        // Checked before the convolution's work, not after.
+        if let Some(k) = self.max_pool.filter(|&k| !pool::fits(k, g.ho, g.wo)) {
+            candle_core::bail!(
+                "conv2d: a {k}x{k} max-pool does not fit the convolution's {}x{} output: use a window from 1 to {} and at most the output's size",
+                g.ho,
+                g.wo,
+                pool::MAX_FUSED_WINDOW
+            )
+        }
         let out = convolve(&g, x, w, Some(b), self.relu);
         let Some(k) = self.max_pool else {
             return Ok((CpuStorage::F32(out), Shape::from((g.n, g.co, g.ho, g.wo))));
         };
-        if !(1..16).contains(&k) || g.ho < k || g.wo < k {
-            candle_core::bail!(
-                "conv2d: a {k}x{k} max-pool does not fit its {}x{} output (1 to 15, at most the output)",
-                g.ho,
-                g.wo
-            )
-        }
         let (pooled, routes) = pool::pool_with_routes(&out, g.ho, g.wo, k, self.relu);
         *self.routes.lock().unwrap() = Some(Arc::new(routes));
         Ok((

@@ -121,6 +121,15 @@ fn pool2_plane_grad(plane: &[f32], w: usize, dy: &[f32], wo: usize, dx: &mut [f3
     }
 }
 
+/// The largest window a fused pool takes: a route is one byte, `dy·k + dx`
+/// below [`NO_ROUTE`].
+pub(crate) const MAX_FUSED_WINDOW: usize = 15;
+
+/// Whether a fused `k x k` pool fits an `h x w` output.
+pub(crate) fn fits(k: usize, h: usize, w: usize) -> bool {
+    (1..=MAX_FUSED_WINDOW).contains(&k) && h >= k && w >= k
+}
+
 /// The route of a pooled output whose gradient is 0: after a fused ReLU, its
 /// window's maximum was not above 0 (see [`pool_with_routes`]).
 pub(crate) const NO_ROUTE: u8 = u8::MAX;
@@ -139,7 +148,7 @@ pub(crate) fn pool_with_routes(
     k: usize,
     relu: bool,
 ) -> (Vec<f32>, Vec<u8>) {
-    assert!((1..16).contains(&k) && h >= k && w >= k && y.len().is_multiple_of(h * w));
+    assert!(fits(k, h, w) && y.len().is_multiple_of(h * w));
     let (ho, wo) = (h / k, w / k);
     let outputs = y.len() / (h * w) * ho * wo;
     let (mut out, mut routes) = (vec![0f32; outputs], vec![0u8; outputs]);

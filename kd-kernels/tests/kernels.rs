@@ -445,7 +445,8 @@ fn a_max_pool_larger_than_the_output_is_an_error_that_says_so() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("4x4 max-pool does not fit its 3x3 output"),
+        err.contains("4x4 max-pool does not fit the convolution's 3x3 output")
+            && err.contains("at most the output's size"),
         "{err}"
     );
 }
