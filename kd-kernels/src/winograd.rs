@@ -459,9 +459,9 @@ fn row_stride(t: usize) -> usize {
 /// tiles with rows `ts` long. The matrices are interleaved by row: row `r`
 /// of `m[ξ]` starts at `(r·A² + ξ)·ts`, so that a channel's tiles, which the
 /// transforms write or read together, lie in one run of memory rather than
-/// in A² (36 for F(4×4)) places a matrix apart: that many streams of stores
-/// kept the hardware prefetcher from following them (`kd-ops conv_128_64_28`,
-/// best of 6 rounds: forward+backward 228.7 -> 192.3 ms, forward a tie).
+/// in A² (36 for F(4×4)) places a matrix apart; that many streams of stores
+/// were slower (`kd-ops conv_128_64_28`, best of 6 rounds: forward+backward
+/// 228.7 -> 192.3 ms, forward a tie).
 fn with_tile_matrices<V: Variant, R>(
     g: &Geometry,
     t: usize,
