@@ -334,7 +334,7 @@ impl CustomOp3 for Conv2dOp {
                 "conv2d: a {k}x{k} max-pool does not fit the convolution's {}x{} output: use a window from 1 to {} and at most the output's size",
                 g.ho,
                 g.wo,
-                pool::MAX_FUSED_WINDOW
+                pool::MAX_WINDOW
             )
         }
         let out = convolve(&g, x, w, Some(b), self.relu);

@@ -3,10 +3,13 @@
 //!
 //! Candle 0.11's `max_pool2d` backward spreads the gradient over the window
 //! scaled by 1/k², and the reshape-and-reduce formulation is correct but
-//! makes several full passes over the activations. Here the forward is one
-//! pass, and the backward finds each window's arg-max again from the input
-//! (the first maximum in row-major order, NaN counting as the largest, like
-//! PyTorch) instead of keeping an index tensor alive between the passes.
+//! makes several full passes over the activations. Here one function
+//! ([`pool_with_routes`]) pools and finds where each output came from (the
+//! first maximum in row-major order, NaN counting as the largest, like
+//! PyTorch), as a byte per output, and [`unpool`] sends the gradients back
+//! along those routes. [`MaxPool2dOp`] finds the routes again in its backward
+//! instead of keeping them between the passes; a pool fused into a
+//! convolution (`conv::Conv2dOp`) keeps them.
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -17,7 +20,6 @@ pub struct MaxPool2dOp {
 }
 
 struct Planes {
-    count: usize,
     h: usize,
     w: usize,
     ho: usize,
@@ -25,17 +27,16 @@ struct Planes {
 }
 
 fn planes(l: &Layout, k: usize) -> Result<Planes> {
-    let &[n, c, h, w] = l.dims() else {
+    let &[_, _, h, w] = l.dims() else {
         candle_core::bail!("max_pool2d: {:?} is not N x C x H x W", l.dims())
     };
-    if k == 0 || h < k || w < k {
+    if !fits(k, h, w) {
         candle_core::bail!(
-            "max_pool2d: window {k} does not fit the input {:?}",
+            "max_pool2d: window {k} does not fit the input {:?}: use a window from 1 to {MAX_WINDOW} and at most the input's size",
             l.dims()
         )
     }
     Ok(Planes {
-        count: n * c,
         h,
         w,
         ho: h / k,
@@ -65,82 +66,23 @@ fn arg_max(plane: &[f32], w: usize, k: usize, oy: usize, ox: usize) -> usize {
     best
 }
 
-/// Which of a 2x2 window's (a, b, c, d) is its maximum, by the rule of
-/// [`arg_max`], as four flags: bit operations only, because a branch on
-/// random activations mispredicts about half the time (it was a fifth of
-/// the student's train step).
-#[inline(always)]
-fn first_max4(a: f32, b: f32, c: f32, d: f32) -> [bool; 4] {
-    let m = a.max(b).max(c.max(d));
-    let nan = a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan();
-    // With a NaN the first NaN wins, else the first value equal to the maximum.
-    let hit = |v: f32| (nan & v.is_nan()) | (!nan & (v == m));
-    let (ha, hb, hc) = (hit(a), hit(b), hit(c));
-    [ha, hb & !ha, hc & !ha & !hb, !(ha | hb | hc)]
-}
+/// The largest window: a route is one byte, `dy·k + dx` below [`NO_ROUTE`].
+pub(crate) const MAX_WINDOW: usize = 15;
 
-/// 2x2 windows, the networks' only pool: two rows at a time without index
-/// arithmetic (a 64x32x32 pool's forward+backward went from ~71 to ~49 ms).
-fn pool2_plane(plane: &[f32], w: usize, ho: usize, y: &mut [f32]) {
-    let wo = y.len() / ho;
-    for (oy, out) in y.chunks_exact_mut(wo).enumerate() {
-        let (r0, r1) = (
-            &plane[2 * oy * w..][..2 * wo],
-            &plane[(2 * oy + 1) * w..][..2 * wo],
-        );
-        for ((o, a), b) in out
-            .iter_mut()
-            .zip(r0.chunks_exact(2))
-            .zip(r1.chunks_exact(2))
-        {
-            let m = a[0].max(a[1]).max(b[0].max(b[1]));
-            // f32::max skips NaN; PyTorch's pool propagates it.
-            let nan = a[0].is_nan() | a[1].is_nan() | b[0].is_nan() | b[1].is_nan();
-            *o = if nan { f32::NAN } else { m };
-        }
-    }
-}
-
-/// The backward of [`pool2_plane`]: `dx` must be zero on entry.
-fn pool2_plane_grad(plane: &[f32], w: usize, dy: &[f32], wo: usize, dx: &mut [f32]) {
-    for (oy, g) in dy.chunks_exact(wo).enumerate() {
-        let (r0, r1) = (
-            &plane[2 * oy * w..][..2 * wo],
-            &plane[(2 * oy + 1) * w..][..2 * wo],
-        );
-        let (d0, d1) = dx[2 * oy * w..].split_at_mut(w);
-        let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
-        for (ox, g) in g.iter().enumerate() {
-            let [s0, s1, s2, _] =
-                first_max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-            // Index arithmetic, not branches: the store's address is computed.
-            let i = 3 - 3 * usize::from(s0) - 2 * usize::from(s1) - usize::from(s2);
-            let row = if i < 2 { &mut *d0 } else { &mut *d1 };
-            row[2 * ox + (i & 1)] = *g;
-        }
-    }
-}
-
-/// The largest window a fused pool takes: a route is one byte, `dy·k + dx`
-/// below [`NO_ROUTE`].
-pub(crate) const MAX_FUSED_WINDOW: usize = 15;
-
-/// Whether a fused `k x k` pool fits an `h x w` output.
+/// Whether a `k x k` pool fits an `h x w` input.
 pub(crate) fn fits(k: usize, h: usize, w: usize) -> bool {
-    (1..=MAX_FUSED_WINDOW).contains(&k) && h >= k && w >= k
+    (1..=MAX_WINDOW).contains(&k) && h >= k && w >= k
 }
 
 /// The route of a pooled output whose gradient is 0: after a fused ReLU, its
 /// window's maximum was not above 0 (see [`pool_with_routes`]).
 pub(crate) const NO_ROUTE: u8 = u8::MAX;
 
-/// `nn.MaxPool2d(k)` of `y` (planes of `h x w`) for a pool fused into the
-/// layer that made `y`, and where each output's gradient goes in the
-/// backward: its window's arg-max by [`arg_max`]'s rule, as `dy·k + dx`, or
-/// [`NO_ROUTE`] where `relu` (a ReLU fused before the pool) and the maximum
-/// is not above 0, since the ReLU's gradient is 0 there (NaN included, as in
-/// PyTorch). A byte per output is all the backward keeps: not the layer's
-/// output, which the pool's backward would read again to find the arg-max.
+/// `nn.MaxPool2d(k)` of `y` (planes of `h x w`), and where each output's
+/// gradient goes in the backward: its window's arg-max by [`arg_max`]'s
+/// rule, as `dy·k + dx`, or [`NO_ROUTE`] where `relu` (a ReLU fused before
+/// the pool) and the maximum is not above 0, since the ReLU's gradient is 0
+/// there (NaN included, as in PyTorch).
 pub(crate) fn pool_with_routes(
     y: &[f32],
     h: usize,
@@ -184,7 +126,8 @@ fn later_wins(a: f32, b: f32) -> bool {
 
 /// The maximum of a 2x2 window (`a b` over `c d`) and its route, `dy·2 + dx`,
 /// as a knock-out of the rows and then between them: the first maximum in
-/// row-major order, as [`first_max4`] finds it, with compares and selects.
+/// row-major order, as [`arg_max`] finds it, with compares and selects
+/// rather than branches, which mispredict on random activations.
 #[inline(always)]
 fn window2(a: f32, b: f32, c: f32, d: f32) -> (f32, u8) {
     let (b_wins, d_wins) = (later_wins(a, b), later_wins(c, d));
@@ -194,6 +137,17 @@ fn window2(a: f32, b: f32, c: f32, d: f32) -> (f32, u8) {
     let value = if low { bottom } else { top };
     let column = if low { d_wins } else { b_wins };
     (value, 2 * u8::from(low) + u8::from(column))
+}
+
+/// `route`, or [`NO_ROUTE`] where a fused ReLU's gradient is 0: the pooled
+/// `value` is not above 0 (NaN included).
+#[inline(always)]
+fn routed(route: u8, value: f32, relu: bool) -> u8 {
+    if !relu | (value > 0.0) {
+        route
+    } else {
+        NO_ROUTE
+    }
 }
 
 /// [`STEP`] 2x2 windows whose rows are `a` and `b`: split into the windows'
@@ -209,9 +163,7 @@ fn windows2(a: &[f32], b: &[f32], relu: bool, out: &mut [f32], routes: &mut [u8]
     }
     for i in 0..STEP {
         let (value, route) = window2(corners[0][i], corners[1][i], corners[2][i], corners[3][i]);
-        // Not above 0 includes NaN, whose ReLU gradient is 0.
-        let passes = !relu | (value > 0.0);
-        (out[i], routes[i]) = (value, if passes { route } else { NO_ROUTE });
+        (out[i], routes[i]) = (value, routed(route, value, relu));
     }
 }
 
@@ -225,8 +177,7 @@ fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f
             for (ox, (o, r)) in out.iter_mut().zip(routes).enumerate() {
                 let at = arg_max(plane, w, k, oy, ox);
                 *o = plane[at];
-                let route = ((at / w - oy * k) * k + at % w - ox * k) as u8;
-                *r = if !relu || *o > 0.0 { route } else { NO_ROUTE };
+                *r = routed(((at / w - oy * k) * k + at % w - ox * k) as u8, *o, relu);
             }
             continue;
         }
@@ -238,8 +189,7 @@ fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f
         // Rows shorter than a step, one by one.
         for x in 0..if wo < STEP { wo } else { 0 } {
             let (value, route) = window2(r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]);
-            let passes = !relu | (value > 0.0);
-            (out[x], routes[x]) = (value, if passes { route } else { NO_ROUTE });
+            (out[x], routes[x]) = (value, routed(route, value, relu));
         }
     }
 }
@@ -317,20 +267,7 @@ impl CustomOp1 for MaxPool2dOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let p = planes(l, self.k)?;
-        let x = input(s, l)?;
-        let mut out = vec![0f32; p.count * p.ho * p.wo];
-        out.par_chunks_mut(p.ho * p.wo)
-            .zip(x.par_chunks(p.h * p.w))
-            .for_each(|(y, plane)| {
-                if self.k == 2 {
-                    return pool2_plane(plane, p.w, p.ho, y);
-                }
-                for oy in 0..p.ho {
-                    for ox in 0..p.wo {
-                        y[oy * p.wo + ox] = plane[arg_max(plane, p.w, self.k, oy, ox)];
-                    }
-                }
-            });
+        let (out, _) = pool_with_routes(input(s, l)?, p.h, p.w, self.k, false);
         let &[n, c, ..] = l.dims() else {
             unreachable!()
         };
@@ -345,7 +282,7 @@ impl CustomOp1 for MaxPool2dOp {
     }
 }
 
-/// (x, dY) -> dx: each dY entry added at its window's arg-max, zeros elsewhere.
+/// (x, dY) -> dx: each dY entry at its window's arg-max, zeros elsewhere.
 struct MaxPoolGrad {
     k: usize,
 }
@@ -364,19 +301,8 @@ impl CustomOp2 for MaxPoolGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1, self.k)?;
         let (x, dy) = (input(s1, l1)?, input(s2, l2)?);
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(p.h * p.w)
-            .zip(x.par_chunks(p.h * p.w).zip(dy.par_chunks(p.ho * p.wo)))
-            .for_each(|(dx, (plane, dy))| {
-                if self.k == 2 {
-                    return pool2_plane_grad(plane, p.w, dy, p.wo, dx);
-                }
-                for oy in 0..p.ho {
-                    for ox in 0..p.wo {
-                        dx[arg_max(plane, p.w, self.k, oy, ox)] += dy[oy * p.wo + ox];
-                    }
-                }
-            });
+        let (_, routes) = pool_with_routes(x, p.h, p.w, self.k, false);
+        let dx = unpool(&routes, dy, p.h, p.w, self.k);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

@@ -349,6 +349,39 @@ fn max_pool_sends_a_tied_windows_gradient_to_its_first_maximum_like_pytorch() {
     );
 }
 
+#[test]
+fn max_pool_sends_a_nan_windows_gradient_to_its_first_nan_like_pytorch() {
+    // Window 0: NaN at positions 1 and 2; window 1: NaN at position 3 only.
+    // Rows of one and two windows: the one-by-one path and a step of four.
+    for columns in [1, 4] {
+        let nan = f32::NAN;
+        let mut row0 = vec![1f32, nan, 0., 2.];
+        let mut row1 = vec![nan, 5., -1., nan];
+        row0.resize(2 * columns, 0.5);
+        row1.resize(2 * columns, 0.5);
+        let values: Vec<f32> = row0.into_iter().chain(row1).collect();
+        let x = Var::from_tensor(
+            &Tensor::from_vec(values, (1, 1, 2, 2 * columns), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let y = x.as_tensor().apply_op1(MaxPool2dOp { k: 2 }).unwrap();
+        let y = y.flatten_all().unwrap();
+        assert!(y.to_vec1::<f32>().unwrap()[0].is_nan(), "{columns} windows");
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+        let dx = dx.to_vec1::<f32>().unwrap();
+        let w = 2 * columns;
+        assert_eq!(
+            [dx[0], dx[1], dx[w], dx[w + 1]],
+            [0., 1., 0., 0.],
+            "{columns} windows"
+        );
+        if columns > 1 {
+            assert_eq!([dx[2], dx[3], dx[w + 2], dx[w + 3]], [0., 0., 0., 1.]);
+        }
+    }
+}
+
 fn bits(t: &Tensor) -> Vec<u32> {
     let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     v.into_iter().map(f32::to_bits).collect()
@@ -357,7 +390,10 @@ fn bits(t: &Tensor) -> Vec<u32> {
 /// A max-pool fused into the convolution against the same convolution
 /// followed by [`MaxPool2dOp`]: the same bits forward and backward (input,
 /// kernel and bias gradients), NaN included, and within rounding of Candle's
-/// own convolution, ReLU and pool. `nan` puts a NaN into the first image.
+/// own convolution, ReLU and pool. Both pool with the same code, so the first
+/// checks the fused op (its routes kept from the forward, its ReLU rule, its
+/// shapes) and the second the pool itself. `nan` puts a NaN into the first
+/// image.
 #[allow(clippy::too_many_arguments)]
 fn check_fused_pool(
     tolerance: f32,
