@@ -213,7 +213,7 @@ fn convolve(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool) -
         return winograd::convolve(g, x, w, b, relu);
     }
     let image_in = g.ci * g.h * g.w;
-    let mut out = vec![0f32; g.n * g.co * g.p()];
+    let mut out = output_vec(g.n * g.co * g.p());
     out.par_chunks_mut(g.co * g.p())
         .zip(x.par_chunks(image_in))
         .for_each(|(y, x)| direct_image(g, x, w, b, relu, y));
@@ -251,6 +251,23 @@ pub(crate) fn relu_in_place(v: &mut [f32]) {
     for x in v {
         *x = if *x < 0.0 { 0.0 } else { *x };
     }
+}
+
+/// A vector of `len` floats for a result that its maker writes whole before
+/// anything reads it. Not `vec![0.0; len]`: zeroing a layer's output
+/// (51 MB for the teacher's first layer) only to overwrite it was a fifth of
+/// the `memset` time in a teacher step (`perf`), and Candle's CPU backend
+/// allocates its own results the same way. Debug builds (the tests) fill it
+/// with NaN instead, so that a value a kernel forgot to write fails them.
+pub(crate) fn output_vec(len: usize) -> Vec<f32> {
+    if cfg!(debug_assertions) {
+        return vec![f32::NAN; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns, and every caller writes all
+    // `len` values before the vector is read or returned.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats, whose
@@ -442,7 +459,7 @@ impl CustomOp2 for ReluMask {
     ) -> Result<(CpuStorage, Shape)> {
         let (dy, y) = (slice(s1, l1, "gradient")?, slice(s2, l2, "output")?);
         const CHUNK: usize = 1 << 14;
-        let mut out = vec![0f32; dy.len()];
+        let mut out = output_vec(dy.len());
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let (d, y) = (&dy[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
             // A bit mask instead of a select, so that the loop vectorises.
@@ -537,7 +554,8 @@ impl CustomOp2 for InputGrad {
             convolve(&full, dy, &flipped, None, false)
         } else {
             let (kk, p) = (g.kk(), g.p());
-            let mut dx = vec![0f32; n * c * h * wd];
+            // col2im zeroes each image's gradient before adding into it.
+            let mut dx = output_vec(n * c * h * wd);
             dx.par_chunks_mut(c * h * wd)
                 .enumerate()
                 .for_each(|(i, dxi)| {

@@ -13,7 +13,7 @@
 //! columns past each output row are computed too and dropped.
 use rayon::prelude::*;
 
-use crate::conv::{relu_in_place, with_scratch, Geometry};
+use crate::conv::{output_vec, relu_in_place, with_scratch, Geometry};
 use crate::winograd::all_finite;
 
 /// Floats per vector step of the portable code: AVX2's eight (the AVX-512
@@ -170,7 +170,7 @@ fn convolve_on(
 ) -> Vec<f32> {
     let p = Planes::new(g, isa);
     let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
-    let mut out = vec![0f32; g.n * image_out];
+    let mut out = output_vec(g.n * image_out);
     out.par_chunks_mut(image_out)
         .zip(x.par_chunks(image_in))
         .for_each(|(y, x)| {

@@ -13,6 +13,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::conv::output_vec;
+
 /// `nn.MaxPool2d(k, stride=k)` on N x C x H x W; trailing rows and columns
 /// that do not fill a window are dropped.
 pub struct MaxPool2dOp {
@@ -93,7 +95,7 @@ pub(crate) fn pool_with_routes(
     assert!(fits(k, h, w) && y.len().is_multiple_of(h * w));
     let (ho, wo) = (h / k, w / k);
     let outputs = y.len() / (h * w) * ho * wo;
-    let (mut out, mut routes) = (vec![0f32; outputs], vec![0u8; outputs]);
+    let (mut out, mut routes) = (output_vec(outputs), vec![0u8; outputs]);
     out.par_chunks_mut(ho * wo)
         .zip(routes.par_chunks_mut(ho * wo))
         .zip(y.par_chunks(h * w))

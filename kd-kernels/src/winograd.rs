@@ -25,7 +25,7 @@ use std::ops::{Add, Mul, Neg, Sub};
 
 use rayon::prelude::*;
 
-use crate::conv::{direct_image, matmul, relu_in_place, with_scratch, Geometry};
+use crate::conv::{direct_image, matmul, output_vec, relu_in_place, with_scratch, Geometry};
 
 /// Fewer channels than this and the products per tile position are too thin
 /// to pay for the transforms: the student's 16->16 layer took 4.8-6.0 ms
@@ -521,7 +521,7 @@ fn convolve_with<V: Variant>(
     let (image_in, image_out) = (g.ci * g.h * g.w, g.co * g.p());
     let u = transform_kernel::<V>(g, w);
     let finite_kernel = all_finite(&u);
-    let mut out = vec![0f32; g.n * image_out];
+    let mut out = output_vec(g.n * image_out);
     out.par_chunks_mut(per_block * image_out)
         .enumerate()
         .for_each(|(block, y)| {
