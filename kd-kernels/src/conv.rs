@@ -375,19 +375,35 @@ impl CustomOp3 for Conv2dOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        let geometry = (self.pad, self.stride);
+        let kernel = w.dims4()?;
+        let g = Geometry::new(x.dims(), w.dims(), self.pad, self.stride)?;
+        if self.relu && self.max_pool.is_none() && !x.track_op() && by_im2col(&g) {
+            // The ReLU's gradient has no reader but the kernel and bias
+            // gradients: they mask it image by image in cache, rather than
+            // its whole being written and then read twice (for the teacher's
+            // first layer, 51 MB each way).
+            let both = x.apply_op3_no_bwd(
+                &grad,
+                &res.contiguous()?,
+                &KernelBiasGrad { geometry, kernel },
+            )?;
+            let taps = g.co * g.kk();
+            let dw = both.narrow(0, 0, taps)?.reshape(kernel)?;
+            let db = both.narrow(0, taps, g.co)?;
+            return Ok((None, Some(dw), Some(db)));
+        }
         let grad = match self.max_pool {
             Some(k) => {
                 let Some(routes) = self.routes.lock().unwrap().clone() else {
                     candle_core::bail!("conv2d: backward before forward")
                 };
-                let g = Geometry::new(x.dims(), w.dims(), self.pad, self.stride)?;
                 let (h, w) = (g.ho, g.wo);
                 grad.apply_op1_no_bwd(&Unpool { routes, h, w, k })?
             }
             None if self.relu => grad.apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?,
             None => grad,
         };
-        let geometry = (self.pad, self.stride);
         // Input images need no gradient: skip the most expensive product for them.
         let dx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(
@@ -400,13 +416,7 @@ impl CustomOp3 for Conv2dOp {
         } else {
             None
         };
-        let dw = x.apply_op2_no_bwd(
-            &grad,
-            &WeightGrad {
-                geometry,
-                kernel: w.dims4()?,
-            },
-        )?;
+        let dw = x.apply_op2_no_bwd(&grad, &WeightGrad { geometry, kernel })?;
         let db = grad.apply_op1_no_bwd(&ChannelSum)?;
         Ok((dx, Some(dw), Some(db)))
     }
@@ -462,13 +472,19 @@ impl CustomOp2 for ReluMask {
         let mut out = output_vec(dy.len());
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let (d, y) = (&dy[c * CHUNK..][..o.len()], &y[c * CHUNK..][..o.len()]);
-            // A bit mask instead of a select, so that the loop vectorises.
             for ((o, d), y) in o.iter_mut().zip(d).zip(y) {
-                *o = f32::from_bits(d.to_bits() & (0u32.wrapping_sub(u32::from(*y > 0.0))));
+                *o = relu_grad(*d, *y);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// The gradient `d` of a ReLU's output `y` through the ReLU: `d` where
+/// `y > 0`, else 0; a bit mask instead of a select, so that loops vectorise.
+#[inline(always)]
+fn relu_grad(d: f32, y: f32) -> f32 {
+    f32::from_bits(d.to_bits() & (0u32.wrapping_sub(u32::from(y > 0.0))))
 }
 
 /// The sum of `v` in 16 interleaved partial sums: a plain `iter().sum()` must
@@ -615,46 +631,111 @@ impl CustomOp2 for WeightGrad {
         if let Some(dw) = fast {
             return Ok((CpuStorage::F32(dw), Shape::from(self.kernel)));
         }
-        let (kk, p) = (g.kk(), g.p());
-        let chunk = g.n.div_ceil(rayon::current_num_threads().max(1)).max(1);
-        // Each worker sums its images' contributions; the partial sums are added at the end.
-        let partial: Vec<Vec<f32>> = (0..g.n)
-            .collect::<Vec<_>>()
-            .par_chunks(chunk)
-            .map(|images| {
-                let mut cols = vec![0f32; kk * p];
-                let mut dw = vec![0f32; co * kk];
-                for (j, &i) in images.iter().enumerate() {
-                    im2col(
-                        &g,
-                        &x[i * g.ci * g.h * g.w..(i + 1) * g.ci * g.h * g.w],
-                        &mut cols,
-                    );
-                    // dW (Co x KK) += dY[i] (Co x P) · colsᵀ (P x KK)
-                    matmul(
-                        &mut dw,
-                        kk,
-                        j > 0,
-                        co,
-                        kk,
-                        p,
-                        &dy[i * co * p..(i + 1) * co * p],
-                        p,
-                        1,
-                        &cols,
-                        1,
-                        p,
-                    );
-                }
-                dw
-            })
-            .collect();
-        let mut dw = vec![0f32; co * kk];
-        for part in partial {
-            for (a, b) in dw.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
+        let (dw, _) = im2col_grads(&g, x, dy, None);
         Ok((CpuStorage::F32(dw), Shape::from(self.kernel)))
+    }
+}
+
+/// Whether the kernel gradient of `g` is computed by im2col and `gemm`
+/// ([`im2col_grads`]): where neither `direct` nor `winograd` applies.
+fn by_im2col(g: &Geometry) -> bool {
+    !direct::applies(g) && !winograd::applies(g)
+}
+
+/// `dW = Σ_n dY[n] · cols(x[n])ᵀ`, each worker summing its images in order
+/// and the workers' sums added in order (the same bits for the same thread
+/// count). With `relu_out`, the layer's output after its ReLU, `dY` is first
+/// taken through the ReLU ([`relu_grad`]) image by image, and the bias
+/// gradient `Σ dY` of the masked values is returned too.
+fn im2col_grads(
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    relu_out: Option<&[f32]>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (kk, p, co) = (g.kk(), g.p(), g.co);
+    let (image_in, image_out) = (g.ci * g.h * g.w, co * p);
+    let chunk = g.n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = (0..g.n)
+        .collect::<Vec<_>>()
+        .par_chunks(chunk)
+        .map(|images| {
+            let (mut dw, mut db) = (vec![0f32; co * kk], vec![0f32; co]);
+            let masked_len = if relu_out.is_some() { image_out } else { 0 };
+            with_scratch(kk * p + masked_len, |scratch| {
+                let (cols, masked) = scratch.split_at_mut(kk * p);
+                for (j, &i) in images.iter().enumerate() {
+                    im2col(g, &x[i * image_in..][..image_in], cols);
+                    let mut grad = &dy[i * image_out..][..image_out];
+                    if let Some(y) = relu_out {
+                        let y = &y[i * image_out..][..image_out];
+                        for ((m, d), y) in masked.iter_mut().zip(grad).zip(y) {
+                            *m = relu_grad(*d, *y);
+                        }
+                        for (b, row) in db.iter_mut().zip(masked.chunks_exact(p)) {
+                            *b += lane_sum(row);
+                        }
+                        grad = masked;
+                    }
+                    // dW (Co x KK) += dY[i] (Co x P) · colsᵀ (P x KK)
+                    matmul(&mut dw, kk, j > 0, co, kk, p, grad, p, 1, cols, 1, p);
+                }
+            });
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f32; co * kk], vec![0f32; co]);
+    for (part_w, part_b) in partial {
+        for (a, b) in dw.iter_mut().zip(part_w) {
+            *a += b;
+        }
+        for (a, b) in db.iter_mut().zip(part_b) {
+            *a += b;
+        }
+    }
+    (dw, relu_out.map(|_| db))
+}
+
+/// (x, dY, relu(Y)) -> dW and db of the ReLU'd gradient, flat, one after
+/// the other: [`im2col_grads`] with the mask, for a layer whose input needs
+/// no gradient.
+struct KernelBiasGrad {
+    geometry: (usize, usize),
+    kernel: (usize, usize, usize, usize),
+}
+
+impl CustomOp3 for KernelBiasGrad {
+    fn name(&self) -> &'static str {
+        "kd-conv2d-kernel-bias-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (co, ci, k, _) = self.kernel;
+        let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
+        let (x, dy, y) = (
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "gradient")?,
+            slice(s3, l3, "output")?,
+        );
+        if dy.len() != g.n * co * g.p() || y.len() != dy.len() {
+            candle_core::bail!(
+                "conv2d: gradient {:?} and output {:?} do not fit {:?}",
+                l2.dims(),
+                l3.dims(),
+                l1.dims()
+            )
+        }
+        let (mut dw, db) = im2col_grads(&g, x, dy, Some(y));
+        dw.extend(db.unwrap_or_default());
+        let len = dw.len();
+        Ok((CpuStorage::F32(dw), Shape::from(len)))
     }
 }

@@ -108,6 +108,30 @@ fn check_conv(
         conv
     };
     assert_gradients_close(tolerance, &what, (&ours, &reference), [&x, &wt, &b], 4);
+    // As a first layer, whose input images need no gradient: there the
+    // kernel and bias gradients may take another path (with a ReLU, one
+    // pass that masks the gradient itself).
+    let images = x.as_tensor().detach();
+    let first = images
+        .apply_op3(
+            wt.as_tensor(),
+            b.as_tensor(),
+            Conv2dOp::new(pad, stride, relu),
+        )
+        .unwrap();
+    let (g1, g2) = mixed_gradients(&first, &reference, 4);
+    assert!(
+        g1.get(&images).is_none(),
+        "{what}: an input gradient for images"
+    );
+    for (name, v) in [("kernel", &wt), ("bias", &b)] {
+        assert_close_within(
+            tolerance,
+            &format!("{what} first layer's {name} gradient"),
+            g1.get(v.as_tensor()).unwrap(),
+            g2.get(v.as_tensor()).unwrap(),
+        );
+    }
 }
 
 /// The input, kernel and bias gradients of two outputs under the same
