@@ -259,6 +259,7 @@ pub(crate) fn relu_in_place(v: &mut [f32]) {
 /// the `memset` time in a teacher step (`perf`), and Candle's CPU backend
 /// allocates its own results the same way. Debug builds (the tests) fill it
 /// with NaN instead, so that a value a kernel forgot to write fails them.
+#[allow(clippy::uninit_vec)] // By design: see the SAFETY note.
 pub(crate) fn output_vec(len: usize) -> Vec<f32> {
     if cfg!(debug_assertions) {
         return vec![f32::NAN; len];
