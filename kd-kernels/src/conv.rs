@@ -384,11 +384,8 @@ impl CustomOp3 for Conv2dOp {
             // gradients: they mask it image by image in cache, rather than
             // its whole being written and then read twice (for the teacher's
             // first layer, 51 MB each way).
-            let both = x.apply_op3_no_bwd(
-                &grad,
-                &res.contiguous()?,
-                &KernelBiasGrad { geometry, kernel },
-            )?;
+            let both =
+                x.apply_op3_no_bwd(&grad, &res.contiguous()?, &KernelGrad { geometry, kernel })?;
             let taps = g.co * g.kk();
             let dw = both.narrow(0, 0, taps)?.reshape(kernel)?;
             let db = both.narrow(0, taps, g.co)?;
@@ -417,7 +414,7 @@ impl CustomOp3 for Conv2dOp {
         } else {
             None
         };
-        let dw = x.apply_op2_no_bwd(&grad, &WeightGrad { geometry, kernel })?;
+        let dw = x.apply_op2_no_bwd(&grad, &KernelGrad { geometry, kernel })?;
         let db = grad.apply_op1_no_bwd(&ChannelSum)?;
         Ok((dx, Some(dw), Some(db)))
     }
@@ -601,13 +598,23 @@ impl CustomOp2 for InputGrad {
     }
 }
 
-/// (x, dY) -> dW.
-struct WeightGrad {
+/// The kernel gradient of a convolution (padding and stride, kernel shape):
+/// (x, dY) -> dW as a [`CustomOp2`]; (x, dY, relu(Y)) -> dW and the bias
+/// gradient as a [`CustomOp3`], for a layer whose ReLU gradient has no
+/// other reader.
+struct KernelGrad {
     geometry: (usize, usize),
     kernel: (usize, usize, usize, usize),
 }
 
-impl CustomOp2 for WeightGrad {
+impl KernelGrad {
+    fn geometry(&self, x: &Layout) -> Result<Geometry> {
+        let (co, ci, k, _) = self.kernel;
+        Geometry::new(x.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)
+    }
+}
+
+impl CustomOp2 for KernelGrad {
     fn name(&self) -> &'static str {
         "kd-conv2d-weight-grad"
     }
@@ -619,8 +626,7 @@ impl CustomOp2 for WeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (co, ci, k, _) = self.kernel;
-        let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
+        let g = self.geometry(l1)?;
         let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "gradient")?);
         let fast = if direct::applies(&g) {
             direct::kernel_grad(&g, x, dy)
@@ -697,15 +703,9 @@ fn im2col_grads(
     (dw, relu_out.map(|_| db))
 }
 
-/// (x, dY, relu(Y)) -> dW and db of the ReLU'd gradient, flat, one after
-/// the other: [`im2col_grads`] with the mask, for a layer whose input needs
-/// no gradient.
-struct KernelBiasGrad {
-    geometry: (usize, usize),
-    kernel: (usize, usize, usize, usize),
-}
-
-impl CustomOp3 for KernelBiasGrad {
+/// dW and db of the ReLU'd gradient, flat, one after the other:
+/// [`im2col_grads`] with the mask.
+impl CustomOp3 for KernelGrad {
     fn name(&self) -> &'static str {
         "kd-conv2d-kernel-bias-grad"
     }
@@ -719,14 +719,13 @@ impl CustomOp3 for KernelBiasGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (co, ci, k, _) = self.kernel;
-        let g = Geometry::new(l1.dims(), &[co, ci, k, k], self.geometry.0, self.geometry.1)?;
+        let g = self.geometry(l1)?;
         let (x, dy, y) = (
             slice(s1, l1, "input")?,
             slice(s2, l2, "gradient")?,
             slice(s3, l3, "output")?,
         );
-        if dy.len() != g.n * co * g.p() || y.len() != dy.len() {
+        if dy.len() != g.n * g.co * g.p() || y.len() != dy.len() {
             candle_core::bail!(
                 "conv2d: gradient {:?} and output {:?} do not fit {:?}",
                 l2.dims(),
