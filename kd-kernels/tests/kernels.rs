@@ -107,7 +107,8 @@ fn check_conv(
     } else {
         conv
     };
-    assert_gradients_close(tolerance, &what, (&ours, &reference), [&x, &wt, &b], 4);
+    let gradients = [("input", &x), ("kernel", &wt), ("bias", &b)];
+    assert_gradients_close(tolerance, &what, (&ours, &reference), &gradients, 4);
     // As a first layer, whose input images need no gradient: there the
     // kernel and bias gradients may take another path (with a ReLU, one
     // pass that masks the gradient itself).
@@ -119,32 +120,22 @@ fn check_conv(
             Conv2dOp::new(pad, stride, relu),
         )
         .unwrap();
-    let (g1, g2) = mixed_gradients(&first, &reference, 4);
-    assert!(
-        g1.get(&images).is_none(),
-        "{what}: an input gradient for images"
-    );
-    for (name, v) in [("kernel", &wt), ("bias", &b)] {
-        assert_close_within(
-            tolerance,
-            &format!("{what} first layer's {name} gradient"),
-            g1.get(v.as_tensor()).unwrap(),
-            g2.get(v.as_tensor()).unwrap(),
-        );
-    }
+    let what = format!("{what} as a first layer");
+    let ours = assert_gradients_close(tolerance, &what, (&first, &reference), &gradients[1..], 4);
+    assert!(ours.get(&images).is_none(), "{what}: an input gradient");
 }
 
-/// The input, kernel and bias gradients of two outputs under the same
-/// random mix (drawn from `seed`), within `tolerance`.
+/// The gradients of `vars` for two outputs under the same random mix (drawn
+/// from `seed`), within `tolerance`; returns the first output's gradients.
 fn assert_gradients_close(
     tolerance: f32,
     what: &str,
     (ours, reference): (&Tensor, &Tensor),
-    [x, wt, b]: [&Var; 3],
+    vars: &[(&str, &Var)],
     seed: u64,
-) {
+) -> GradStore {
     let (g1, g2) = mixed_gradients(ours, reference, seed);
-    for (name, v) in [("input", x), ("kernel", wt), ("bias", b)] {
+    for (name, v) in vars {
         assert_close_within(
             tolerance,
             &format!("{what} {name} gradient"),
@@ -152,6 +143,7 @@ fn assert_gradients_close(
             g2.get(v.as_tensor()).unwrap(),
         );
     }
+    g1
 }
 
 #[test]
@@ -479,7 +471,8 @@ fn check_fused_pool(
     };
     let reference = reference_max_pool2d(&reference, k).unwrap();
     assert_close_within(tolerance, &format!("{what} forward"), &fused, &reference);
-    assert_gradients_close(tolerance, &what, (&fused, &reference), [&x, &wt, &b], 10);
+    let gradients = [("input", &x), ("kernel", &wt), ("bias", &b)];
+    assert_gradients_close(tolerance, &what, (&fused, &reference), &gradients, 10);
 }
 
 #[test]
