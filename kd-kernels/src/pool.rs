@@ -199,13 +199,26 @@ fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f
 
 /// The backward of [`pool_with_routes`]: each output gradient at its route
 /// in a plane of `h x w`, 0 everywhere else.
+///
+/// Where 2x2 windows tile the plane, [`unpool_plane`] writes every value;
+/// other planes are zeroed first, each by its own worker, just before it is
+/// written. Not the whole result at once: that was a single-threaded
+/// `memset` over the layer's output (26 MB for the teacher's 128->64 layer
+/// at 28x28) while the other core waited, half of the `memset` time in a
+/// student step (`perf`: 5.1 % of its samples before, 2.7 % after).
 pub(crate) fn unpool(routes: &[u8], dy: &[f32], h: usize, w: usize, k: usize) -> Vec<f32> {
     let (ho, wo) = (h / k, w / k);
     assert_eq!(routes.len(), dy.len());
-    let mut dx = vec![0f32; dy.len() / (ho * wo) * h * w];
+    let covered = k == 2 && h % 2 == 0 && w % 2 == 0;
+    let mut dx = output_vec(dy.len() / (ho * wo) * h * w);
     dx.par_chunks_mut(h * w)
         .zip(routes.par_chunks(ho * wo).zip(dy.par_chunks(ho * wo)))
-        .for_each(|(dx, (routes, dy))| unpool_plane(routes, dy, w, k, dx));
+        .for_each(|(dx, (routes, dy))| {
+            if !covered {
+                dx.fill(0.0);
+            }
+            unpool_plane(routes, dy, w, k, dx)
+        });
     dx
 }
 
