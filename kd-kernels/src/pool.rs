@@ -209,7 +209,7 @@ fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f
 pub(crate) fn unpool(routes: &[u8], dy: &[f32], h: usize, w: usize, k: usize) -> Vec<f32> {
     let (ho, wo) = (h / k, w / k);
     assert_eq!(routes.len(), dy.len());
-    let covered = k == 2 && h % 2 == 0 && w % 2 == 0;
+    let covered = k == 2 && h.is_multiple_of(2) && w.is_multiple_of(2);
     let mut dx = output_vec(dy.len() / (ho * wo) * h * w);
     dx.par_chunks_mut(h * w)
         .zip(routes.par_chunks(ho * wo).zip(dy.par_chunks(ho * wo)))
