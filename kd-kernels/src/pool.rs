@@ -200,25 +200,18 @@ fn plane_with_routes(plane: &[f32], w: usize, k: usize, relu: bool, out: &mut [f
 /// The backward of [`pool_with_routes`]: each output gradient at its route
 /// in a plane of `h x w`, 0 everywhere else.
 ///
-/// Where 2x2 windows tile the plane, [`unpool_plane`] writes every value;
-/// other planes are zeroed first, each by its own worker, just before it is
-/// written. Not the whole result at once: that was a single-threaded
-/// `memset` over the layer's output (26 MB for the teacher's 128->64 layer
-/// at 28x28) while the other core waited, half of the `memset` time in a
-/// student step (`perf`: 5.1 % of its samples before, 2.7 % after).
+/// The result is not zeroed first: [`unpool_plane`] writes each plane whole.
+/// Zeroing it was a single-threaded `memset` over the layer's output (26 MB
+/// for the teacher's 128->64 layer at 28x28) while the other core waited,
+/// half of the `memset` time in a student step (`perf`: 5.1 % of its samples
+/// before, 2.7 % after).
 pub(crate) fn unpool(routes: &[u8], dy: &[f32], h: usize, w: usize, k: usize) -> Vec<f32> {
     let (ho, wo) = (h / k, w / k);
     assert_eq!(routes.len(), dy.len());
-    let covered = k == 2 && h.is_multiple_of(2) && w.is_multiple_of(2);
     let mut dx = output_vec(dy.len() / (ho * wo) * h * w);
     dx.par_chunks_mut(h * w)
         .zip(routes.par_chunks(ho * wo).zip(dy.par_chunks(ho * wo)))
-        .for_each(|(dx, (routes, dy))| {
-            if !covered {
-                dx.fill(0.0);
-            }
-            unpool_plane(routes, dy, w, k, dx)
-        });
+        .for_each(|(dx, (routes, dy))| unpool_plane(routes, dy, w, k, dx));
     dx
 }
 
@@ -242,11 +235,17 @@ fn unroute2(r: &[u8; STEP], g: &[f32; STEP], quad: &mut [f32; 4 * STEP]) {
 }
 
 avx2_and_baseline! {
-/// One plane of [`unpool`]. For 2x2 windows every input of the window is
-/// written, `g` or 0 by a compare (a select, which vectorises); others put
-/// `g` at the route only.
+/// One plane of [`unpool`], written whole. For 2x2 windows every input of
+/// the window is written, `g` or 0 by a compare (a select, which
+/// vectorises), so a plane they tile needs nothing more; others put `g` at
+/// the route only, into a plane zeroed first (here, in cache, by this
+/// plane's worker).
 fn unpool_plane(routes: &[u8], dy: &[f32], w: usize, k: usize, dx: &mut [f32]) {
     let wo = w / k;
+    let h = dx.len() / w;
+    if !(k == 2 && h.is_multiple_of(2) && w.is_multiple_of(2)) {
+        dx.fill(0.0);
+    }
     for (oy, (routes, dy)) in routes.chunks_exact(wo).zip(dy.chunks_exact(wo)).enumerate() {
         if k != 2 {
             for (ox, (&r, &g)) in routes.iter().zip(dy).enumerate() {
