@@ -4,7 +4,7 @@
 use kd_core::candle::{Device, Tensor};
 use kd_core::data::{synthetic, Batch, Splits, SyntheticSpec};
 use kd_core::loss::cross_entropy;
-use kd_core::optim::Adam;
+use kd_core::optim::{Adam, Optimizer};
 use kd_core::{ArchConfig, Mode, Model, Student};
 use kd_plugins as _;
 

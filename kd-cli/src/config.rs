@@ -14,8 +14,9 @@ use crate::teacher_cache::CacheMode;
 /// Which data, and how much of it.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct DataArgs {
-    /// Data set (`kd list` shows them) [default: the one marked as the default, the
-    /// tutorial's CIFAR-10].
+    /// Data set (`kd list` shows them), or `auto`: the default one (the tutorial's
+    /// CIFAR-10) when it is on this machine or can be downloaded, else the sample
+    /// compiled into kd (10,000 + 10,000 Fashion-MNIST images) [default: auto].
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
     /// A local folder with the data set's files (CIFAR-10 binary batches, or IDX
@@ -42,13 +43,11 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The data set's name: the one given, else the registered default.
+    /// The data set's name: the one given, else `auto` (see [`crate::datasets::resolve`]).
     pub fn dataset(&self) -> String {
-        match &self.dataset {
-            Some(name) => name.clone(),
-            None => kd_core::registry::default_dataset()
-                .map_or_else(|_| "data".into(), |d| d.name.to_string()),
-        }
+        self.dataset
+            .clone()
+            .unwrap_or_else(|| crate::datasets::AUTO.into())
     }
 }
 
@@ -66,9 +65,49 @@ pub struct HyperArgs {
     /// Images per optimizer step [default: 128].
     #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
-    /// Adam learning rate [default: 0.001].
+    /// Learning rate (the schedule's starting rate) [default: 0.001].
     #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
     pub lr: Option<f64>,
+    /// Optimizer: adam, adamw or sgd (`kd list` shows them) [default: adam].
+    #[arg(long, value_name = "NAME")]
+    pub optimizer: Option<String>,
+    /// SGD momentum, 0 to 1 (the CIFAR recipes use 0.9) [default: 0].
+    #[arg(long, value_name = "M", value_parser = fraction)]
+    pub momentum: Option<f64>,
+    /// SGD dampening of the momentum, 0 to 1 [default: 0].
+    #[arg(long, value_name = "D", value_parser = fraction)]
+    pub dampening: Option<f64>,
+    /// SGD with Nesterov momentum (needs --momentum above 0).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub nesterov: Option<bool>,
+    /// Weight decay, 0 to 1: added to the gradient (sgd, adam) or decoupled (adamw)
+    /// [default: 0; adamw 0.01].
+    #[arg(long, value_name = "WD", value_parser = fraction)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule, stepped per epoch: constant, multistep (--milestones,
+    /// --gamma) or cosine (down to --min-lr) [default: constant].
+    #[arg(long, value_name = "NAME")]
+    pub lr_schedule: Option<String>,
+    /// Epochs at which multistep multiplies the rate by --gamma, e.g. 150,180,210
+    /// (counted after the warm-up).
+    #[arg(long, value_name = "E,E,...", value_delimiter = ',', value_parser = positive)]
+    pub milestones: Option<Vec<usize>>,
+    /// The factor multistep applies at each milestone [default: 0.1].
+    #[arg(long, value_parser = positive_number)]
+    pub gamma: Option<f64>,
+    /// The cosine schedule's final rate [default: 0].
+    #[arg(long, value_parser = weight)]
+    pub min_lr: Option<f64>,
+    /// Epochs of linear warm-up to the learning rate before the schedule starts
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// Random transforms of the training images: none, or crop-flip (RandomCrop with
+    /// 4 pixels of zero padding, then a horizontal flip half the time). A random
+    /// transform turns the teacher cache off: the teacher must see the student's view
+    /// [default: none].
+    #[arg(long, value_name = "NAME", value_parser = augment)]
+    pub augment: Option<kd_core::data::transform::Augment>,
     /// Seed for initialisation, data order and dropout, 0 to 2^63-1 [default: 42].
     #[arg(long, value_parser = seed)]
     pub seed: Option<u64>,
@@ -119,15 +158,12 @@ impl HyperArgs {
         resolved
     }
 
-    /// The trainer's settings: these values where set, its defaults elsewhere.
+    /// The trainer's settings: these values where set, its defaults elsewhere
+    /// (keys the trainer does not take, such as `device`, are ignored by it).
     pub fn train_config(&self) -> TrainConfig {
         let given = toml::Table::try_from(self).expect("settings serialise");
         let mut table = toml::Table::try_from(TrainConfig::default()).expect("defaults serialise");
-        for (key, value) in table.iter_mut() {
-            if let Some(v) = given.get(key) {
-                *value = v.clone();
-            }
-        }
+        table.extend(given);
         table.try_into().expect("settings deserialise")
     }
 }
@@ -234,6 +270,17 @@ pub const SETTINGS: &[(&str, bool)] = &[
     ("distill_weight", true),
     ("param", true),
     ("params", true),
+    ("optimizer", true),
+    ("momentum", true),
+    ("dampening", true),
+    ("nesterov", true),
+    ("weight_decay", true),
+    ("lr_schedule", true),
+    ("milestones", true),
+    ("gamma", true),
+    ("min_lr", true),
+    ("warmup_epochs", true),
+    ("augment", true),
     // More epochs continue a run; the others change where and how it runs.
     ("epochs", false),
     ("eval_every", false),
@@ -450,6 +497,20 @@ pub fn positive_number(s: &str) -> std::result::Result<f64, String> {
         Ok(_) => Err("must be a finite number greater than 0".into()),
         Err(_) => Err(format!("`{s}` is not a number")),
     }
+}
+
+/// `--momentum`, `--weight-decay` and the like: a number from 0 to 1.
+pub fn fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(_) => Err("must be a number from 0 to 1".into()),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// `--augment`: a name of [`Augment`](kd_core::data::transform::Augment).
+pub fn augment(s: &str) -> std::result::Result<kd_core::data::transform::Augment, String> {
+    s.trim().parse()
 }
 
 /// Loss weights: a finite number of at least 0.

@@ -20,8 +20,63 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".kd-cache"))
 }
 
+/// The name `--dataset auto` and no `--dataset` stand for.
+pub const AUTO: &str = "auto";
+
+/// `args` with `auto` (or no data set) made concrete: the default data set
+/// when it is on this machine or can be downloaded (which fills the Hub cache
+/// that [`load`] then reads), else the offline fallback compiled into the
+/// binary, with a one-line notice that says why and how to get the default.
+pub fn resolve(args: &DataArgs) -> Result<DataArgs> {
+    if args.dataset.as_deref().is_some_and(|d| d != AUTO) {
+        return Ok(args.clone());
+    }
+    let default = registry::default_dataset()?;
+    let fallback = registry::datasets()
+        .into_iter()
+        .find(|d| d.offline_fallback);
+    let name = match (available(default, args), fallback) {
+        (Err(why), Some(f)) => {
+            tracing::debug!("{} is not available: {why:#}", default.name);
+            tracing::warn!(
+                "{} is not on this machine and cannot be downloaded: using `{}` instead. For {}, run once with network access or pass --data-dir DIR with its files (--dataset {} then requires it)",
+                default.name,
+                f.name,
+                default.name,
+                default.name
+            );
+            f.name
+        }
+        _ => default.name,
+    };
+    Ok(DataArgs {
+        dataset: Some(name.to_string()),
+        ..args.clone()
+    })
+}
+
+/// Whether `plugin` can be had without loading it: generated, a folder given
+/// or installed, kd's decoded copy, or its Hub files (downloaded if need be).
+fn available(plugin: &DatasetPlugin, args: &DataArgs) -> Result<()> {
+    let local = plugin.local.iter().any(|p| Path::new(p).is_dir());
+    if plugin.generate.is_some() || args.data_dir.is_some() || local {
+        return Ok(());
+    }
+    let Some(hub) = &plugin.hub else {
+        bail!("it has no download source");
+    };
+    if decoded_path(plugin, hub, args).is_file() {
+        return Ok(());
+    }
+    for path in [hub.train, hub.test] {
+        hub_file(plugin, hub, args, path)?;
+    }
+    Ok(())
+}
+
 /// Loads the data set `args` names, with its subsets applied.
 pub fn load(args: &DataArgs) -> Result<Splits> {
+    let args = &resolve(args)?;
     let plugin = match &args.dataset {
         Some(name) => registry::dataset(name)?,
         None => registry::default_dataset()?,
@@ -84,32 +139,41 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
     Ok(Splits { train, test })
 }
 
+/// Where kd keeps its decoded copy of a Hub data set.
+fn decoded_path(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> PathBuf {
+    let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
+    let revision = args.revision.as_deref().unwrap_or("main");
+    cache_dir().join(src.name).join(format!(
+        "{}@{revision}.safetensors",
+        repo.replace('/', "--")
+    ))
+}
+
+/// One of a Hub data set's files, from the Hub cache or downloaded into it.
+fn hub_file(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs, path: &str) -> Result<PathBuf> {
+    let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
+    let (owner, name) = repo
+        .split_once('/')
+        .with_context(|| format!("--hub-repo `{repo}` is not OWNER/NAME"))?;
+    let file = HubFile {
+        owner: owner.into(),
+        name: name.into(),
+        revision: Some(args.revision.as_deref().unwrap_or("main").to_string()),
+        path: path.into(),
+    };
+    crate::hub::download(crate::hub::Kind::Dataset, &file).with_context(|| {
+        format!("{} is not on this machine. Alternatives: pass --data-dir DIR with the data set's files (see README), or fill the cache once with network access and then use --offline", src.name)
+    })
+}
+
 /// Loads a Hub data set: from kd's decoded copy when there is one (seconds),
 /// else by downloading its parquet files through hf-hub and decoding them once.
 fn from_hub(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> Result<Splits> {
-    let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
-    let revision = args.revision.as_deref().unwrap_or("main");
-    let cached = cache_dir().join(src.name).join(format!(
-        "{}@{revision}.safetensors",
-        repo.replace('/', "--")
-    ));
+    let cached = decoded_path(src, hub, args);
     let (train, test) = match read_decoded(&cached) {
         Some(d) => d,
         None => {
-            let (owner, name) = repo
-                .split_once('/')
-                .with_context(|| format!("--hub-repo `{repo}` is not OWNER/NAME"))?;
-            let fetch = |path: &str| {
-                let file = HubFile {
-                    owner: owner.into(),
-                    name: name.into(),
-                    revision: Some(revision.to_string()),
-                    path: path.into(),
-                };
-                crate::hub::download(crate::hub::Kind::Dataset, &file).with_context(|| {
-                    format!("{} is not on this machine. Alternatives: pass --data-dir DIR with the data set's files (see README), or fill the cache once with network access and then use --offline", src.name)
-                })
-            };
+            let fetch = |path: &str| hub_file(src, hub, args, path);
             let (train_path, test_path) = (fetch(hub.train)?, fetch(hub.test)?);
             let decode = |path: &Path, what: &str| -> Result<data::Decoded> {
                 let bar = indicatif::ProgressBar::new(0)

@@ -90,7 +90,11 @@ pub fn run(
         );
     }
     trainer.fit(&data.train, Some(&data.test), progress)?;
-    let evaluation = trainer.evaluate(&data.test)?;
+    // The last epoch is always tested; a resumed run that had nothing left to train is tested here.
+    let evaluation = match trainer.take_final_evaluation() {
+        Some(e) => e,
+        None => trainer.evaluate(&data.test)?,
+    };
     let adapters = sorted_tensors(trainer.adapters());
     drop(trainer);
     let seconds = start.elapsed().as_secs_f64();

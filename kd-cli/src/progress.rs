@@ -101,6 +101,7 @@ impl Observer for Progress {
                 "loss": s.loss,
                 "parts": s.parts,
                 "test_accuracy": s.test_accuracy,
+                "lr": s.lr,
                 "images_per_sec": s.images_per_sec,
                 "seconds": s.seconds,
             });

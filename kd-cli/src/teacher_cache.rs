@@ -23,6 +23,16 @@ pub enum CacheMode {
     Disk,
 }
 
+/// The cache mode a run uses: `mode`, unless a random transform shows the
+/// student a new view of each image every epoch, which the teacher must see too.
+pub fn mode_for(mode: CacheMode, augment: kd_core::data::transform::Augment) -> CacheMode {
+    if augment.is_random() && mode != CacheMode::Off {
+        tracing::info!("teacher cache off: with --augment {augment} the teacher runs on each batch, to see the student's view of it");
+        return CacheMode::Off;
+    }
+    mode
+}
+
 /// `auto` keeps outputs up to this size in memory, larger ones on disk.
 const AUTO_MEMORY_LIMIT: usize = 512 << 20;
 

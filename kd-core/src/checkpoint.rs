@@ -1,4 +1,4 @@
-//! Checkpoints: a run's weights, trainable helpers, Adam moments and position,
+//! Checkpoints: a run's weights, trainable helpers, optimizer state and position,
 //! in one safetensors file written atomically. A crash at any instant leaves
 //! the previous checkpoint or the new one, never a torn one.
 use std::collections::{BTreeMap, HashMap};
@@ -108,7 +108,8 @@ pub struct RunState {
     pub term_sums: BTreeMap<String, f64>,
     pub seconds: f64,
     pub best_accuracy: Option<f64>,
-    pub adam_steps: u64,
+    #[serde(alias = "adam_steps")]
+    pub optimizer_steps: u64,
 }
 
 /// Where and how often to write checkpoints.

@@ -4,7 +4,7 @@
 //! registered by plugin crates (see [`registry`]) and looked up at run time.
 //! Data flows one way: files -> [`data::Dataset`] -> [`data::Batch`] ->
 //! ([`Teacher`] outputs, [`Student`] outputs) -> [`DistillLoss`] + CE ->
-//! [`optim::Adam`] -> [`weights`] -> safetensors.
+//! [`optim::Optimizer`] -> [`weights`] -> safetensors.
 //!
 //! # A method in ten lines
 //!

@@ -201,6 +201,10 @@ pub struct DatasetPlugin {
     pub generate: Option<Generate>,
     /// The data set used when none is named (one registration sets it).
     pub default: bool,
+    /// What `--dataset auto` falls back to when the default data set is neither
+    /// on this machine nor downloadable: a set compiled into the binary (one
+    /// registration sets it).
+    pub offline_fallback: bool,
 }
 
 pub fn datasets() -> Vec<&'static DatasetPlugin> {

@@ -3,7 +3,8 @@
 //! total loss = ce_weight x cross-entropy + distill_weight x method loss; a run
 //! whose method has no distillation term is plain supervised training (that is
 //! how a teacher is trained). The teacher runs in eval mode without gradients;
-//! the student and the method's trainable helpers are updated by Adam.
+//! the student and the method's trainable helpers are updated by the run's
+//! optimizer, at the learning rate its schedule gives each epoch.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +16,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointPolicy, RunState};
+use crate::data::transform::{Augment, Transform};
 use crate::data::Dataset;
 use crate::eval::{evaluate, Evaluation};
 use crate::loss::{cross_entropy, DistillLoss, MethodContext, Params, Step};
 use crate::model::sorted_tensors;
 use crate::network::{Mode, Student, Teacher};
-use crate::optim::Adam;
+use crate::optim::{LrSchedule, Optimizer, OptimizerSettings, ScheduleSettings};
 use crate::registry::MethodPlugin;
 use crate::{Error, Result};
 
@@ -36,6 +38,48 @@ pub struct TrainConfig {
     /// Test the student after every Nth epoch (0: only after the last). Testing
     /// changes no weights; on a CPU a teacher's test pass costs a third of an epoch.
     pub eval_every: usize,
+    /// A registered optimizer ([`crate::optim::optimizers`]).
+    #[serde(default = "defaults::optimizer")]
+    pub optimizer: String,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub dampening: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    /// `None`: the optimizer's own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// A registered schedule ([`crate::optim::schedules`]).
+    #[serde(default = "defaults::lr_schedule")]
+    pub lr_schedule: String,
+    /// Epochs (counted after the warm-up) at which `multistep` multiplies the rate by `gamma`.
+    #[serde(default)]
+    pub milestones: Vec<usize>,
+    #[serde(default = "defaults::gamma")]
+    pub gamma: f64,
+    /// The floor of the `cosine` schedule.
+    #[serde(default)]
+    pub min_lr: f64,
+    /// Epochs of linear warm-up before the schedule.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// Random transforms of the training images.
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+/// The defaults of settings that older settings files lack.
+mod defaults {
+    pub fn optimizer() -> String {
+        "adam".into()
+    }
+    pub fn lr_schedule() -> String {
+        "constant".into()
+    }
+    pub fn gamma() -> f64 {
+        0.1
+    }
 }
 
 impl Default for TrainConfig {
@@ -48,6 +92,17 @@ impl Default for TrainConfig {
             ce_weight: 0.75,
             distill_weight: 0.25,
             eval_every: 1,
+            optimizer: defaults::optimizer(),
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: None,
+            lr_schedule: defaults::lr_schedule(),
+            milestones: Vec::new(),
+            gamma: defaults::gamma(),
+            min_lr: 0.0,
+            warmup_epochs: 0,
+            augment: Augment::None,
         }
     }
 }
@@ -81,6 +136,17 @@ impl TrainConfig {
                 "it must be greater than 0 (the tutorial uses 0.001)",
             );
         }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            return bad(
+                "warmup epochs",
+                self.warmup_epochs.to_string(),
+                "the warm-up must end before the last epoch: use fewer than --epochs",
+            );
+        }
+        // Built once here, so a bad optimizer or schedule fails before any data is loaded.
+        self.schedule()?;
+        let probe = Var::new(&[0f32], &Device::Cpu)?;
+        self.build_optimizer(vec![("probe".into(), probe)])?;
         for (what, w) in [
             ("ce weight", self.ce_weight),
             ("distill weight", self.distill_weight),
@@ -94,6 +160,38 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The run's optimizer over (name, variable) pairs.
+    pub fn build_optimizer(&self, vars: Vec<(String, Var)>) -> Result<Box<dyn Optimizer>> {
+        let settings = OptimizerSettings {
+            lr: self.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+        };
+        (crate::optim::optimizer(&self.optimizer)?.build)(vars, &settings)
+    }
+
+    /// The run's learning-rate schedule, warm-up included.
+    pub fn schedule(&self) -> Result<Box<dyn LrSchedule>> {
+        let settings = ScheduleSettings {
+            base_lr: self.lr,
+            epochs: self.epochs - self.warmup_epochs.min(self.epochs),
+            milestones: self.milestones.clone(),
+            gamma: self.gamma,
+            min_lr: self.min_lr,
+        };
+        let after = (crate::optim::schedule(&self.lr_schedule)?.build)(&settings)?;
+        Ok(match self.warmup_epochs {
+            0 => after,
+            epochs => Box::new(crate::optim::Warmup {
+                epochs,
+                base_lr: self.lr,
+                after,
+            }),
+        })
     }
 
     /// [`validate`](Self::validate), and for a method that distils, that
@@ -130,6 +228,9 @@ pub struct EpochSummary {
     /// Mean of each weighted term (`ce`, and the method's name).
     pub parts: BTreeMap<String, f64>,
     pub test_accuracy: Option<f64>,
+    /// The learning rate of the epoch.
+    #[serde(default)]
+    pub lr: f64,
     pub images_per_sec: f64,
     pub seconds: f64,
 }
@@ -154,7 +255,13 @@ pub struct Trainer<'a> {
     params: Params,
     distill: Option<Box<dyn DistillLoss>>,
     adapters: VarMap,
-    optimizer: Adam,
+    /// What the optimizer updates, by name: the student's parameters and the adapters.
+    vars: Vec<(String, Var)>,
+    optimizer: Box<dyn Optimizer>,
+    schedule: Box<dyn LrSchedule>,
+    transforms: Vec<Box<dyn Transform>>,
+    /// The evaluation of the last epoch, when it was tested.
+    last_evaluation: Option<Evaluation>,
     config: TrainConfig,
     device: Device,
     state: RunState,
@@ -208,7 +315,7 @@ impl<'a> Trainer<'a> {
                 .into_iter()
                 .map(|(n, v)| (format!("adapter.{n}"), v)),
         );
-        let optimizer = Adam::new(vars, config.lr)?;
+        let optimizer = config.build_optimizer(vars.clone())?;
         Ok(Self {
             student,
             teacher,
@@ -216,7 +323,11 @@ impl<'a> Trainer<'a> {
             params: params.clone(),
             distill,
             adapters,
+            vars,
             optimizer,
+            schedule: config.schedule()?,
+            transforms: config.augment.transforms(),
+            last_evaluation: None,
             config,
             device: device.clone(),
             state: RunState::default(),
@@ -280,6 +391,8 @@ impl<'a> Trainer<'a> {
         let epoch = self.state.epochs_done;
         let cfg = self.config.clone();
         let batches = train.batch_indices(cfg.batch_size, Some((cfg.seed, epoch)));
+        let lr = self.schedule.lr(epoch, 0);
+        self.optimizer.set_lr(lr);
         observer.epoch_started(epoch + 1, batches.len());
         let start = Instant::now();
         let seconds_before = self.state.seconds;
@@ -319,12 +432,16 @@ impl<'a> Trainer<'a> {
         }
         let last = epoch + 1 == cfg.epochs;
         let due = last || (cfg.eval_every > 0 && (epoch + 1).is_multiple_of(cfg.eval_every));
-        let test_accuracy = match test.filter(|_| due) {
-            Some(t) => {
-                Some(evaluate(self.student, t, crate::eval::EVAL_BATCH, &self.device)?.accuracy)
-            }
+        self.last_evaluation = match test.filter(|_| due) {
+            Some(t) => Some(evaluate(
+                self.student,
+                t,
+                crate::eval::EVAL_BATCH,
+                &self.device,
+            )?),
             None => None,
         };
+        let test_accuracy = self.last_evaluation.as_ref().map(|e| e.accuracy);
         let n = batches.len().max(1) as f64;
         let summary = EpochSummary {
             epoch: epoch + 1,
@@ -337,6 +454,7 @@ impl<'a> Trainer<'a> {
                 .map(|(k, v)| (k.clone(), v / n))
                 .collect(),
             test_accuracy,
+            lr,
             images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
             seconds: self.state.seconds,
         };
@@ -361,7 +479,7 @@ impl<'a> Trainer<'a> {
         global_step: usize,
     ) -> Result<(f64, Vec<(String, f64)>)> {
         let cfg = &self.config;
-        let batch = train.batch(indices, &self.device)?;
+        let batch = train.batch_with(indices, &self.transforms, (cfg.seed, epoch), &self.device)?;
         let seed = crate::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
         let out = self
             .student
@@ -394,15 +512,15 @@ impl<'a> Trainer<'a> {
                 "the loss became {loss} at {} ({}). The step was not applied and no weights were written from it. A lower learning rate (now {}) may help; so may checking the inputs for NaN or extreme values",
                 where_(),
                 parts.join(", "),
-                cfg.lr
+                self.optimizer.lr()
             )));
         }
         let grads = total.backward()?;
-        if let Some(name) = self.optimizer.non_finite_gradient(&grads)? {
+        if let Some(name) = crate::optim::non_finite_gradient(&self.vars, &grads)? {
             return Err(Error::Numerical(format!(
                 "the gradient of `{name}` became NaN or infinite at {} (loss {loss}). The step was not applied. A lower learning rate (now {}) may help; so may checking the inputs",
                 where_(),
-                cfg.lr
+                self.optimizer.lr()
             )));
         }
         self.optimizer.step(&grads)?;
@@ -420,7 +538,7 @@ impl<'a> Trainer<'a> {
         if is_best {
             self.state.best_accuracy = accuracy;
         }
-        self.state.adam_steps = self.optimizer.steps_taken();
+        self.state.optimizer_steps = self.optimizer.steps_taken();
         let mut tensors: Vec<(String, Tensor)> = sorted_tensors(self.student.varmap())
             .into_iter()
             .map(|(n, t)| (format!("student.{n}"), t))
@@ -430,7 +548,7 @@ impl<'a> Trainer<'a> {
                 .into_iter()
                 .map(|(n, t)| (format!("adapter.{n}"), t)),
         );
-        tensors.extend(self.optimizer.state().0);
+        tensors.extend(self.optimizer.state());
         let path = crate::checkpoint::write(&policy, &self.state, &tensors)?;
         if let (true, Some(info)) = (is_best, &policy.best_model) {
             let info = crate::weights::ModelInfo {
@@ -476,9 +594,16 @@ impl<'a> Trainer<'a> {
             }
         }
         self.optimizer
-            .load_state(&file.tensors, checkpoint.state.adam_steps)?;
+            .load_state(&file.tensors, checkpoint.state.optimizer_steps)?;
         self.state = checkpoint.state.clone();
         Ok(())
+    }
+
+    /// The test of the run's last epoch, if that epoch was tested in this
+    /// process: what [`evaluate`](Self::evaluate) would compute again.
+    pub fn take_final_evaluation(&mut self) -> Option<Evaluation> {
+        let finished = self.state.epochs_done == self.config.epochs;
+        self.last_evaluation.take().filter(|_| finished)
     }
 
     /// Evaluates the student on `data`.

@@ -39,6 +39,7 @@ kd_core::inventory::submit! {
         }),
         generate: None,
         default: true,
+        offline_fallback: false,
     }
 }
 
@@ -65,6 +66,7 @@ kd_core::inventory::submit! {
         }),
         generate: None,
         default: false,
+        offline_fallback: false,
     }
 }
 
@@ -80,6 +82,7 @@ kd_core::inventory::submit! {
         hub: None,
         generate: None,
         default: false,
+        offline_fallback: false,
     }
 }
 
@@ -98,5 +101,55 @@ kd_core::inventory::submit! {
             ..SyntheticSpec::DEFAULT
         })),
         default: false,
+        offline_fallback: false,
+    }
+}
+
+/// A real data set small enough to ship: the first 10,000 training images and
+/// all 10,000 test images of Fashion-MNIST (MIT licence, Zalando SE; see
+/// `data/fashion-mnist-sample/LICENSE`), compiled in behind the default
+/// feature `embedded-sample`. `data/make-fashion-mnist-sample.py` made the files.
+#[cfg(feature = "embedded-sample")]
+mod sample {
+    use std::path::PathBuf;
+
+    use super::FASHION_CLASSES;
+    use kd_core::data::{self, Splits};
+    use kd_core::registry::DatasetPlugin;
+    use kd_core::Result;
+
+    const NAME: &str = "fashion-mnist-sample";
+
+    macro_rules! embedded {
+        ($($file:literal),*) => {
+            [$(($file, include_bytes!(concat!("../data/fashion-mnist-sample/", $file)) as &[u8])),*]
+        };
+    }
+
+    fn load(_shape: Option<[usize; 3]>) -> Result<Splits> {
+        let files = embedded!(
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz"
+        )
+        .map(|(file, bytes)| (PathBuf::from(format!("<{NAME}>/{file}")), bytes.to_vec()));
+        data::idx_splits(NAME, FASHION_CLASSES, &files)
+    }
+
+    kd_core::inventory::submit! {
+        DatasetPlugin {
+            name: NAME,
+            summary: "Fashion-MNIST sample compiled into kd: 10,000 + 10,000 greyscale images 1x28x28, 10 clothing classes (Zalando SE, MIT licence); what --dataset auto uses offline",
+            shape: [1, 28, 28],
+            classes: FASHION_CLASSES,
+            normalization: None,
+            read_dir: None,
+            local: &[],
+            hub: None,
+            generate: Some(load),
+            default: false,
+            offline_fallback: true,
+        }
     }
 }

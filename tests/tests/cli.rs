@@ -473,3 +473,129 @@ fn eval_every_tests_only_the_epochs_asked_for_and_always_the_last() {
         .collect();
     assert_eq!(accuracies, [false, true, true], "{metrics}");
 }
+
+/// The seams are registered like methods: `kd list` shows the optimizers, the
+/// schedules and the embedded sample (with its licence).
+#[test]
+fn list_shows_optimizers_schedules_and_the_embedded_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = stdout(&ok(&["list"], dir.path()));
+    for name in [
+        "adam ",
+        "adamw",
+        "sgd",
+        "constant",
+        "multistep",
+        "cosine",
+        "fashion-mnist-sample",
+        "MIT licence",
+        "(offline fallback)",
+    ] {
+        assert!(text.contains(name), "`kd list` lacks {name}:\n{text}");
+    }
+}
+
+/// A hyper-parameter no phase takes is refused before anything trains, with
+/// the nearest name; so is an out-of-range value for a phase that takes it.
+#[test]
+fn reproduce_refuses_a_param_no_phase_takes_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["reproduce", "--dataset", "synthetic", "--out", "r"];
+    let typo = [&base[..], &["--param", "temprature=3"]].concat();
+    let err = fails(&typo, dir.path(), 1);
+    assert!(err.contains("Did you mean `temperature`?"), "{err}");
+    let zero = [&base[..], &["--param", "temperature=0"]].concat();
+    let err = fails(&zero, dir.path(), 1);
+    assert!(
+        err.contains("temperature") && err.contains("out of range"),
+        "{err}"
+    );
+    assert!(!dir.path().join("r").exists(), "nothing was written");
+}
+
+/// `--dataset auto` (the default) falls back to the embedded sample when
+/// CIFAR-10 is neither cached nor downloadable (the tests run offline), and
+/// says so; the run records the data set it really used.
+#[test]
+fn auto_falls_back_to_the_embedded_sample_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ok(
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "256",
+            "--test-subset",
+            "128",
+            "--out",
+            "m.safetensors",
+            "--metrics",
+            "m.jsonl",
+        ],
+        dir.path(),
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("cifar10 is not on this machine") && err.contains("fashion-mnist-sample"),
+        "{err}"
+    );
+    let (_, meta) = tensors(&dir.path().join("m.safetensors"));
+    assert_eq!(meta["kd.dataset"], "fashion-mnist-sample");
+    let metrics = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert_eq!(line["lr"], 0.001, "{metrics}");
+}
+
+/// `--optimizer`, `--lr-schedule` and their settings reach the trainer: the
+/// learning rate of each epoch is in the metrics; bad values are refused
+/// before training, naming the setting.
+#[test]
+fn sgd_with_a_multistep_schedule_records_each_epochs_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_args(&[
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--lr",
+        "0.05",
+        "--lr-schedule",
+        "multistep",
+        "--milestones",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        "s.safetensors",
+        "--metrics",
+        "s.jsonl",
+    ]);
+    ok(&run, dir.path());
+    let metrics = std::fs::read_to_string(dir.path().join("s.jsonl")).unwrap();
+    let lrs: Vec<f64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lrs.len(), 2);
+    assert!(
+        (lrs[0] - 0.05).abs() < 1e-12 && (lrs[1] - 0.005).abs() < 1e-12,
+        "{lrs:?}"
+    );
+    for (flags, says) in [
+        (&["--optimizer", "sgdd"][..], "Did you mean `sgd`?"),
+        (&["--lr-schedule", "multistep"][..], "--milestones"),
+        (&["--optimizer", "sgd", "--nesterov"][..], "Nesterov"),
+    ] {
+        let args = train_args(&[flags, &["--out", "x.safetensors"]].concat());
+        let err = fails(&args, dir.path(), 1);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    assert!(!dir.path().join("x.safetensors").exists());
+}

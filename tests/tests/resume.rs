@@ -31,8 +31,30 @@ const RUN: &[&str] = &[
     "--quiet",
 ];
 
+/// SGD with momentum and weight decay, a schedule that moves at epoch 1, and
+/// random crops and flips: every piece of state a resume must restore.
+const AUGMENTED_SGD: &[&str] = &[
+    "--optimizer",
+    "sgd",
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "5e-4",
+    "--lr-schedule",
+    "multistep",
+    "--milestones",
+    "1",
+    "--augment",
+    "crop-flip",
+];
+
 fn start(dir: &Path, out: &str) -> std::process::Child {
+    start_with(dir, out, &[])
+}
+
+fn start_with(dir: &Path, out: &str, extra: &[&str]) -> std::process::Child {
     let mut args = RUN.to_vec();
+    args.extend(extra);
     args.extend(["--out", out]);
     Command::new(env!("CARGO_BIN_EXE_kd-e2e"))
         .args(&args)
@@ -69,8 +91,13 @@ fn wait_for_checkpoint(run_dir: &Path, child: &mut std::process::Child) {
 }
 
 fn uninterrupted() -> Vec<(String, Vec<u8>)> {
+    uninterrupted_with(&[])
+}
+
+fn uninterrupted_with(extra: &[&str]) -> Vec<(String, Vec<u8>)> {
     let dir = tempfile::tempdir().unwrap();
     let mut args = RUN.to_vec();
+    args.extend(extra);
     args.extend(["--out", "whole.safetensors"]);
     ok(&args, dir.path());
     weights_bits(&dir.path().join("whole.safetensors"))
@@ -106,6 +133,27 @@ fn a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights() {
         })
         .count();
     assert_eq!(kept, 2, "the last two checkpoints are kept");
+}
+
+#[test]
+fn an_augmented_sgd_run_killed_mid_epoch_resumes_to_bitwise_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_with(dir.path(), "s.safetensors", AUGMENTED_SGD);
+    wait_for_checkpoint(&dir.path().join("s.run"), &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.path().join("s.safetensors").exists(),
+        "killed before the end"
+    );
+    ok(&["train", "--resume", "s.run"], dir.path());
+    let whole = uninterrupted_with(AUGMENTED_SGD);
+    assert_eq!(
+        weights_bits(&dir.path().join("s.safetensors")),
+        whole,
+        "resumed run == uninterrupted run, bit for bit"
+    );
+    assert_ne!(whole, uninterrupted(), "the settings change the result");
 }
 
 /// Sends `signal` mid-run: the run checkpoints, exits with 128 + the signal's

@@ -1,5 +1,5 @@
 use anyhow::Result;
-use kd_core::registry;
+use kd_core::{optim, registry};
 use serde_json::json;
 
 use crate::cli::ListArgs;
@@ -22,7 +22,9 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
                 "runs": (r.runs)().iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "datasets": registry::datasets().iter().map(|d| json!({"name": d.name, "summary": d.summary, "shape": d.shape, "classes": d.classes, "default": d.default})).collect::<Vec<_>>(),
+            "datasets": registry::datasets().iter().map(|d| json!({"name": d.name, "summary": d.summary, "shape": d.shape, "classes": d.classes, "default": d.default, "offline_fallback": d.offline_fallback})).collect::<Vec<_>>(),
+            "optimizers": optim::optimizers().iter().map(|o| json!({"name": o.name, "summary": o.summary})).collect::<Vec<_>>(),
+            "lr_schedules": optim::schedules().iter().map(|s| json!({"name": s.name, "summary": s.summary})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -74,9 +76,22 @@ pub fn run(args: &ListArgs) -> Result<()> {
             runs.join(", ")
         );
     }
-    println!("\nData sets (--dataset NAME):");
+    println!("\nData sets (--dataset NAME; auto: the default, else the offline fallback):");
     for d in registry::datasets() {
-        println!("  {:<14} {}", d.name, d.summary);
+        let role = match (d.default, d.offline_fallback) {
+            (true, _) => " (default)",
+            (_, true) => " (offline fallback)",
+            _ => "",
+        };
+        println!("  {:<20} {}{role}", d.name, d.summary);
+    }
+    println!("\nOptimizers (--optimizer NAME):");
+    for o in optim::optimizers() {
+        println!("  {:<10} {}", o.name, o.summary);
+    }
+    println!("\nLearning-rate schedules (--lr-schedule NAME; --warmup-epochs N before any):");
+    for s in optim::schedules() {
+        println!("  {:<10} {}", s.name, s.summary);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use kd_core::cache::CachedTeacher;
 use kd_core::checkpoint::CheckpointPolicy;
 use kd_core::loss::Params;
-use kd_core::registry::{self, RecipePlugin, RecipeRun};
+use kd_core::registry::{self, MethodPlugin, RecipePlugin, RecipeRun};
 use kd_core::train::{EpochSummary, TrainConfig};
 use kd_core::Model;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         }
         stored = Some(then);
     }
+    cfg.data = crate::datasets::resolve(&cfg.data)?;
     let stored_recipe = stored.as_ref().and_then(|s| s.recipe.clone());
     if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
         if given != then {
@@ -98,8 +99,13 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     base.validate()?;
     let runs = (recipe.runs)();
     for run in &runs {
-        run_config(&cfg, &base, run, base.seed).validate_for(registry::method(run.method)?)?;
+        let method = registry::method(run.method)?;
+        run_config(&cfg, &base, run, base.seed).validate_for(method)?;
+        method
+            .resolve_params(&run_params(&hyper, run, method))
+            .with_context(|| format!("phase `{}` of recipe `{}`", run.name, recipe.name))?;
     }
+    check_params_taken(&hyper, &runs)?;
     let seeds = match (&args.seeds, &stored) {
         (Some(Seeds::List(v)), _) => v.clone(),
         (Some(Seeds::Count(n)), _) => {
@@ -307,17 +313,7 @@ fn phase(
         }
         return Ok((record(accuracy, info.seconds.unwrap_or(0.0)), model));
     }
-    // Flags and config override the recipe's weights and hyper-parameters.
-    let mut params: Params = run
-        .params
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-    for (k, v) in &plan.hyper.params {
-        if method.params.iter().any(|p| p.name == k) {
-            params.insert(k.clone(), *v);
-        }
-    }
+    let params = run_params(&plan.hyper, run, method);
     let config = run_config(&plan.cfg, &plan.base, run, seed);
     let arch = if run.trains_teacher {
         plan.recipe.teacher_arch
@@ -355,7 +351,10 @@ fn phase(
                     taps.push(t);
                 }
             }
-            let mode = plan.hyper.teacher_cache.unwrap_or_default();
+            let mode = crate::teacher_cache::mode_for(
+                plan.hyper.teacher_cache.unwrap_or_default(),
+                config.augment,
+            );
             let epochs = distilling.len()
                 * config.epochs
                 * if plan.shared_teacher {
@@ -442,6 +441,41 @@ fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -
     }
 }
 
+/// A phase's hyper-parameters: the recipe's, overridden by flags and config
+/// for the names its method takes (`--param temperature=4` sets it for every
+/// phase whose method has a temperature).
+fn run_params(hyper: &HyperArgs, run: &RecipeRun, method: &MethodPlugin) -> Params {
+    let mut params: Params = run
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    for (k, v) in &hyper.params {
+        if method.params.iter().any(|p| p.name == k) {
+            params.insert(k.clone(), *v);
+        }
+    }
+    params
+}
+
+/// Refuses a `--param` that no phase of the recipe takes, naming the nearest one.
+fn check_params_taken(hyper: &HyperArgs, runs: &[RecipeRun]) -> Result<()> {
+    let mut taken: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| registry::method(r.method).ok())
+        .flat_map(|m| m.params.iter().map(|p| p.name))
+        .collect();
+    taken.sort_unstable();
+    taken.dedup();
+    for name in hyper.params.keys() {
+        if !taken.contains(&name.as_str()) {
+            let e = registry::unknown("hyper-parameter", name, &taken);
+            bail!("{e} No phase of this recipe takes `{name}`, so it would have no effect.");
+        }
+    }
+    Ok(())
+}
+
 /// The epochs of `phase` recorded in a metrics file (the last record of each
 /// epoch wins, since a resumed epoch is recorded again).
 fn read_curve(metrics: &Path, phase: &str) -> Vec<EpochSummary> {
@@ -460,6 +494,7 @@ fn read_curve(metrics: &Path, phase: &str) -> Vec<EpochSummary> {
             loss: v["loss"].as_f64().unwrap_or(f64::NAN),
             parts: Default::default(),
             test_accuracy: v["test_accuracy"].as_f64(),
+            lr: v["lr"].as_f64().unwrap_or(f64::NAN),
             images_per_sec: v["images_per_sec"].as_f64().unwrap_or(0.0),
             seconds: v["seconds"].as_f64().unwrap_or(0.0),
         };

@@ -40,6 +40,7 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
         cfg = flags.clone().or(then.clone());
         phase::check_resume(&then, &cfg, args.checkpoints.force)?;
     }
+    cfg.data = crate::datasets::resolve(&cfg.data)?;
     let Some(arch) = cfg.arch.clone() else {
         Cli::command()
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--arch NAME is required (on the command line or in --config); `kd list` shows the architectures")
@@ -215,7 +216,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     let cache = match (&teacher, &teacher_hash) {
         (Some(t), Some(sha256)) => crate::teacher_cache::build(
-            hyper.teacher_cache.unwrap_or_default(),
+            crate::teacher_cache::mode_for(hyper.teacher_cache.unwrap_or_default(), config.augment),
             t,
             sha256,
             method.taps,

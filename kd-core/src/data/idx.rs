@@ -30,10 +30,24 @@ pub fn load_idx_dir(dir: &Path, name: &str, classes: &[&str]) -> Result<Splits> 
         find("t10k-images-idx3-ubyte")?,
         find("t10k-labels-idx1-ubyte")?,
     ];
-    let (train_images, shape) = read_idx_images(&paths[0])?;
-    let train_labels = read_idx_labels(&paths[1])?;
-    let (test_images, test_shape) = read_idx_images(&paths[2])?;
-    let test_labels = read_idx_labels(&paths[3])?;
+    let files = [
+        (paths[0].clone(), read_file(&paths[0])?),
+        (paths[1].clone(), read_file(&paths[1])?),
+        (paths[2].clone(), read_file(&paths[2])?),
+        (paths[3].clone(), read_file(&paths[3])?),
+    ];
+    idx_splits(name, classes, &files)
+}
+
+/// The splits held by the four IDX files' bytes (gzipped or not), in the
+/// order train images, train labels, test images, test labels; each named by
+/// the path errors give. Normalisation is the training split's mean and std.
+pub fn idx_splits(name: &str, classes: &[&str], files: &[(PathBuf, Vec<u8>); 4]) -> Result<Splits> {
+    let paths: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    let (train_images, shape) = parse_idx_images(paths[0], &files[0].1)?;
+    let train_labels = parse_idx_labels(paths[1], &files[1].1)?;
+    let (test_images, test_shape) = parse_idx_images(paths[2], &files[2].1)?;
+    let test_labels = parse_idx_labels(paths[3], &files[3].1)?;
     if test_shape != shape {
         return Err(Error::bad_file(
             &paths[2],
@@ -87,7 +101,11 @@ pub fn load_idx_dir(dir: &Path, name: &str, classes: &[&str]) -> Result<Splits> 
 
 /// Reads an IDX image file (magic 0x803, dims N x H x W, u8) as 1-channel images.
 pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3])> {
-    let bytes = decompressed(path)?;
+    parse_idx_images(path, &read_file(path)?)
+}
+
+fn parse_idx_images(path: &Path, raw: &[u8]) -> Result<(Vec<u8>, [usize; 3])> {
+    let bytes = decompressed(path, raw)?;
     let dims = header(path, &bytes, IMAGES_MAGIC, 3)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     let body = &bytes[16..];
@@ -106,7 +124,11 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3])> {
 
 /// Reads an IDX label file (magic 0x801, one dim, u8).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>> {
-    let bytes = decompressed(path)?;
+    parse_idx_labels(path, &read_file(path)?)
+}
+
+fn parse_idx_labels(path: &Path, raw: &[u8]) -> Result<Vec<u32>> {
+    let bytes = decompressed(path, raw)?;
     let dims = header(path, &bytes, LABELS_MAGIC, 1)?;
     let body = &bytes[8..];
     if body.len() != dims[0] {
@@ -122,11 +144,10 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>> {
     Ok(body.iter().map(|&b| b as u32).collect())
 }
 
-fn decompressed(path: &Path) -> Result<Vec<u8>> {
-    let raw = read_file(path)?;
+fn decompressed(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
+        flate2::read::GzDecoder::new(raw)
             .read_to_end(&mut out)
             .map_err(|e| {
                 Error::bad_file(
@@ -136,7 +157,7 @@ fn decompressed(path: &Path) -> Result<Vec<u8>> {
             })?;
         Ok(out)
     } else {
-        Ok(raw)
+        Ok(raw.to_vec())
     }
 }
 

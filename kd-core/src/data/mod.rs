@@ -4,9 +4,10 @@ mod cifar10;
 mod idx;
 mod parquet;
 mod synthetic;
+pub mod transform;
 
 pub use cifar10::{load_cifar10_dir, tutorial_normalization, CLASSES as CIFAR10_CLASSES};
-pub use idx::{load_idx_dir, read_idx_images, read_idx_labels};
+pub use idx::{idx_splits, load_idx_dir, read_idx_images, read_idx_labels};
 pub use parquet::{read_parquet_images, Decoded};
 pub use synthetic::{synthetic, SyntheticSpec, CLASS_NAMES as SYNTHETIC_CLASSES};
 
@@ -142,6 +143,18 @@ impl Dataset {
 
     /// Assembles the samples at `indices` into a normalised batch on `device`.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
+        self.batch_with(indices, &[], (0, 0), device)
+    }
+
+    /// [`batch`](Self::batch), each sample first passed through `transforms`
+    /// with a generator of its own, seeded by (`seed`, `epoch`) and its index.
+    pub fn batch_with(
+        &self,
+        indices: &[usize],
+        transforms: &[Box<dyn transform::Transform>],
+        (seed, epoch): (u64, usize),
+        device: &Device,
+    ) -> Result<Batch> {
         let [c, h, w] = self.shape;
         let plane = h * w;
         let per_image = c * plane;
@@ -154,8 +167,21 @@ impl Dataset {
             .collect();
         let mut data = Vec::with_capacity(indices.len() * per_image);
         let mut labels = Vec::with_capacity(indices.len());
+        let mut scratch = vec![0u8; if transforms.is_empty() { 0 } else { per_image }];
         for &i in indices {
-            let img = &self.images[i * per_image..(i + 1) * per_image];
+            let mut img = &self.images[i * per_image..(i + 1) * per_image];
+            if !transforms.is_empty() {
+                scratch.copy_from_slice(img);
+                let mut rng = crate::init::rng_for(seed, &format!("augment/{epoch}/{i}"));
+                let mut image = transform::Image {
+                    pixels: &mut scratch,
+                    shape: self.shape,
+                };
+                for t in transforms {
+                    t.apply(&mut image, &mut rng);
+                }
+                img = &scratch;
+            }
             for (ch, table) in tables.iter().enumerate() {
                 data.extend(
                     img[ch * plane..(ch + 1) * plane]

@@ -115,6 +115,7 @@ kd_core::inventory::submit! {
         hub: None,
         generate: Some(stripes),
         default: false,
+        offline_fallback: false,
     }
 }
 
