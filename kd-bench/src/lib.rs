@@ -176,11 +176,8 @@ impl ConvShape {
     /// The layer with its ReLU, with PyTorch's initialisation.
     pub fn layer(&self) -> kd_core::nn::Conv2d {
         let varmap = kd_core::candle_nn::VarMap::new();
-        let vb = kd_core::candle_nn::VarBuilder::from_varmap(
-            &varmap,
-            kd_core::candle::DType::F32,
-            &Device::Cpu,
-        );
+        let vb =
+            kd_core::nn::seeded::var_builder(&varmap, 0, kd_core::candle::DType::F32, &Device::Cpu);
         let conv = kd_core::nn::Conv2d::new(
             self.in_channels,
             self.out_channels,
@@ -188,7 +185,6 @@ impl ConvShape {
             vb,
         )
         .unwrap();
-        kd_core::init::pytorch_default(&varmap, 0).unwrap();
         conv
     }
 

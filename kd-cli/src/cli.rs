@@ -39,8 +39,16 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run a model on a tensor file or on images.
     Predict(PredictArgs),
-    /// Show a weights file: metadata, tensors with shapes and dtypes, parameter count.
+    /// Show a weights file (safetensors, or a PyTorch torch.save file): metadata,
+    /// tensors with shapes and dtypes, parameter count.
     Inspect(InspectArgs),
+    /// Write a PyTorch torch.save file (.pth, .pt: a state_dict, bare or under
+    /// "model" or "state_dict") as safetensors; with --arch, checked against the
+    /// architecture and recorded as a kd model.
+    #[command(
+        after_help = "Examples:\n  kd convert ckpt_epoch_240.pth --out teacher.safetensors\n  kd convert ckpt_epoch_240.pth --arch resnet32x4 --input-shape 3,32,32 --num-classes 100 --out teacher.safetensors"
+    )]
+    Convert(ConvertArgs),
     /// Run a recipe end to end (default: the PyTorch tutorial's five runs) and report.
     Reproduce(ReproduceArgs),
     /// Check that methods compute what their reference says: each registered method
@@ -199,8 +207,22 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The file to convert (.pth, .pt or .safetensors).
+    pub file: PathBuf,
+    /// Where to write the safetensors file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The weights file (.safetensors) to show.
+    /// The weights file (.safetensors, or a torch.save .pth) to show.
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]

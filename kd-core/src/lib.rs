@@ -43,7 +43,7 @@ pub mod device;
 mod error;
 pub mod eval;
 pub mod functional;
-/// PyTorch's default initialisation, seeded; for kd's own benchmarks.
+/// kd's seeded generators.
 #[doc(hidden)]
 pub mod init;
 pub mod limits;

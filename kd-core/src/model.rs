@@ -1,7 +1,9 @@
 //! [`Model`]: a registered architecture with its own variables.
 
+use std::collections::BTreeSet;
+
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 
 use crate::data::Batch;
 use crate::network::{ArchConfig, Mode, Network, Outputs, Student, Teacher};
@@ -15,6 +17,8 @@ pub struct Model {
     pub config: ArchConfig,
     net: Box<dyn Network>,
     varmap: VarMap,
+    /// The variables that are buffers (declared with [`crate::nn::seeded::buffer`]).
+    buffers: BTreeSet<String>,
     device: Device,
 }
 
@@ -25,14 +29,14 @@ impl Model {
         let arch = registry::arch(arch)?;
         crate::limits::check_arch(arch, &config)?;
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let net = (arch.build)(&config, vb)?;
-        crate::init::pytorch_default(&varmap, seed)?;
+        let vb = crate::nn::seeded::var_builder(&varmap, seed, DType::F32, device);
+        let (net, buffers) = crate::nn::seeded::collect_buffers(|| (arch.build)(&config, vb));
         Ok(Self {
             arch,
             config,
-            net,
+            net: net?,
             varmap,
+            buffers,
             device: device.clone(),
         })
     }
@@ -45,7 +49,7 @@ impl Model {
         self.net.forward(images, mode)
     }
 
-    /// Named parameters, sorted by name.
+    /// Named variables (parameters and buffers), sorted by name: what a model file holds.
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         sorted_tensors(&self.varmap)
     }
@@ -59,15 +63,17 @@ impl Model {
         for (name, t) in self.tensors() {
             h.update(name.as_bytes());
             h.update(format!("{:?}", t.dims()).as_bytes());
-            for v in t.flatten_all()?.to_vec1::<f32>()? {
+            for v in t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
                 h.update(v.to_le_bytes());
             }
         }
         Ok(format!("{:x}", h.finalize()))
     }
 
+    /// Elements of the parameters, buffers not counted (as PyTorch's
+    /// `sum(p.numel() for p in model.parameters())`).
     pub fn parameter_count(&self) -> usize {
-        self.tensors().iter().map(|(_, t)| t.elem_count()).sum()
+        self.params().iter().map(|(_, v)| v.elem_count()).sum()
     }
 }
 
@@ -89,6 +95,9 @@ impl Student for Model {
     }
     fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+    fn buffers(&self) -> BTreeSet<String> {
+        self.buffers.clone()
     }
 }
 

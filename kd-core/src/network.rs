@@ -1,9 +1,9 @@
 //! What a network is to kd: something that maps images to [`Outputs`], as a
 //! trainable [`Student`] or a frozen [`Teacher`]. The bottom of kd-core:
 //! the registry, losses and models build on these types.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -74,10 +74,28 @@ pub trait Teacher: Send + Sync {
     fn outputs(&self, batch: &Batch) -> Result<Outputs>;
 }
 
-/// A network being trained. Its variables are what the optimizer updates.
+/// A network being trained: its variables (all of them saved in model files
+/// and checkpoints) are its parameters, which the optimizer updates, and its
+/// buffers (running statistics), which it does not.
 pub trait Student: Send + Sync {
     fn forward_t(&self, images: &Tensor, mode: Mode) -> Result<Outputs>;
     fn varmap(&self) -> &VarMap;
+    /// What the optimizer updates, sorted by name: every variable but the buffers.
+    fn params(&self) -> Vec<(String, Var)> {
+        let buffers = self.buffers();
+        let data = self.varmap().data().lock().unwrap();
+        let mut v: Vec<(String, Var)> = data
+            .iter()
+            .filter(|(k, _)| !buffers.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+    /// The names of the variables that are buffers.
+    fn buffers(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 }
 
 /// The shape-dependent settings of an architecture.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -300,7 +300,7 @@ impl<'a> Trainer<'a> {
                     .map_err(|e| e.in_method(method.name))?;
                 let ctx = MethodContext {
                     params: &params,
-                    vb: VarBuilder::from_varmap(&adapters, DType::F32, device),
+                    vb: crate::nn::seeded::var_builder(&adapters, config.seed, DType::F32, device),
                     student: &student_out,
                     teacher: &teacher_out,
                 };
@@ -308,8 +308,7 @@ impl<'a> Trainer<'a> {
                 (Some(distill), Some(teacher))
             }
         };
-        crate::init::pytorch_default(&adapters, config.seed)?;
-        let mut vars: Vec<(String, Var)> = named_vars(student.varmap());
+        let mut vars: Vec<(String, Var)> = student.params();
         vars.extend(
             named_vars(&adapters)
                 .into_iter()

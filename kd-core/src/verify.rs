@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 
 use crate::loss::{DistillLoss, MethodContext, Params, Step};
 use crate::network::Outputs;
@@ -252,13 +252,11 @@ fn build(
     };
     let ctx = MethodContext {
         params,
-        vb: VarBuilder::from_varmap(adapters, dtype, student.logits.device()),
+        vb: crate::nn::seeded::var_builder(adapters, 7, dtype, student.logits.device()),
         student,
         teacher,
     };
-    let loss = build(&ctx).map_err(|e| e.in_method(method.name))?;
-    crate::init::pytorch_default(adapters, 7)?;
-    Ok(loss)
+    Ok(build(&ctx).map_err(|e| e.in_method(method.name))?)
 }
 
 /// The largest error of `got` against `want`, |got − want| / (|want| + max |want|):

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
@@ -113,11 +113,57 @@ pub struct WeightsFile {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads and validates a safetensors file. A truncated or corrupt file, or one
+/// Reads and validates a model file: safetensors, or PyTorch's zip
+/// `torch.save` format (see [`read_pth`]). A truncated or corrupt file, or one
 /// with dtypes kd cannot read, is an error naming the file and the problem.
 pub fn read(path: &Path) -> Result<WeightsFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    if bytes.starts_with(b"PK\x03\x04") {
+        return read_pth(path);
+    }
     parse(path, &bytes)
+}
+
+/// Reads the state_dict of a `torch.save` file (the zip format, PyTorch's
+/// default since 1.6): a bare one, or one under `"model"` (mdistiller's
+/// checkpoints) or `"state_dict"`, the first that holds tensors. Candle's
+/// pickle reader interprets the pickle without running any of it; entries
+/// that are not tensors (an epoch, an optimizer's settings) are left out.
+pub fn read_pth(path: &Path) -> Result<WeightsFile> {
+    let mut tensors = BTreeMap::new();
+    for key in [Some("model"), Some("state_dict"), None] {
+        let Ok(pth) = candle_core::pickle::PthTensors::new(path, key) else {
+            continue;
+        };
+        for name in pth.tensor_infos().keys() {
+            let t = pth.get(name).map_err(|e| {
+                Error::bad_file(
+                    path,
+                    format!(
+                        "tensor `{name}` cannot be read from this torch.save file: {}",
+                        Error::from(e)
+                    ),
+                )
+            })?;
+            if let Some(t) = t {
+                tensors.insert(name.clone(), t);
+            }
+        }
+        if !tensors.is_empty() {
+            break;
+        }
+    }
+    if tensors.is_empty() {
+        return Err(Error::bad_file(
+            path,
+            "a zip file without a state_dict kd can read: kd reads torch.save files of a dict of tensors, bare or under \"model\" or \"state_dict\". Save one with torch.save(model.state_dict(), path), or as safetensors with safetensors.torch.save_file(model.state_dict(), path)",
+        ));
+    }
+    Ok(WeightsFile {
+        path: path.to_path_buf(),
+        tensors,
+        metadata: BTreeMap::new(),
+    })
 }
 
 /// [`read`] for bytes already in memory; `path` names them in errors.
@@ -166,8 +212,8 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
         [] => "an empty file",
         [0x89, b'P', b'N', b'G', ..] => "a PNG image",
         [0xff, 0xd8, 0xff, ..] => "a JPEG image",
-        [b'P', b'K', 3, 4, ..] => "a zip archive, as PyTorch's torch.save writes (.pt/.pth): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
-        [0x80, 2..=5, ..] => "a Python pickle (an old torch.save file): convert it in Python with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
+        [b'P', b'K', 3, 4, ..] => "a zip archive that is not a torch.save file kd can read",
+        [0x80, 2..=5, ..] => "a Python pickle: PyTorch's old (before 1.6) torch.save format, which kd does not read. Re-save it in PyTorch 1.6 or later with torch.save(torch.load(path), path) (the zip format), or as safetensors with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")",
         [0x1f, 0x8b, ..] => "a gzip-compressed file: decompress it first",
         _ if std::str::from_utf8(head).is_ok_and(|t| !t.chars().any(|c| c.is_control() && !c.is_whitespace())) => {
             "a text file"
@@ -391,9 +437,14 @@ pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
                 f.dims(),
                 t.dims()
             )),
-            Some(f) if !f.dtype().is_float() => mismatches.push(format!(
-                "  dtype     {name}: {:?} is not a float type",
-                f.dtype()
+            Some(f) if f.dtype().is_float() != t.dtype().is_float() => mismatches.push(format!(
+                "  dtype     {name}: file has {:?}, architecture expects {}",
+                f.dtype(),
+                if t.dtype().is_float() {
+                    "a float type"
+                } else {
+                    "an integer type (int64)"
+                }
             )),
             _ => {}
         }
@@ -413,7 +464,7 @@ pub fn load_into(model: &Model, file: &WeightsFile) -> Result<()> {
     let vars = model.varmap().data().lock().unwrap();
     for (name, var) in vars.iter() {
         let t = file.tensors[name]
-            .to_dtype(DType::F32)?
+            .to_dtype(var.dtype())?
             .to_device(var.device())?;
         var.set(&t)?;
     }

@@ -88,9 +88,14 @@ fn model(arch: &str, shape: [usize; 3]) -> Model {
 /// are concatenated back (generate.py's `save_weights`).
 fn read_weights(stem: &str) -> weights::WeightsFile {
     let mut file = weights::read(&fixture_path(&format!("{stem}.safetensors"))).unwrap();
+    let name = std::path::Path::new(stem)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     for k in 1.. {
         let part = fixture_path(&format!("{stem}.safetensors"))
-            .with_file_name(format!("{stem}.part{k}.safetensors"));
+            .with_file_name(format!("{name}.part{k}.safetensors"));
         if !part.exists() {
             break;
         }
@@ -565,4 +570,177 @@ fn crop_and_flip_match_torchvision() {
         }
     }
     assert_eq!(checked, 12);
+}
+
+/// The zoo's members with a full fixture: one per family.
+const ZOO_FIXTURES: [&str; 3] = ["resnet8", "wrn_16_1", "vgg8"];
+const ZOO_CONFIG: ArchConfig = ArchConfig {
+    input_shape: [3, 32, 32],
+    num_classes: 100,
+};
+
+/// A zoo member with the fixture's weights (BatchNorm statistics after three
+/// training batches), and its io fixture.
+fn zoo_model(arch: &str) -> (Model, BTreeMap<String, Tensor>) {
+    let m = Model::new(arch, ZOO_CONFIG, 0, &Device::Cpu).unwrap();
+    weights::load_into(&m, &read_weights(&format!("zoo/{arch}"))).unwrap();
+    (m, read_weights(&format!("zoo/{arch}_io")).tensors)
+}
+
+/// Evaluation-mode logits and every tap (running statistics in use), and
+/// each tap's declared shape.
+#[test]
+fn zoo_eval_matches_pytorch() {
+    for arch in ZOO_FIXTURES {
+        let (m, io) = zoo_model(arch);
+        let out = m.forward(&io["images"], Mode::Eval).unwrap();
+        assert_close(
+            &format!("{arch} eval logits"),
+            &out.logits,
+            &io["eval.logits"],
+        );
+        let mut taps = 0;
+        for (key, want) in io
+            .iter()
+            .filter(|(k, _)| k.starts_with("eval.") && *k != "eval.logits")
+        {
+            let tap = &key["eval.".len()..];
+            assert_close(&format!("{arch} eval {tap}"), out.tap(tap).unwrap(), want);
+            taps += 1;
+        }
+        assert!(taps >= 5, "{arch}: only {taps} taps in the fixture");
+        for (tap, shape) in (m.arch.taps)(&ZOO_CONFIG) {
+            assert_eq!(
+                &out.tap(tap).unwrap().dims()[1..],
+                &shape[..],
+                "{arch}: declared shape of {tap}"
+            );
+        }
+    }
+}
+
+/// A training-mode step: logits from the batch's statistics, the loss, and
+/// the gradient of every parameter the fixture holds (all but the largest).
+#[test]
+fn zoo_gradients_match_pytorch() {
+    for arch in ZOO_FIXTURES {
+        let (m, io) = zoo_model(arch);
+        let out = m.forward(&io["images"], Mode::Train { seed: 0 }).unwrap();
+        assert_close(
+            &format!("{arch} train logits"),
+            &out.logits,
+            &io["train.logits"],
+        );
+        let labels = io["labels"].to_dtype(DType::U32).unwrap();
+        let loss = cross_entropy(&out.logits, &labels).unwrap();
+        assert_close(
+            &format!("{arch} loss"),
+            &loss.reshape(1).unwrap(),
+            &io["train.loss"],
+        );
+        let grads = loss.backward().unwrap();
+        let params = m.params();
+        let mut checked = 0;
+        for (key, want) in io.iter().filter(|(k, _)| k.starts_with("grad.")) {
+            let name = &key["grad.".len()..];
+            let (_, var) = params
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{arch}: no parameter {name}"));
+            let got = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{arch}: no gradient for {name}"));
+            // A bias before a training-mode BatchNorm has no gradient in exact
+            // arithmetic (the batch mean removes it): both sides are rounding noise.
+            let largest = |t: &Tensor| {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            if largest(want) < 1e-6 {
+                assert!(
+                    largest(got) < 1e-6,
+                    "{arch} grad {name}: PyTorch's is zero, kd's {}",
+                    largest(got)
+                );
+            } else {
+                assert_close(&format!("{arch} grad {name}"), got, want);
+            }
+            checked += 1;
+        }
+        assert!(
+            checked * 10 >= params.len() * 8,
+            "{arch}: {checked} of {} gradients checked",
+            params.len()
+        );
+    }
+}
+
+/// After one training-mode forward: every running mean and variance (momentum
+/// 0.1, unbiased variance) and `num_batches_tracked`; the optimizer never
+/// sees them.
+#[test]
+fn zoo_running_statistics_match_pytorch() {
+    for arch in ZOO_FIXTURES {
+        let (m, io) = zoo_model(arch);
+        m.forward(&io["images"], Mode::Train { seed: 0 }).unwrap();
+        let now: BTreeMap<String, Tensor> = m.tensors().into_iter().collect();
+        let mut checked = 0;
+        for (key, want) in io.iter().filter(|(k, _)| k.starts_with("after.")) {
+            let name = &key["after.".len()..];
+            assert_close(&format!("{arch} {name}"), &now[name], want);
+            assert!(m.buffers().contains(name), "{arch}: {name} is a buffer");
+            checked += 1;
+        }
+        assert_eq!(checked, m.buffers().len(), "{arch}: every buffer checked");
+        assert!(m.params().iter().all(|(n, _)| !m.buffers().contains(n)));
+    }
+}
+
+/// Every member of the three families has PyTorch's `state_dict` (names,
+/// shapes, int64 counters), parameter count and taps (generate.py's names.json).
+#[test]
+fn zoo_names_shapes_and_counts_match_pytorch() {
+    let text = std::fs::read_to_string(fixture_path("zoo/names.json")).unwrap();
+    let all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(all.len(), 18);
+    for (arch, want) in &all {
+        let m = Model::new(arch, ZOO_CONFIG, 0, &Device::Cpu).unwrap();
+        let got: Vec<(String, Vec<usize>, String)> = m
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| {
+                (
+                    n,
+                    t.dims().to_vec(),
+                    if t.dtype() == DType::I64 {
+                        "I64"
+                    } else {
+                        "F32"
+                    }
+                    .to_string(),
+                )
+            })
+            .collect();
+        let mut expected: Vec<(String, Vec<usize>, String)> =
+            serde_json::from_value(want["state_dict"].clone()).unwrap();
+        expected.sort();
+        assert_eq!(got, expected, "{arch}: state_dict");
+        assert_eq!(
+            m.parameter_count() as u64,
+            want["parameters"].as_u64().unwrap(),
+            "{arch}: parameters"
+        );
+        let taps = (m.arch.taps)(&ZOO_CONFIG);
+        for (tap, shape) in want["taps"].as_object().unwrap() {
+            let shape: Vec<usize> = serde_json::from_value(shape.clone()).unwrap();
+            assert!(
+                taps.iter().any(|(n, s)| n == tap && *s == shape),
+                "{arch}: tap {tap} {shape:?} not among {taps:?}"
+            );
+        }
+    }
 }

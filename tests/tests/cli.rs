@@ -599,3 +599,103 @@ fn sgd_with_a_multistep_schedule_records_each_epochs_rate() {
     }
     assert!(!dir.path().join("x.safetensors").exists());
 }
+
+/// A published-checkpoint stand-in (generate.py's `torch.save({"model":
+/// state_dict, "epoch": 240})` of resnet8 at 100 classes).
+fn resnet8_checkpoint() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/zoo/resnet8_ckpt.pth")
+}
+
+/// A `torch.save` file is read without Python: `kd inspect` lists its
+/// state_dict, `kd predict` runs it (the logits are PyTorch's), and `kd
+/// convert --arch` writes a kd model that `kd inspect` describes.
+#[test]
+fn a_torch_save_checkpoint_is_inspected_run_and_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ckpt = resnet8_checkpoint();
+    let ckpt = ckpt.to_str().unwrap();
+    let listing = stdout(&ok(&["inspect", ckpt], d));
+    assert!(
+        listing.contains("layer3.0.downsample.1.running_var")
+            && listing.contains("num_batches_tracked"),
+        "{listing}"
+    );
+    let io = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/zoo/resnet8_io.safetensors");
+    let shape = [
+        "--arch",
+        "resnet8",
+        "--input-shape",
+        "3,32,32",
+        "--num-classes",
+        "100",
+    ];
+    let predict = [
+        &[
+            "predict",
+            "--model",
+            ckpt,
+            "--input",
+            io.to_str().unwrap(),
+            "--out",
+            "logits.safetensors",
+        ][..],
+        &shape,
+    ]
+    .concat();
+    ok(&predict, d);
+    let read = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st
+            .tensor(if p.ends_with("logits.safetensors") {
+                "logits"
+            } else {
+                "eval.logits"
+            })
+            .unwrap();
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    let (ours, torch) = (read(&d.join("logits.safetensors")), read(&io));
+    let worst = ours
+        .iter()
+        .zip(&torch)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "logits differ from PyTorch's by {worst}");
+    let convert = [&["convert", ckpt, "--out", "t.safetensors"][..], &shape].concat();
+    let said = stdout(&ok(&convert, d));
+    assert!(said.contains("wrote t.safetensors"), "{said}");
+    let (_, meta) = tensors(&d.join("t.safetensors"));
+    assert_eq!(meta["kd.arch"], "resnet8");
+    let err = fails(&convert, d, 1);
+    assert!(
+        err.contains("--overwrite"),
+        "an existing --out is kept: {err}"
+    );
+    let err = fails(
+        &[
+            "convert",
+            ckpt,
+            "--arch",
+            "resnet20",
+            "--input-shape",
+            "3,32,32",
+            "--num-classes",
+            "100",
+            "--out",
+            "u.safetensors",
+        ],
+        d,
+        1,
+    );
+    assert!(
+        err.contains("missing") && err.contains("layer1.1.conv1.weight"),
+        "every missing tensor is named: {err}"
+    );
+    assert!(!d.join("u.safetensors").exists());
+}

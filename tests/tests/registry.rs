@@ -10,7 +10,31 @@ fn linking_kd_plugins_registers_all_methods_architectures_and_recipes() {
         ["at", "ce", "cosine", "dist", "dkd", "fitnets", "kd", "ls_kd", "pkt", "rkd", "sp"]
     );
     let archs: Vec<_> = registry::archs().iter().map(|a| a.name).collect();
-    assert_eq!(archs, ["deep_nn", "light_nn"]);
+    assert_eq!(
+        archs,
+        [
+            "deep_nn",
+            "light_nn",
+            "resnet110",
+            "resnet14",
+            "resnet20",
+            "resnet32",
+            "resnet32x4",
+            "resnet44",
+            "resnet56",
+            "resnet8",
+            "resnet8x4",
+            "vgg11",
+            "vgg13",
+            "vgg16",
+            "vgg19",
+            "vgg8",
+            "wrn_16_1",
+            "wrn_16_2",
+            "wrn_40_1",
+            "wrn_40_2"
+        ]
+    );
     let recipe = registry::recipe("tutorial").unwrap();
     let runs: Vec<_> = (recipe.runs)().iter().map(|r| r.name).collect();
     assert_eq!(runs, ["teacher", "ce", "kd", "cosine", "fitnets"]);

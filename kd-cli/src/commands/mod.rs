@@ -1,4 +1,5 @@
 //! One module per subcommand, plus what several of them share.
+mod convert;
 mod doctor;
 mod eval;
 mod inspect;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => reproduce::run(a, quiet),
         Command::Verify(a) => verify::run(&a),
         Command::Report(a) => reproduce::report(&a),
+        Command::Convert(a) => convert::run(&a),
         Command::Doctor => doctor::run(),
     }
 }

@@ -9,6 +9,11 @@ use kd_kernels::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
 use crate::network::Mode;
 use crate::Result;
 
+mod batch_norm;
+pub mod seeded;
+
+pub use batch_norm::BatchNorm2d;
+
 /// The shape of a [`Conv2d`]: square kernel, padding, stride, whether a
 /// ReLU follows, and then a max-pool (both fused into the convolution on the
 /// CPU).
@@ -20,6 +25,8 @@ pub struct Conv2dConfig {
     pub relu: bool,
     /// `nn.MaxPool2d(k)` after the convolution (and its ReLU).
     pub max_pool: Option<usize>,
+    /// Whether it has a `bias` (`nn.Conv2d(..., bias=False)` has none).
+    pub bias: bool,
 }
 
 impl Conv2dConfig {
@@ -30,7 +37,26 @@ impl Conv2dConfig {
         stride: 1,
         relu: false,
         max_pool: None,
+        bias: true,
     };
+
+    /// `nn.Conv2d(in, out, kernel_size, stride, padding)`, with a bias.
+    pub const fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            padding,
+            stride,
+            ..Self::SAME_3X3
+        }
+    }
+
+    /// The same without a bias (`bias=False`, as before a BatchNorm).
+    pub const fn without_bias(self) -> Self {
+        Self {
+            bias: false,
+            ..self
+        }
+    }
 
     /// The same convolution followed by `nn.ReLU()`.
     pub const fn with_relu(self) -> Self {
@@ -47,7 +73,8 @@ impl Conv2dConfig {
 }
 
 /// `nn.Conv2d` with square kernels: `weight` (out, in, k, k) and `bias`
-/// (out), and the `nn.ReLU` and `nn.MaxPool2d` after it when its config says so.
+/// (out, unless the config has none), and the `nn.ReLU` and `nn.MaxPool2d`
+/// after it when its config says so.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -62,11 +89,14 @@ impl Conv2d {
         config: Conv2dConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
-        // Values are overwritten by `init::pytorch_default`; the hint only sizes them.
-        let init = candle_nn::Init::Const(0.0);
         let k = config.kernel;
+        let init = seeded::torch_default(in_channels * k * k);
         let weight = vb.get_with_hints((out_channels, in_channels, k, k), "weight", init)?;
-        let bias = vb.get_with_hints(out_channels, "bias", init)?;
+        // A bias-free convolution adds zeros: one kernel serves both.
+        let bias = match config.bias {
+            true => vb.get_with_hints(out_channels, "bias", init)?,
+            false => Tensor::zeros(out_channels, weight.dtype(), weight.device())?,
+        };
         Ok(Self {
             weight,
             bias,
@@ -126,7 +156,7 @@ pub fn linear(
     out_features: usize,
     vb: VarBuilder,
 ) -> Result<candle_nn::Linear> {
-    let init = candle_nn::Init::Const(0.0);
+    let init = seeded::torch_default(in_features);
     let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
     let bias = vb.get_with_hints(out_features, "bias", init)?;
     Ok(candle_nn::Linear::new(weight, Some(bias)))

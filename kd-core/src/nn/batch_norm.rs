@@ -1,0 +1,104 @@
+//! `nn.BatchNorm2d` with PyTorch's semantics and names.
+use candle_core::{DType, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use super::seeded::buffer;
+use crate::network::Mode;
+use crate::{Error, Result};
+
+/// `nn.BatchNorm2d(channels)` (eps 1e-5, momentum 0.1, affine, tracking
+/// running statistics): `weight` 1 and `bias` 0 at the start; buffers
+/// `running_mean`, `running_var` and `num_batches_tracked` (int64).
+///
+/// Training normalises with the batch's biased variance and moves the
+/// running statistics towards the batch's mean and unbiased variance;
+/// evaluation uses the running statistics.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+    name: String,
+}
+
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        // The buffers share storage with the model's variables, so an update
+        // here is what the model saves.
+        let stat = |name, init| -> Result<Var> {
+            Ok(Var::from_tensor(&buffer(
+                &vb,
+                channels,
+                name,
+                init,
+                DType::F32,
+            )?)?)
+        };
+        let running_mean = stat("running_mean", Init::Const(0.0))?;
+        let running_var = stat("running_var", Init::Const(1.0))?;
+        let num_batches_tracked = Var::from_tensor(&buffer(
+            &vb,
+            (),
+            "num_batches_tracked",
+            Init::Const(0.0),
+            DType::I64,
+        )?)?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            name: vb.prefix(),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let shape = (1, c, 1, 1);
+        let (mean, var) = match mode {
+            Mode::Eval => (
+                self.running_mean.as_tensor().reshape(shape)?,
+                self.running_var.as_tensor().reshape(shape)?,
+            ),
+            Mode::Train { .. } => self.batch_statistics(x)?,
+        };
+        let scale = (self.weight.reshape(shape)? / (var + EPS)?.sqrt()?)?;
+        Ok(x.broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.bias.reshape(shape)?)?)
+    }
+
+    /// The batch's mean and biased variance (as the normalisation uses them),
+    /// after moving the running statistics.
+    fn batch_statistics(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let count = n * h * w;
+        if count < 2 {
+            return Err(Error::config(format!(
+                "BatchNorm `{}` cannot train on {count} value per channel (a batch of {n} image(s) of {h}x{w}): PyTorch refuses this too. Use a batch of at least 2 images",
+                self.name
+            )));
+        }
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+        let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
+        let update = |stat: &Var, batch: &Tensor| -> Result<()> {
+            let moved = ((stat.as_tensor() * (1.0 - MOMENTUM))?
+                + (batch.detach().reshape(c)? * MOMENTUM)?)?;
+            Ok(stat.set(&moved)?)
+        };
+        update(&self.running_mean, &mean)?;
+        update(&self.running_var, &unbiased)?;
+        let tracked = (self.num_batches_tracked.as_tensor() + 1.0)?;
+        self.num_batches_tracked.set(&tracked)?;
+        Ok((mean, var))
+    }
+}
