@@ -105,7 +105,7 @@ pub struct HyperArgs {
     /// Random transforms of the training images: none, or crop-flip (RandomCrop with
     /// 4 pixels of zero padding, then a horizontal flip half the time). A random
     /// transform turns the teacher cache off: the teacher must see the student's view
-    /// [default: none].
+    /// [default: the data set's own: crop-flip for CIFAR-100, none for the others].
     #[arg(long, value_name = "NAME", value_parser = augment)]
     pub augment: Option<kd_core::data::transform::Augment>,
     /// Seed for initialisation, data order and dropout, 0 to 2^63-1 [default: 42].

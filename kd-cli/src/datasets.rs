@@ -55,6 +55,17 @@ pub fn resolve(args: &DataArgs) -> Result<DataArgs> {
     })
 }
 
+/// The run's data set made concrete ([`resolve`]) and, when `--augment`
+/// names no transforms, the data set's own training transforms.
+pub fn resolve_run(cfg: &mut crate::config::RunConfig) -> Result<()> {
+    cfg.data = resolve(&cfg.data)?;
+    if cfg.hyper.augment.is_none() {
+        let name = cfg.data.dataset.as_deref().unwrap_or(AUTO);
+        cfg.hyper.augment = Some(registry::dataset(name)?.augment);
+    }
+    Ok(())
+}
+
 /// Whether `plugin` can be had without loading it: generated, a folder given
 /// or installed, kd's decoded copy, or its Hub files (downloaded if need be).
 fn available(plugin: &DatasetPlugin, args: &DataArgs) -> Result<()> {

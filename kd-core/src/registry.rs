@@ -201,6 +201,8 @@ pub struct DatasetPlugin {
     pub generate: Option<Generate>,
     /// The data set used when none is named (one registration sets it).
     pub default: bool,
+    /// The training transforms when `--augment` names none.
+    pub augment: crate::data::transform::Augment,
     /// What `--dataset auto` falls back to when the default data set is neither
     /// on this machine nor downloadable: a set compiled into the binary (one
     /// registration sets it).

@@ -2,7 +2,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use kd_core::data::{load_cifar10_dir, load_idx_dir, read_idx_images, read_idx_labels};
+use kd_core::data::{
+    load_cifar100_dir, load_cifar10_dir, load_idx_dir, read_idx_images, read_idx_labels,
+    Cifar100Labels,
+};
 
 fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
     let mut r = vec![label];
@@ -192,4 +195,60 @@ fn subsets_and_shuffles_are_checked_and_seeded() {
         a.iter().map(Vec::len).collect::<Vec<_>>(),
         vec![16, 16, 16, 2]
     );
+}
+
+/// CIFAR-100's binary records: a coarse label byte, a fine label byte, the
+/// pixels; fine labels or coarse ones; a truncated file or an impossible
+/// label is named.
+#[test]
+fn cifar100_binary_records_load_with_fine_or_coarse_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |coarse: u8, fine: u8, fill: u8| {
+        let mut r = vec![coarse, fine];
+        r.extend(std::iter::repeat_n(fill, 3072));
+        r
+    };
+    let write = |name: &str, n: usize| {
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|i| record((i % 20) as u8, (i * 3 % 100) as u8, i as u8))
+            .collect();
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    };
+    write("train.bin", 30);
+    write("test.bin", 10);
+    let fine = load_cifar100_dir(dir.path(), "cifar100", Cifar100Labels::Fine).unwrap();
+    assert_eq!(
+        (fine.train.len(), fine.test.len(), fine.train.num_classes()),
+        (30, 10, 100)
+    );
+    assert_eq!(&fine.train.labels[..3], &[0, 3, 6]);
+    assert_eq!(fine.train.images[3072], 1, "second image's first pixel");
+    assert_eq!(fine.train.normalization.mean, vec![0.5071, 0.4867, 0.4408]);
+    let coarse = load_cifar100_dir(dir.path(), "cifar100-coarse", Cifar100Labels::Coarse).unwrap();
+    assert_eq!(
+        (coarse.train.num_classes(), coarse.train.labels[21]),
+        (20, 1)
+    );
+    let bytes = std::fs::read(dir.path().join("test.bin")).unwrap();
+    std::fs::write(dir.path().join("test.bin"), &bytes[..bytes.len() - 5]).unwrap();
+    let err = load_cifar100_dir(dir.path(), "cifar100", Cifar100Labels::Fine)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.bin") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("test.bin"), record(3, 140, 0)).unwrap();
+    let err = load_cifar100_dir(dir.path(), "cifar100", Cifar100Labels::Fine)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("record 0") && err.contains("fine 140"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("train.bin")).unwrap();
+    let err = load_cifar100_dir(dir.path(), "cifar100", Cifar100Labels::Fine)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing train.bin"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! a plugin crate adds a data set the same way.
 use std::path::Path;
 
+use kd_core::data::transform::Augment;
 use kd_core::data::{self, Splits, SyntheticSpec};
 use kd_core::registry::{DatasetPlugin, HubSource};
 use kd_core::Result;
@@ -39,9 +40,55 @@ kd_core::inventory::submit! {
         }),
         generate: None,
         default: true,
+        augment: Augment::None,
         offline_fallback: false,
     }
 }
+
+/// CIFAR-100 with its fine or its coarse labels: the binary archive's files
+/// with `--data-dir`, else the Hub's parquet files; the field's mean and std,
+/// and its training transforms (RandomCrop 32 with padding 4, flip).
+macro_rules! cifar100 {
+    ($name:literal, $labels:ident, $classes:expr, $column:literal, $summary:literal) => {
+        kd_core::inventory::submit! {
+            DatasetPlugin {
+                name: $name,
+                summary: $summary,
+                shape: [3, 32, 32],
+                classes: &$classes,
+                normalization: Some(data::cifar100_normalization),
+                read_dir: Some(|dir| data::load_cifar100_dir(dir, $name, data::Cifar100Labels::$labels)),
+                local: &[],
+                hub: Some(HubSource {
+                    repo: "uoft-cs/cifar100",
+                    train: "cifar100/train-00000-of-00001.parquet",
+                    test: "cifar100/test-00000-of-00001.parquet",
+                    image_column: "img",
+                    label_column: $column,
+                }),
+                generate: None,
+                default: false,
+                augment: Augment::CropFlip,
+                offline_fallback: false,
+            }
+        }
+    };
+}
+
+cifar100!(
+    "cifar100",
+    Fine,
+    data::CIFAR100_CLASSES,
+    "fine_label",
+    "CIFAR-100: 50,000 + 10,000 colour images 3x32x32, 100 classes (the distillation zoo's data; crop + flip by default)"
+);
+cifar100!(
+    "cifar100-coarse",
+    Coarse,
+    data::CIFAR100_COARSE_CLASSES,
+    "coarse_label",
+    "CIFAR-100 with its 20 superclasses as labels (the same images as cifar100)"
+);
 
 fn fashion_dir(dir: &Path) -> Result<Splits> {
     data::load_idx_dir(dir, "fashion-mnist", FASHION_CLASSES)
@@ -66,6 +113,7 @@ kd_core::inventory::submit! {
         }),
         generate: None,
         default: false,
+        augment: Augment::None,
         offline_fallback: false,
     }
 }
@@ -82,6 +130,7 @@ kd_core::inventory::submit! {
         hub: None,
         generate: None,
         default: false,
+        augment: Augment::None,
         offline_fallback: false,
     }
 }
@@ -101,6 +150,7 @@ kd_core::inventory::submit! {
             ..SyntheticSpec::DEFAULT
         })),
         default: false,
+        augment: Augment::None,
         offline_fallback: false,
     }
 }
@@ -114,6 +164,7 @@ mod sample {
     use std::path::PathBuf;
 
     use super::FASHION_CLASSES;
+    use kd_core::data::transform::Augment;
     use kd_core::data::{self, Splits};
     use kd_core::registry::DatasetPlugin;
     use kd_core::Result;
@@ -149,6 +200,7 @@ mod sample {
             hub: None,
             generate: Some(load),
             default: false,
+            augment: Augment::None,
             offline_fallback: true,
         }
     }

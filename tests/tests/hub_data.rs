@@ -31,9 +31,19 @@ fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
 
 /// Writes a parquet file in the Hub's layout: `img` {bytes, path} and `label`.
 fn write_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
+    write_parquet_columns(path, images, &[("label", labels)]);
+}
+
+/// The same with integer label columns of these names (CIFAR-100's
+/// `fine_label` and `coarse_label`).
+fn write_parquet_columns(path: &Path, images: &[Vec<u8>], columns: &[(&str, &[i64])]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let labels: String = columns
+        .iter()
+        .map(|(name, _)| format!(" optional int64 {name};"))
+        .collect();
     let schema = Arc::new(
-        parse_message_type("message schema { optional group img { optional binary bytes; optional binary path (UTF8); } optional int64 label; }").unwrap(),
+        parse_message_type(&format!("message schema {{ optional group img {{ optional binary bytes; optional binary path (UTF8); }}{labels} }}")).unwrap(),
     );
     let props = Arc::new(
         WriterProperties::builder()
@@ -55,11 +65,13 @@ fn write_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
         .write_batch(&[], Some(&vec![1; n]), None)
         .unwrap();
     col.close().unwrap();
-    let mut col = rg.next_column().unwrap().unwrap();
-    col.typed::<Int64Type>()
-        .write_batch(labels, Some(&vec![1; n]), None)
-        .unwrap();
-    col.close().unwrap();
+    for (_, labels) in columns {
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(labels, Some(&vec![1; n]), None)
+            .unwrap();
+        col.close().unwrap();
+    }
     rg.close().unwrap();
     writer.close().unwrap();
 }
@@ -187,5 +199,69 @@ fn a_data_set_missing_offline_names_the_alternatives() {
     assert!(
         err.contains("kd-test/absent") && err.contains("--data-dir") && err.contains("offline"),
         "{err}"
+    );
+}
+
+/// A tiny CIFAR-100 look-alike in the Hub's layout (`cifar100/*.parquet`,
+/// `img`, `fine_label`, `coarse_label`): the fine labels by default, the
+/// coarse ones as `cifar100-coarse`, crop + flip as the default transforms.
+#[test]
+fn cifar100_parquet_reads_fine_or_coarse_labels_and_augments_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("hf-home/hub/datasets--kd-test--c100");
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), COMMIT).unwrap();
+    let snap = root.join("snapshots").join(COMMIT).join("cifar100");
+    for (file, n) in [("train", 40), ("test", 20)] {
+        let fine: Vec<i64> = (0..n).map(|i| (i * 7) % 100).collect();
+        let coarse: Vec<i64> = fine.iter().map(|f| f % 20).collect();
+        let images: Vec<Vec<u8>> = fine
+            .iter()
+            .map(|&l| png(32, 32, [l as u8 * 2, 9, 200]))
+            .collect();
+        write_parquet_columns(
+            &snap.join(format!("{file}-00000-of-00001.parquet")),
+            &images,
+            &[("fine_label", &fine), ("coarse_label", &coarse)],
+        );
+    }
+    for (dataset, classes) in [("cifar100", 100), ("cifar100-coarse", 20)] {
+        let out = format!("{dataset}.safetensors");
+        let args = [
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            dataset,
+            "--hub-repo",
+            "kd-test/c100",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            &out,
+            "--quiet",
+        ];
+        ok(&args, dir.path());
+        let (names, meta) = tensors(&dir.path().join(&out));
+        let fc = names
+            .iter()
+            .find(|(n, _)| n == "classifier.3.weight")
+            .unwrap();
+        assert_eq!(fc.1[0], classes, "{dataset}");
+        assert_eq!(meta["kd.dataset"], dataset);
+        assert!(
+            meta["kd.run_config"].contains("augment = \"crop-flip\""),
+            "{}",
+            meta["kd.run_config"]
+        );
+    }
+    let classes: Vec<String> =
+        serde_json::from_str(&tensors(&dir.path().join("cifar100.safetensors")).1["kd.classes"])
+            .unwrap();
+    assert_eq!(
+        (classes[0].as_str(), classes[99].as_str()),
+        ("apple", "worm")
     );
 }

@@ -83,7 +83,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         }
         stored = Some(then);
     }
-    cfg.data = crate::datasets::resolve(&cfg.data)?;
+    crate::datasets::resolve_run(&mut cfg)?;
     let stored_recipe = stored.as_ref().and_then(|s| s.recipe.clone());
     if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
         if given != then {

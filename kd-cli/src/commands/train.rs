@@ -40,7 +40,7 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
         cfg = flags.clone().or(then.clone());
         phase::check_resume(&then, &cfg, args.checkpoints.force)?;
     }
-    cfg.data = crate::datasets::resolve(&cfg.data)?;
+    crate::datasets::resolve_run(&mut cfg)?;
     let Some(arch) = cfg.arch.clone() else {
         Cli::command()
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--arch NAME is required (on the command line or in --config); `kd list` shows the architectures")

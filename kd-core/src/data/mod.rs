@@ -1,12 +1,17 @@
 //! In-memory image-classification data: u8 NCHW images, u32 labels, class
 //! names and the normalisation applied when a batch is assembled.
 mod cifar10;
+mod cifar100;
 mod idx;
 mod parquet;
 mod synthetic;
 pub mod transform;
 
 pub use cifar10::{load_cifar10_dir, tutorial_normalization, CLASSES as CIFAR10_CLASSES};
+pub use cifar100::{
+    cifar100_normalization, load_cifar100_dir, Labels as Cifar100Labels,
+    COARSE_CLASSES as CIFAR100_COARSE_CLASSES, FINE_CLASSES as CIFAR100_CLASSES,
+};
 pub use idx::{idx_splits, load_idx_dir, read_idx_images, read_idx_labels};
 pub use parquet::{read_parquet_images, Decoded};
 pub use synthetic::{synthetic, SyntheticSpec, CLASS_NAMES as SYNTHETIC_CLASSES};

@@ -103,6 +103,8 @@ fn stripes(shape: Option<[usize; 3]>) -> Result<Splits> {
     })
 }
 
+use kd_core::data::transform::Augment;
+
 kd_core::inventory::submit! {
     DatasetPlugin {
         name: "test_stripes",
@@ -115,6 +117,7 @@ kd_core::inventory::submit! {
         hub: None,
         generate: Some(stripes),
         default: false,
+        augment: Augment::None,
         offline_fallback: false,
     }
 }
