@@ -92,6 +92,13 @@ pub struct ListArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The input shape C,H,W at which architectures' taps, parameters and
+    /// multiply-accumulates are shown.
+    #[arg(long, value_name = "C,H,W", default_value = "3,32,32", value_parser = crate::config::parse_shape)]
+    pub input_shape: [usize; 3],
+    /// The number of classes at which architectures are shown.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = crate::config::positive)]
+    pub num_classes: usize,
 }
 
 /// A flag given twice takes its last value: the command line's own flags
@@ -236,6 +243,15 @@ pub struct ReproduceArgs {
     /// default, the tutorial's].
     #[arg(long, value_name = "NAME")]
     pub recipe: Option<String>,
+
+    /// The recipe's teacher-student pair, TEACHER-STUDENT (`--list-pairs` shows
+    /// them) [default: the recipe's first].
+    #[arg(long, value_name = "TEACHER-STUDENT")]
+    pub pair: Option<String>,
+
+    /// Print the recipe's pairs with their published accuracies, and exit.
+    #[arg(long)]
+    pub list_pairs: bool,
 
     #[command(flatten)]
     pub data: crate::config::DataArgs,

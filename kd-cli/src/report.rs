@@ -24,6 +24,9 @@ pub struct PhaseRun {
     pub seconds: f64,
     /// Per epoch: (training loss, test accuracy where the epoch was tested).
     pub curve: crate::plot::Curve,
+    /// The training images the phase saw (0 in summaries written before it was recorded).
+    #[serde(default)]
+    pub train_images: usize,
 }
 
 /// Mean, sample standard deviation (n − 1; none for one value), range and count.
@@ -71,6 +74,38 @@ pub struct Paired {
     pub stats: Stats,
     /// Seeds on which the phase beat the CE student.
     pub wins: usize,
+    /// The 95 % confidence interval of the mean difference (Student's t over
+    /// the seeds); none for one seed.
+    #[serde(default)]
+    pub interval: Option<(f64, f64)>,
+}
+
+/// The 0.975 quantile of Student's t with `df` degrees of freedom (the
+/// table's values to 30, then the Cornish-Fisher expansion around the
+/// normal's 1.96, within 0.001 there).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        1..=30 => TABLE[df - 1],
+        _ => {
+            let (z, n) = (1.959964f64, df as f64);
+            z + (z.powi(3) + z) / (4.0 * n)
+                + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * n * n)
+        }
+    }
+}
+
+impl Stats {
+    /// The 95 % confidence interval of the mean (t-distribution).
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        let half =
+            t_975(self.n.checked_sub(1).filter(|d| *d > 0)?) * self.std? / (self.n as f64).sqrt();
+        Some((self.mean - half, self.mean + half))
+    }
 }
 
 /// One phase over all seeds.
@@ -102,6 +137,12 @@ pub struct Summary {
     /// Phase name -> aggregate, in the recipe's order (see `order`).
     pub phases: BTreeMap<String, PhaseSummary>,
     pub order: Vec<String>,
+    /// The recipe's pair, TEACHER-STUDENT (empty in summaries written before pairs).
+    #[serde(default)]
+    pub pair: String,
+    /// Published test accuracies (%) for this pair, by phase (the recipe names the source).
+    #[serde(default)]
+    pub published: BTreeMap<String, f64>,
 }
 
 impl Summary {
@@ -137,10 +178,14 @@ impl Summary {
                                 .map(|c| (r.seed, r.accuracy - c.accuracy))
                         })
                         .collect();
-                    (!differences.is_empty()).then(|| Paired {
-                        stats: Stats::of(&differences.iter().map(|d| d.1).collect::<Vec<_>>()),
-                        wins: differences.iter().filter(|d| d.1 > 0.0).count(),
-                        differences,
+                    (!differences.is_empty()).then(|| {
+                        let stats = Stats::of(&differences.iter().map(|d| d.1).collect::<Vec<_>>());
+                        Paired {
+                            interval: stats.interval(),
+                            stats,
+                            wins: differences.iter().filter(|d| d.1 > 0.0).count(),
+                            differences,
+                        }
                     })
                 }
                 _ => None,
@@ -165,18 +210,35 @@ impl Summary {
     /// The comparison as a Markdown table.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| phase | method | last epoch (%) | min–max | n | vs CE (paired) | won | best epoch (%, test-selected) | time |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| phase | method | last epoch (%) | min–max | n | vs CE (paired) | 95 % interval | won | best epoch (%, test-selected) | time |",
         );
+        let published = !self.published.is_empty();
+        s.push_str(if published {
+            " published (%) |\n"
+        } else {
+            "\n"
+        });
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        s.push_str(if published { "---:|\n" } else { "\n" });
         for name in &self.order {
             let p = &self.phases[name];
-            let (vs, won) = match &p.vs_ce {
-                Some(d) => (d.stats.mean_std(true), format!("{}/{}", d.wins, d.stats.n)),
-                None => ("".into(), "".into()),
+            let (vs, interval, won) = match &p.vs_ce {
+                Some(d) => (
+                    d.stats.mean_std(true),
+                    d.interval
+                        .map_or(String::new(), |(lo, hi)| format!("{lo:+.2} to {hi:+.2}")),
+                    format!("{}/{}", d.wins, d.stats.n),
+                ),
+                None => (String::new(), String::new(), String::new()),
+            };
+            let shown = match (published, self.published.get(name)) {
+                (true, Some(a)) => format!(" {a:.2} |"),
+                (true, None) => " |".to_string(),
+                (false, _) => String::new(),
             };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {:.2}–{:.2} | {} | {vs} | {won} | {} | {:.1} s |",
+                "| {name} | {} | {} | {:.2}–{:.2} | {} | {vs} | {interval} | {won} | {} | {:.1} s |{shown}",
                 p.method,
                 p.last.mean_std(false),
                 p.last.min,
@@ -187,6 +249,27 @@ impl Summary {
             );
         }
         s
+    }
+
+    /// Which phases trained on fewer images than the data set holds, said
+    /// plainly (a teacher that saw more than its students, say).
+    fn image_note(&self) -> Option<String> {
+        let fewer: Vec<String> = self
+            .order
+            .iter()
+            .filter_map(|p| {
+                let r = self.runs.iter().find(|r| &r.phase == p)?;
+                (r.train_images > 0 && r.train_images < self.train_images)
+                    .then(|| format!("`{p}` on the first {}", r.train_images))
+            })
+            .collect();
+        (!fewer.is_empty()).then(|| {
+            format!(
+                "Training images: {} for the phases not named here; {}. The students and their CE baseline see the same images.",
+                self.train_images,
+                fewer.join(", ")
+            )
+        })
     }
 
     /// The settings that must agree for runs to be aggregated: all but the seed.
@@ -263,6 +346,9 @@ impl Summary {
             }
         )?;
         writeln!(report, "{}", self.table())?;
+        if let Some(note) = self.image_note() {
+            writeln!(report, "{note}\n")?;
+        }
         writeln!(
             report,
             "How to read it: *last epoch* is each seed's test accuracy after its final epoch, as mean ± \
@@ -314,6 +400,7 @@ mod tests {
             best_accuracy: accuracy + 1.0,
             seconds: 2.0,
             curve: vec![(1.0, Some(accuracy - 1.0)), (0.5, Some(accuracy))],
+            train_images: 100,
         }
     }
 
@@ -330,6 +417,8 @@ mod tests {
             runs: rows.iter().map(|(s, p, a)| run(*s, p, *a)).collect(),
             phases: BTreeMap::new(),
             order: Vec::new(),
+            pair: "deep_nn-light_nn".into(),
+            published: BTreeMap::new(),
         }
         .aggregate()
     }
@@ -364,11 +453,14 @@ mod tests {
         let d = kd.vs_ce.as_ref().unwrap();
         assert_eq!(d.differences, vec![(1, -1.0), (2, 1.0), (3, 0.0)]);
         assert_eq!((d.stats.mean, d.stats.std, d.wins), (0.0, Some(1.0), 1));
+        // t(0.975, 2) = 4.303: the half-width is 4.303 / sqrt(3).
+        let (lo, hi) = d.interval.unwrap();
+        assert!((hi - 4.303 / 3f64.sqrt()).abs() < 1e-9 && (lo + hi).abs() < 1e-12);
         assert!(s.phases["ce"].vs_ce.is_none());
         assert_eq!(s.order, ["ce", "kd"]);
         assert!(
             s.table()
-                .contains("| kd | kd | 83.00 ± 3.00 | 80.00–86.00 | 3 | +0.00 ± 1.00 | 1/3 |"),
+                .contains("| kd | kd | 83.00 ± 3.00 | 80.00–86.00 | 3 | +0.00 ± 1.00 | -2.48 to +2.48 | 1/3 |"),
             "{}",
             s.table()
         );

@@ -41,6 +41,41 @@ impl Model {
         })
     }
 
+    /// `arch` with zeros for weights: to count its parameters and
+    /// multiply-accumulates, without the cost of drawing initial values.
+    pub fn sized(arch: &str, config: ArchConfig) -> Result<Self> {
+        let arch = registry::arch(arch)?;
+        crate::limits::check_arch(arch, &config)?;
+        let varmap = VarMap::new();
+        let vb = crate::nn::seeded::zeros_var_builder(&varmap, &Device::Cpu);
+        let (net, buffers) = crate::nn::seeded::collect_buffers(|| (arch.build)(&config, vb));
+        Ok(Self {
+            arch,
+            config,
+            net: net?,
+            varmap,
+            buffers,
+            device: Device::Cpu,
+        })
+    }
+
+    /// Multiply-accumulates of one forward pass on one image: the
+    /// convolutions as they run, and one per weight of each linear layer (the
+    /// rank-2 parameters). Normalisation, activations and pooling are not counted.
+    pub fn macs(&self) -> Result<u64> {
+        let [c, h, w] = self.config.input_shape;
+        let x = Tensor::zeros((1, c, h, w), DType::F32, &self.device)?;
+        let (out, conv) = crate::nn::count_conv_macs(|| self.forward(&x, Mode::Eval));
+        out?;
+        let linear: usize = self
+            .params()
+            .iter()
+            .filter(|(_, v)| v.rank() == 2)
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        Ok(conv + linear as u64)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

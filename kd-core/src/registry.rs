@@ -143,19 +143,81 @@ pub struct RecipeRun {
     pub params: &'static [(&'static str, f64)],
     pub ce_weight: f64,
     pub distill_weight: f64,
+    /// Train on the first N training images only (the teacher may see more,
+    /// as a pretrained teacher has); `None`: all of them.
+    pub train_subset: Option<usize>,
+}
+
+/// A teacher and a student a recipe can run (`kd reproduce --pair
+/// TEACHER-STUDENT`), with what was published for them.
+#[derive(Debug)]
+pub struct RecipePair {
+    pub teacher: &'static str,
+    pub student: &'static str,
+    /// This pair's hyper-parameters over the recipe's: (phase, name, value).
+    pub params: &'static [(&'static str, &'static str, f64)],
+    /// Published test accuracies (%) by phase, from the sources the recipe names.
+    pub published: &'static [(&'static str, f64)],
+}
+
+impl RecipePair {
+    /// A pair with nothing published and no hyper-parameters of its own.
+    pub const fn new(teacher: &'static str, student: &'static str) -> Self {
+        Self {
+            teacher,
+            student,
+            params: &[],
+            published: &[],
+        }
+    }
+
+    /// `TEACHER-STUDENT`, as `--pair` takes it.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.teacher, self.student)
+    }
 }
 
 /// A named sequence of runs that `kd reproduce` executes.
 pub struct RecipePlugin {
     pub name: &'static str,
     pub summary: &'static str,
-    pub teacher_arch: &'static str,
-    pub student_arch: &'static str,
+    /// The teacher-student pairs it runs; the first unless `--pair` names another.
+    pub pairs: &'static [RecipePair],
     /// The runs in order; a function, so that a recipe can follow the
     /// registry (one run per registered method, say).
     pub runs: fn() -> Vec<RecipeRun>,
     /// What `kd reproduce` runs without `--recipe` (one recipe says so).
     pub default: bool,
+    /// The settings the recipe runs with unless flags or a config file say
+    /// otherwise: TOML whose keys are `kd reproduce`'s long flags with
+    /// underscores (`optimizer = "sgd"`, `epochs = 240`, `dataset = "cifar100"`).
+    pub settings: &'static str,
+}
+
+impl RecipePlugin {
+    /// The pair `name` names (`TEACHER-STUDENT`), or the first.
+    pub fn pair(&self, name: Option<&str>) -> Result<&'static RecipePair> {
+        let Some(name) = name else {
+            return self.pairs.first().ok_or_else(|| {
+                Error::config(format!(
+                    "recipe `{}` has no teacher-student pair",
+                    self.name
+                ))
+            });
+        };
+        let names: Vec<String> = self.pairs.iter().map(RecipePair::name).collect();
+        match self.pairs.iter().find(|p| p.name() == name) {
+            Some(p) => Ok(p),
+            None => {
+                let known: Vec<&str> = names.iter().map(String::as_str).collect();
+                Err(unknown(
+                    &format!("pair of recipe `{}`", self.name),
+                    name,
+                    &known,
+                ))
+            }
+        }
+    }
 }
 
 inventory::collect!(MethodPlugin);

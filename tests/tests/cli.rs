@@ -699,3 +699,154 @@ fn a_torch_save_checkpoint_is_inspected_run_and_converted() {
     );
     assert!(!d.join("u.safetensors").exists());
 }
+
+/// A recipe's own settings apply unless a flag says otherwise, and a phase
+/// that trains on fewer images than the teacher is said so in the report.
+#[test]
+fn the_showcase_recipe_runs_with_its_settings_and_says_what_each_phase_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "reproduce",
+        "--recipe",
+        "showcase",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "--test-subset",
+        "200",
+        "--out",
+        "r",
+        "--quiet",
+    ];
+    ok(&args, dir.path());
+    let settings = std::fs::read_to_string(dir.path().join("r/settings.toml")).unwrap();
+    assert!(
+        settings.contains("dataset = \"fashion-mnist-sample\""),
+        "{settings}"
+    );
+    assert!(
+        settings.contains("batch_size = 100") && settings.contains("eval_every = 5"),
+        "{settings}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("r/report.md")).unwrap();
+    assert!(
+        report.contains("`kd` on the first 1000") && report.contains("95 % interval"),
+        "{report}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/summary.json")).unwrap())
+            .unwrap();
+    let images: Vec<u64> = summary["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["train_images"].as_u64().unwrap())
+        .collect();
+    assert_eq!(images, [10000, 1000, 1000]);
+}
+
+/// CIFAR-100 in its binary archive's layout, `n` training and `n / 2` test
+/// records of (coarse, fine, pixels).
+fn write_cifar100(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (file, count) in [("train.bin", n), ("test.bin", n / 2)] {
+        let bytes: Vec<u8> = (0..count)
+            .flat_map(|i| {
+                let fine = (i * 37 % 100) as u8;
+                let mut r = vec![fine % 20, fine];
+                r.extend((0..3072).map(|p| ((p * (fine as usize + 1)) % 251) as u8));
+                r
+            })
+            .collect();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+}
+
+/// The field's recipe lists its pairs with the published numbers, and a smoke
+/// run of one pair trains every phase with mdistiller's settings, stored
+/// with the run, and reports the published number beside each of ours.
+#[test]
+fn the_cifar100_recipe_lists_its_pairs_and_runs_one_with_mdistillers_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let listing = stdout(&ok(
+        &["reproduce", "--recipe", "cifar100", "--list-pairs"],
+        dir.path(),
+    ));
+    assert!(
+        listing.contains("resnet32x4-resnet8x4 (default)")
+            && listing.contains("teacher 79.42")
+            && listing.contains("dkd 76.32"),
+        "{listing}"
+    );
+    write_cifar100(&dir.path().join("c100"), 32);
+    let args = [
+        "reproduce",
+        "--recipe",
+        "cifar100",
+        "--pair",
+        "resnet56-resnet20",
+        "--data-dir",
+        "c100",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        "r",
+        "--quiet",
+    ];
+    ok(&args, dir.path());
+    let settings = std::fs::read_to_string(dir.path().join("r/settings.toml")).unwrap();
+    for line in [
+        "dataset = \"cifar100\"",
+        "optimizer = \"sgd\"",
+        "momentum = 0.9",
+        "weight_decay = 0.0005",
+        "milestones = [150, 180, 210]",
+        "augment = \"crop-flip\"",
+        "pair = \"resnet56-resnet20\"",
+        "batch_size = 8",
+    ] {
+        assert!(settings.contains(line), "{line} in\n{settings}");
+    }
+    let report = std::fs::read_to_string(dir.path().join("r/report.md")).unwrap();
+    assert!(
+        report.contains("published (%)")
+            && report.contains("| 72.34 |")
+            && report.contains("| 71.97 |"),
+        "{report}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/summary.json")).unwrap())
+            .unwrap();
+    let phases: Vec<&str> = summary["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["teacher", "ce", "kd", "dkd", "fitnets", "at", "sp", "rkd", "pkt"]
+    );
+    let err = fails(
+        &[
+            "reproduce",
+            "--recipe",
+            "cifar100",
+            "--pair",
+            "resnet32x4-resnet8",
+            "--data-dir",
+            "c100",
+            "--out",
+            "s",
+        ],
+        dir.path(),
+        1,
+    );
+    assert!(
+        err.contains("resnet32x4-resnet8x4"),
+        "the nearest pair is named: {err}"
+    );
+}

@@ -7,12 +7,20 @@ use crate::cli::InspectArgs;
 pub fn run(args: &InspectArgs) -> Result<()> {
     let file = weights::read(&crate::hub::resolve(&args.file.to_string_lossy())?)?;
     let count: usize = file.tensors.values().map(|t| t.elem_count()).sum();
+    // A model file that names its architecture: its parameters (buffers not
+    // counted) and multiply-accumulates at its input shape.
+    let sized = weights::ModelInfo::from_metadata(&file.path, &file.metadata)
+        .ok()
+        .and_then(|i| Some(kd_core::Model::sized(&i.arch?, i.config?).ok()?))
+        .map(|m| (m.parameter_count(), m.macs().ok(), m.config.input_shape));
     if args.json {
         let v = json!({
             "file": args.file,
             "metadata": file.metadata,
             "tensors": file.tensors.iter().map(|(n, t)| json!({"name": n, "shape": t.dims(), "dtype": format!("{:?}", t.dtype()).to_lowercase()})).collect::<Vec<_>>(),
             "parameters": count,
+            "model_parameters": sized.map(|s| s.0),
+            "macs": sized.and_then(|s| s.1),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -40,6 +48,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     println!("\nParameters: {}", thousands(count));
+    if let Some((params, macs, [c, h, w])) = sized {
+        println!(
+            "Model: {} parameters without buffers, {} multiply-accumulates per {c}x{h}x{w} image",
+            thousands(params),
+            macs.map_or("n/a".into(), |m| thousands(m as usize))
+        );
+    }
     Ok(())
 }
 

@@ -4,7 +4,20 @@ use serde_json::json;
 
 use crate::cli::ListArgs;
 
+/// Parameters and multiply-accumulates of `arch` at `config` (None where it
+/// cannot be built at that shape).
+fn size(arch: &str, config: &kd_core::ArchConfig) -> (Option<usize>, Option<u64>) {
+    match kd_core::Model::sized(arch, config.clone()) {
+        Ok(m) => (Some(m.parameter_count()), m.macs().ok()),
+        Err(_) => (None, None),
+    }
+}
+
 pub fn run(args: &ListArgs) -> Result<()> {
+    let example = kd_core::ArchConfig {
+        input_shape: args.input_shape,
+        num_classes: args.num_classes,
+    };
     let methods = registry::methods();
     let archs = registry::archs();
     let recipes = registry::recipes();
@@ -17,9 +30,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 "teacher_taps": m.taps,
                 "params": m.params.iter().map(|p| json!({"name": p.name, "default": p.default, "help": p.help})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "architectures": archs.iter().map(|a| json!({"name": a.name, "summary": a.summary, "taps_at_3x32x32": (a.taps)(&kd_core::ArchConfig { input_shape: [3, 32, 32], num_classes: 10 })})).collect::<Vec<_>>(),
+            "architectures": archs.iter().map(|a| {
+                let (params, macs) = size(a.name, &example);
+                json!({"name": a.name, "summary": a.summary, "input_shape": example.input_shape, "num_classes": example.num_classes, "taps": (a.taps)(&example), "parameters": params, "macs": macs})
+            }).collect::<Vec<_>>(),
             "recipes": recipes.iter().map(|r| json!({
-                "name": r.name, "summary": r.summary, "teacher_arch": r.teacher_arch, "student_arch": r.student_arch,
+                "name": r.name, "summary": r.summary,
+                "pairs": r.pairs.iter().map(|p| json!({"teacher": p.teacher, "student": p.student, "published": p.published.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>()})).collect::<Vec<_>>(),
                 "runs": (r.runs)().iter().map(|x| json!({"name": x.name, "method": x.method})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "datasets": registry::datasets().iter().map(|d| json!({"name": d.name, "summary": d.summary, "shape": d.shape, "classes": d.classes, "default": d.default, "offline_fallback": d.offline_fallback})).collect::<Vec<_>>(),
@@ -47,18 +64,25 @@ pub fn run(args: &ListArgs) -> Result<()> {
             );
         }
     }
-    println!("\nArchitectures (kd train --arch NAME):");
-    let example = kd_core::ArchConfig {
-        input_shape: [3, 32, 32],
-        num_classes: 10,
-    };
+    let [c, h, w] = example.input_shape;
+    let at = format!("at {c}x{h}x{w}, {} classes", example.num_classes);
+    println!("\nArchitectures (kd train --arch NAME; sizes {at}):");
     for a in &archs {
         println!("  {:<10} {}", a.name, a.summary);
+        let (params, macs) = size(a.name, &example);
+        let count =
+            |v: Option<u64>| v.map_or("n/a".to_string(), |v| super::inspect::thousands(v as usize));
+        println!(
+            "  {:<10} {} parameters, {} multiply-accumulates per image",
+            "",
+            count(params.map(|p| p as u64)),
+            count(macs)
+        );
         let taps: Vec<String> = (a.taps)(&example)
             .iter()
             .map(|(n, shape)| format!("{n} {shape:?}"))
             .collect();
-        println!("  {:<10} taps at 3x32x32: {}", "", taps.join(", "));
+        println!("  {:<10} taps: {}", "", taps.join(", "));
     }
     println!("\nRecipes (kd reproduce --recipe NAME):");
     for r in &recipes {
@@ -68,11 +92,16 @@ pub fn run(args: &ListArgs) -> Result<()> {
             .iter()
             .map(|x| format!("{} ({})", x.name, x.method))
             .collect();
+        let pairs: Vec<String> = r.pairs.iter().map(|p| p.name()).collect();
         println!(
-            "  {:<10} teacher {}, student {}; runs: {}",
+            "  {:<10} {} {}; runs: {}",
             "",
-            r.teacher_arch,
-            r.student_arch,
+            if pairs.len() == 1 {
+                "teacher-student"
+            } else {
+                "pairs (--pair)"
+            },
+            pairs.join(", "),
             runs.join(", ")
         );
     }

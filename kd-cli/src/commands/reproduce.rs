@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use kd_core::cache::CachedTeacher;
 use kd_core::checkpoint::CheckpointPolicy;
 use kd_core::loss::Params;
-use kd_core::registry::{self, MethodPlugin, RecipePlugin, RecipeRun};
+use kd_core::registry::{self, MethodPlugin, RecipePair, RecipePlugin, RecipeRun};
 use kd_core::train::{EpochSummary, TrainConfig};
 use kd_core::Model;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,9 @@ struct RunSettings {
     seeds: Vec<u64>,
     #[serde(default)]
     shared_teacher: bool,
+    /// The recipe's pair (`TEACHER-STUDENT`); absent in folders written before pairs.
+    #[serde(default)]
+    pair: Option<String>,
     #[serde(flatten)]
     run: RunConfig,
 }
@@ -35,6 +38,7 @@ struct RunSettings {
 /// Everything decided before the first batch.
 struct Plan {
     recipe: &'static RecipePlugin,
+    pair: &'static RecipePair,
     runs: Vec<RecipeRun>,
     cfg: RunConfig,
     hyper: HyperArgs,
@@ -83,7 +87,6 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         }
         stored = Some(then);
     }
-    crate::datasets::resolve_run(&mut cfg)?;
     let stored_recipe = stored.as_ref().and_then(|s| s.recipe.clone());
     if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
         if given != then {
@@ -94,6 +97,16 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         Some(name) => registry::recipe(name)?,
         None => registry::default_recipe()?,
     };
+    let stored_pair = stored.as_ref().and_then(|s| s.pair.clone());
+    if let (Some(given), Some(then)) = (&args.pair, &stored_pair) {
+        if given != then {
+            bail!("the run in this folder distils pair `{then}`, not `{given}`: resume without --pair, or start a new run");
+        }
+    }
+    let pair = recipe.pair(args.pair.as_deref().or(stored_pair.as_deref()))?;
+    // Flags (and a resumed run's own settings) over the recipe's.
+    cfg = cfg.or(recipe_settings(recipe)?);
+    crate::datasets::resolve_run(&mut cfg)?;
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
@@ -102,7 +115,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         let method = registry::method(run.method)?;
         run_config(&cfg, &base, run, base.seed).validate_for(method)?;
         method
-            .resolve_params(&run_params(&hyper, run, method))
+            .resolve_params(&run_params(&hyper, pair, run, method))
             .with_context(|| format!("phase `{}` of recipe `{}`", run.name, recipe.name))?;
     }
     check_params_taken(&hyper, &runs)?;
@@ -125,7 +138,11 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         );
     }
     let out = args.resume.clone().or(args.out.clone()).unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}-{}", recipe.name, cfg.data.dataset()))
+        let pair = match recipe.pairs.len() {
+            1 => String::new(),
+            _ => format!("-{}", pair.name()),
+        };
+        PathBuf::from("runs").join(format!("{}{pair}-{}", recipe.name, cfg.data.dataset()))
     });
     let resuming = args.resume.is_some();
     let mut files = Files::new(args.overwrite);
@@ -163,6 +180,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     let shared_teacher = args.shared_teacher || stored.is_some_and(|s| s.shared_teacher);
     Ok(Plan {
         recipe,
+        pair,
         runs,
         cfg,
         hyper,
@@ -178,14 +196,19 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
 }
 
 pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
+    if args.list_pairs {
+        return list_pairs(args.recipe.as_deref());
+    }
     let plan = plan(&args)?;
     let device = super::device(plan.hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&plan.cfg.data)?;
     let base = &plan.base;
     if !quiet {
         eprintln!(
-            "kd reproduce: recipe `{}` on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seeds {:?}{}, device {}",
+            "kd reproduce: recipe `{}` ({} -> {}) on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seeds {:?}{}, device {}",
             plan.recipe.name,
+            plan.pair.teacher,
+            plan.pair.student,
             data.train.name,
             data.train.len(),
             data.test.len(),
@@ -200,6 +223,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     }
     let stored = RunSettings {
         recipe: Some(plan.recipe.name.to_string()),
+        pair: Some(plan.pair.name()),
         seeds: plan.seeds.clone(),
         shared_teacher: plan.shared_teacher,
         run: toml::from_str(&plan.settings).context("own settings parse")?,
@@ -254,6 +278,13 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         runs: records,
         phases: Default::default(),
         order: Vec::new(),
+        pair: plan.pair.name(),
+        published: plan
+            .pair
+            .published
+            .iter()
+            .map(|(p, a)| (p.to_string(), *a))
+            .collect(),
     }
     .aggregate();
     println!("{}", summary.table());
@@ -299,6 +330,9 @@ fn phase(
             best_accuracy: curve.iter().filter_map(|c| c.1).fold(accuracy, f64::max),
             seconds,
             curve,
+            train_images: run
+                .train_subset
+                .map_or(data.train.len(), |n| n.min(data.train.len())),
         }
     };
     if plan.resuming && path.exists() {
@@ -313,12 +347,12 @@ fn phase(
         }
         return Ok((record(accuracy, info.seconds.unwrap_or(0.0)), model));
     }
-    let params = run_params(&plan.hyper, run, method);
+    let params = run_params(&plan.hyper, plan.pair, run, method);
     let config = run_config(&plan.cfg, &plan.base, run, seed);
     let arch = if run.trains_teacher {
-        plan.recipe.teacher_arch
+        plan.pair.teacher
     } else {
-        plan.recipe.student_arch
+        plan.pair.student
     };
     let run_dir = dir.join("checkpoints").join(run.name);
     let resume = if plan.resuming {
@@ -375,6 +409,15 @@ fn phase(
     }
     let teacher_ref =
         crate::teacher_cache::serving(cache.as_ref().and_then(Option::as_ref), teacher.as_ref());
+    // The first N images keep their indices, so a teacher cache serves them too.
+    let subset = match run.train_subset {
+        Some(n) if n < data.train.len() => Some(kd_core::data::Splits {
+            train: data.train.first(n)?,
+            test: data.test.clone(),
+        }),
+        _ => None,
+    };
+    let data = subset.as_ref().unwrap_or(data);
     let mut progress = Progress::new(label, quiet, Some(&metrics))?;
     let spec = PhaseSpec {
         name: label,
@@ -441,15 +484,72 @@ fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -
     }
 }
 
-/// A phase's hyper-parameters: the recipe's, overridden by flags and config
-/// for the names its method takes (`--param temperature=4` sets it for every
-/// phase whose method has a temperature).
-fn run_params(hyper: &HyperArgs, run: &RecipeRun, method: &MethodPlugin) -> Params {
+/// `--list-pairs`: the recipe's pairs, each with its published accuracies.
+fn list_pairs(recipe: Option<&str>) -> Result<()> {
+    let recipe = match recipe {
+        Some(name) => registry::recipe(name)?,
+        None => registry::default_recipe()?,
+    };
+    println!(
+        "Pairs of recipe `{}` (kd reproduce --recipe {} --pair TEACHER-STUDENT):",
+        recipe.name, recipe.name
+    );
+    for (i, pair) in recipe.pairs.iter().enumerate() {
+        let published: Vec<String> = pair
+            .published
+            .iter()
+            .map(|(p, a)| format!("{p} {a:.2}"))
+            .collect();
+        let default = if i == 0 { " (default)" } else { "" };
+        println!("  {}{default}", pair.name());
+        if !published.is_empty() {
+            println!("      published: {}", published.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// What a recipe's `settings` set, as settings; an unknown key is an error
+/// (a test holds every registered recipe to it).
+pub fn recipe_settings(recipe: &RecipePlugin) -> Result<RunConfig> {
+    let table: toml::Table = recipe
+        .settings
+        .parse()
+        .with_context(|| format!("recipe `{}`: its settings are not TOML", recipe.name))?;
+    let known: Vec<&str> = crate::config::SETTINGS.iter().map(|(k, _)| *k).collect();
+    if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!(
+            "recipe `{}` sets `{key}`, which is not a setting",
+            recipe.name
+        );
+    }
+    toml::Value::Table(table).try_into().with_context(|| {
+        format!(
+            "recipe `{}`: a setting has a value of the wrong type",
+            recipe.name
+        )
+    })
+}
+
+/// A phase's hyper-parameters: the recipe's, then the pair's, overridden by
+/// flags and config for the names its method takes (`--param temperature=4`
+/// sets it for every phase whose method has a temperature).
+fn run_params(
+    hyper: &HyperArgs,
+    pair: &RecipePair,
+    run: &RecipeRun,
+    method: &MethodPlugin,
+) -> Params {
     let mut params: Params = run
         .params
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
+    for (phase, k, v) in pair.params {
+        if *phase == run.name {
+            params.insert(k.to_string(), *v);
+        }
+    }
     for (k, v) in &hyper.params {
         if method.params.iter().any(|p| p.name == k) {
             params.insert(k.clone(), *v);
@@ -530,4 +630,20 @@ pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
     );
     summary.write(&args.out, &line)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kd_plugins as _;
+
+    /// Every registered recipe's settings are TOML of known settings with
+    /// values of the right types.
+    #[test]
+    fn every_recipe_states_valid_settings() {
+        let recipes = kd_core::registry::recipes();
+        assert!(recipes.iter().any(|r| r.name == "showcase"));
+        for r in recipes {
+            super::recipe_settings(r).unwrap_or_else(|e| panic!("{}: {e:#}", r.name));
+        }
+    }
 }

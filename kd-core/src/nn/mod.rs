@@ -109,8 +109,40 @@ impl Conv2d {
     }
 }
 
+thread_local! {
+    static MACS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `run` and returns what it returned with the multiply-accumulates of
+/// the convolutions it ran (kd's [`Conv2d`] counts itself meanwhile).
+pub fn count_conv_macs<T>(run: impl FnOnce() -> T) -> (T, u64) {
+    let outer = MACS.with(|m| m.replace(Some(0)));
+    let out = run();
+    let counted = MACS.with(|m| m.replace(outer)).unwrap_or(0);
+    (out, counted)
+}
+
+impl Conv2d {
+    /// Adds this layer's multiply-accumulates on `x` to a running count.
+    fn count(&self, x: &Tensor) {
+        let Some(total) = MACS.with(|m| m.get()) else {
+            return;
+        };
+        let (Ok((n, c, h, w)), Ok((co, _, k, _))) = (x.dims4(), self.weight.dims4()) else {
+            return;
+        };
+        let Conv2dConfig {
+            padding, stride, ..
+        } = self.config;
+        let out = |side: usize| (side + 2 * padding).saturating_sub(k) / stride + 1;
+        let macs = (n * co * out(h) * out(w) * c * k * k) as u64;
+        MACS.with(|m| m.set(Some(total + macs)));
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.count(x);
         let Conv2dConfig {
             padding,
             stride,

@@ -19,7 +19,8 @@ use crate::init::rng_for;
 
 struct Seeded {
     varmap: VarMap,
-    seed: u64,
+    /// `None`: zeros (a network built only to be measured).
+    seed: Option<u64>,
 }
 
 /// A `VarBuilder` whose new variables go into `varmap`, initialised from `seed`.
@@ -31,9 +32,18 @@ pub fn var_builder(
 ) -> VarBuilder<'static> {
     let backend = Seeded {
         varmap: varmap.clone(),
-        seed,
+        seed: Some(seed),
     };
     VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+}
+
+/// A `VarBuilder` whose new variables are zeros: a network to count, not to train.
+pub fn zeros_var_builder(varmap: &VarMap, device: &Device) -> VarBuilder<'static> {
+    let backend = Seeded {
+        varmap: varmap.clone(),
+        seed: None,
+    };
+    VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone())
 }
 
 impl candle_nn::var_builder::SimpleBackend for Seeded {
@@ -55,8 +65,13 @@ impl candle_nn::var_builder::SimpleBackend for Seeded {
             }
             return Ok(var.as_tensor().clone());
         }
-        let values = values(&init, &shape, &mut rng_for(self.seed, name));
-        let tensor = Tensor::from_vec(values, &shape, dev)?.to_dtype(dtype)?;
+        let tensor = match self.seed {
+            Some(seed) => {
+                let values = values(&init, &shape, &mut rng_for(seed, name));
+                Tensor::from_vec(values, &shape, dev)?.to_dtype(dtype)?
+            }
+            None => Tensor::zeros(&shape, dtype, dev)?,
+        };
         let var = Var::from_tensor(&tensor)?;
         data.insert(name.to_string(), var.clone());
         Ok(var.as_tensor().clone())

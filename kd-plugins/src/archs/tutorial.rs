@@ -142,7 +142,7 @@ impl Network for LightNn {
 kd_core::inventory::submit! {
     ArchPlugin {
         name: "deep_nn",
-        summary: "the tutorial's teacher DeepNN: 4 conv layers (128-64-64-32), 2 max-pools, MLP 512 (1,186,986 parameters at 3x32x32)",
+        summary: "the tutorial's teacher DeepNN: 4 conv layers (128-64-64-32), 2 max-pools, MLP 512",
         build: |config, vb| Ok(Box::new(DeepNn::new(config, vb)?)),
         taps: |config| tap_shapes(32, config),
     }
@@ -151,7 +151,7 @@ kd_core::inventory::submit! {
 kd_core::inventory::submit! {
     ArchPlugin {
         name: "light_nn",
-        summary: "the tutorial's student LightNN: 2 conv layers (16-16), 2 max-pools, MLP 256 (267,738 parameters at 3x32x32)",
+        summary: "the tutorial's student LightNN: 2 conv layers (16-16), 2 max-pools, MLP 256",
         build: |config, vb| Ok(Box::new(LightNn::new(config, vb)?)),
         taps: |config| tap_shapes(16, config),
     }

@@ -2,7 +2,7 @@
 //! and CE student, then one student per method that has a loss, each with the
 //! loss weights its reference training script uses. Methods from plugin
 //! crates linked in join with weights 1 and 1.
-use kd_core::registry::{self, RecipePlugin, RecipeRun};
+use kd_core::registry::{self, RecipePair, RecipePlugin, RecipeRun};
 
 use super::tutorial::run;
 
@@ -46,9 +46,9 @@ kd_core::inventory::submit! {
     RecipePlugin {
         name: "methods",
         summary: "every registered distillation method on the tutorial's networks, each with its reference loss weights, beside the CE student",
-        teacher_arch: "deep_nn",
-        student_arch: "light_nn",
+        pairs: &[RecipePair::new("deep_nn", "light_nn")],
         runs,
         default: false,
+        settings: "",
     }
 }
