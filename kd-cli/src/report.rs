@@ -27,6 +27,9 @@ pub struct PhaseRun {
     /// The training images the phase saw (0 in summaries written before it was recorded).
     #[serde(default)]
     pub train_images: usize,
+    /// The epochs the phase trained for (0 in summaries written before it was recorded).
+    #[serde(default)]
+    pub epochs: usize,
 }
 
 /// Mean, sample standard deviation (n − 1; none for one value), range and count.
@@ -251,23 +254,27 @@ impl Summary {
         s
     }
 
-    /// Which phases trained on fewer images than the data set holds, said
-    /// plainly (a teacher that saw more than its students, say).
+    /// Which phases trained on fewer images, or for other epochs, than the
+    /// first phase, said plainly (a teacher that saw more than its students).
     fn image_note(&self) -> Option<String> {
-        let fewer: Vec<String> = self
+        let first = self.runs.first()?;
+        let differ: Vec<String> = self
             .order
             .iter()
             .filter_map(|p| {
                 let r = self.runs.iter().find(|r| &r.phase == p)?;
-                (r.train_images > 0 && r.train_images < self.train_images)
-                    .then(|| format!("`{p}` on the first {}", r.train_images))
+                let fewer = r.train_images > 0 && r.train_images < self.train_images;
+                (fewer || r.epochs != first.epochs)
+                    .then(|| format!("`{p}` on {} images for {} epochs", r.train_images, r.epochs))
             })
             .collect();
-        (!fewer.is_empty()).then(|| {
+        (!differ.is_empty()).then(|| {
             format!(
-                "Training images: {} for the phases not named here; {}. The students and their CE baseline see the same images.",
-                self.train_images,
-                fewer.join(", ")
+                "Training: `{}` on {} images for {} epochs; {}. The students and their CE baseline see the same images for the same epochs.",
+                first.phase,
+                first.train_images,
+                first.epochs,
+                differ.join(", ")
             )
         })
     }
@@ -401,6 +408,7 @@ mod tests {
             seconds: 2.0,
             curve: vec![(1.0, Some(accuracy - 1.0)), (0.5, Some(accuracy))],
             train_images: 100,
+            epochs: 2,
         }
     }
 

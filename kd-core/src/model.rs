@@ -26,10 +26,29 @@ impl Model {
     /// Builds `arch` with parameters initialised by PyTorch's default schemes
     /// from `seed`: the same seed gives the same weights on every device.
     pub fn new(arch: &str, config: ArchConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(arch, config, device, |varmap| {
+            crate::nn::seeded::var_builder(varmap, seed, DType::F32, device)
+        })
+    }
+
+    /// `arch` with zeros for weights: to count its parameters and
+    /// multiply-accumulates, without the cost of drawing initial values.
+    pub fn sized(arch: &str, config: ArchConfig) -> Result<Self> {
+        Self::build(arch, config, &Device::Cpu, |varmap| {
+            crate::nn::seeded::zeros_var_builder(varmap, &Device::Cpu)
+        })
+    }
+
+    fn build(
+        arch: &str,
+        config: ArchConfig,
+        device: &Device,
+        var_builder: impl FnOnce(&VarMap) -> candle_nn::VarBuilder<'static>,
+    ) -> Result<Self> {
         let arch = registry::arch(arch)?;
         crate::limits::check_arch(arch, &config)?;
         let varmap = VarMap::new();
-        let vb = crate::nn::seeded::var_builder(&varmap, seed, DType::F32, device);
+        let vb = var_builder(&varmap);
         let (net, buffers) = crate::nn::seeded::collect_buffers(|| (arch.build)(&config, vb));
         Ok(Self {
             arch,
@@ -38,24 +57,6 @@ impl Model {
             varmap,
             buffers,
             device: device.clone(),
-        })
-    }
-
-    /// `arch` with zeros for weights: to count its parameters and
-    /// multiply-accumulates, without the cost of drawing initial values.
-    pub fn sized(arch: &str, config: ArchConfig) -> Result<Self> {
-        let arch = registry::arch(arch)?;
-        crate::limits::check_arch(arch, &config)?;
-        let varmap = VarMap::new();
-        let vb = crate::nn::seeded::zeros_var_builder(&varmap, &Device::Cpu);
-        let (net, buffers) = crate::nn::seeded::collect_buffers(|| (arch.build)(&config, vb));
-        Ok(Self {
-            arch,
-            config,
-            net: net?,
-            varmap,
-            buffers,
-            device: Device::Cpu,
         })
     }
 

@@ -146,6 +146,9 @@ pub struct RecipeRun {
     /// Train on the first N training images only (the teacher may see more,
     /// as a pretrained teacher has); `None`: all of them.
     pub train_subset: Option<usize>,
+    /// Train for this many times the run's epochs (a student that sees fewer
+    /// images takes more passes over them); 1 for most runs.
+    pub epoch_scale: usize,
 }
 
 /// A teacher and a student a recipe can run (`kd reproduce --pair
@@ -249,7 +252,8 @@ pub type Generate = fn(Option<[usize; 3]>) -> Result<crate::data::Splits>;
 pub struct DatasetPlugin {
     pub name: &'static str,
     pub summary: &'static str,
-    /// Channels, height, width of one image (a generated set may take another).
+    /// Channels, height, width of one image (a generated set may take
+    /// another; zeros: known only once read, as a folder of images).
     pub shape: [usize; 3],
     pub classes: &'static [&'static str],
     /// Per-channel mean and std; `None`: the training split's own statistics.
@@ -278,11 +282,7 @@ pub fn datasets() -> Vec<&'static DatasetPlugin> {
 }
 
 pub fn dataset(name: &str) -> Result<&'static DatasetPlugin> {
-    let all = datasets();
-    let names: Vec<_> = all.iter().map(|d| d.name).collect();
-    all.into_iter()
-        .find(|d| d.name == name)
-        .ok_or_else(|| unknown("data set", name, &names))
+    find("data set", name, datasets(), |x| x.name)
 }
 
 /// The data set marked as the default.
@@ -316,11 +316,20 @@ pub fn recipes() -> Vec<&'static RecipePlugin> {
 }
 
 pub fn method(name: &str) -> Result<&'static MethodPlugin> {
-    let all = methods();
-    let names: Vec<_> = all.iter().map(|m| m.name).collect();
+    find("method", name, methods(), |m| m.name)
+}
+
+/// The registration called `name` among `all`, or an error naming the nearest.
+pub(crate) fn find<T>(
+    kind: &str,
+    name: &str,
+    all: Vec<&'static T>,
+    name_of: fn(&T) -> &'static str,
+) -> Result<&'static T> {
+    let names: Vec<_> = all.iter().map(|t| name_of(t)).collect();
     all.into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| unknown("method", name, &names))
+        .find(|t| name_of(t) == name)
+        .ok_or_else(|| unknown(kind, name, &names))
 }
 
 /// Plain supervised training: the registered method without a loss. What a
@@ -344,19 +353,11 @@ pub fn default_recipe() -> Result<&'static RecipePlugin> {
 }
 
 pub fn arch(name: &str) -> Result<&'static ArchPlugin> {
-    let all = archs();
-    let names: Vec<_> = all.iter().map(|m| m.name).collect();
-    all.into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| unknown("architecture", name, &names))
+    find("architecture", name, archs(), |x| x.name)
 }
 
 pub fn recipe(name: &str) -> Result<&'static RecipePlugin> {
-    let all = recipes();
-    let names: Vec<_> = all.iter().map(|m| m.name).collect();
-    all.into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| unknown("recipe", name, &names))
+    find("recipe", name, recipes(), |x| x.name)
 }
 
 /// "unknown method `kdd`; did you mean `kd`? Known: ce, cosine, ..."

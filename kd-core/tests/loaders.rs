@@ -252,3 +252,63 @@ fn cifar100_binary_records_load_with_fine_or_coarse_labels() {
         .to_string();
     assert!(err.contains("missing train.bin"), "{err}");
 }
+
+/// A folder of images as torchvision's `ImageFolder` reads it: PNG and JPEG,
+/// greyscale, RGB and RGBA, odd sizes; a truncated file is named.
+#[test]
+fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
+    use image::{GrayImage, RgbImage, RgbaImage};
+    use kd_core::data::load_image_folder;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["train/cat", "train/dog", "val/cat", "val/dog"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 200]))
+        .save(d.join("train/cat/a.png"))
+        .unwrap();
+    GrayImage::from_fn(50, 60, |x, _| image::Luma([x as u8 * 5]))
+        .save(d.join("train/cat/b.jpg"))
+        .unwrap();
+    RgbaImage::from_fn(33, 33, |x, y| image::Rgba([x as u8, y as u8, 9, 128]))
+        .save(d.join("train/dog/c.png"))
+        .unwrap();
+    RgbImage::from_fn(17, 90, |x, _| image::Rgb([x as u8, 0, 0]))
+        .save(d.join("val/cat/d.png"))
+        .unwrap();
+    GrayImage::from_fn(64, 64, |_, y| image::Luma([y as u8]))
+        .save(d.join("val/dog/e.jpg"))
+        .unwrap();
+    let s = load_image_folder(d).unwrap();
+    assert_eq!(s.train.classes, ["cat", "dog"]);
+    // Shorter sides 30, 50, 33: the median 33, rounded to a multiple of 4.
+    assert_eq!((s.train.shape, s.test.shape), ([3, 32, 32], [3, 32, 32]));
+    assert_eq!(
+        (s.train.labels.clone(), s.test.labels.clone()),
+        (vec![0, 0, 1], vec![0, 1])
+    );
+    assert_eq!(s.train.normalization.mean.len(), 3);
+    // A grey image becomes three equal planes.
+    let plane = 32 * 32;
+    let b = &s.train.images[3 * plane * 1..3 * plane * 2];
+    assert_eq!(&b[..plane], &b[plane..2 * plane]);
+
+    let bytes = std::fs::read(d.join("train/dog/c.png")).unwrap();
+    std::fs::write(d.join("train/dog/c.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_image_folder(d).unwrap_err().to_string();
+    assert!(
+        err.contains("c.png") && err.contains("cannot be read as an image"),
+        "{err}"
+    );
+    std::fs::remove_file(d.join("train/dog/c.png")).unwrap();
+    std::fs::remove_file(d.join("train/cat/a.png")).unwrap();
+    std::fs::remove_file(d.join("val/cat/d.png")).unwrap();
+    let grey = load_image_folder(d).unwrap();
+    assert_eq!(
+        grey.train.shape[0], 1,
+        "every training image is grey: one channel"
+    );
+    std::fs::create_dir_all(d.join("val/bird")).unwrap();
+    let err = load_image_folder(d).unwrap_err().to_string();
+    assert!(err.contains("class `bird`"), "{err}");
+}

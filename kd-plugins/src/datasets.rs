@@ -45,6 +45,24 @@ kd_core::inventory::submit! {
     }
 }
 
+kd_core::inventory::submit! {
+    DatasetPlugin {
+        name: "folder",
+        summary: "your own images: --data-dir DIR with DIR/train/CLASS/* and DIR/val/CLASS/* (or test/), PNG or JPEG, any size (resized and centre-cropped to the median), normalised by the training images' statistics",
+        // Known only once the folder is read.
+        shape: [0, 0, 0],
+        classes: &[],
+        normalization: None,
+        read_dir: Some(data::load_image_folder),
+        local: &[],
+        hub: None,
+        generate: None,
+        default: false,
+        augment: Augment::None,
+        offline_fallback: false,
+    }
+}
+
 /// CIFAR-100 with its fine or its coarse labels: the binary archive's files
 /// with `--data-dir`, else the Hub's parquet files; the field's mean and std,
 /// and its training transforms (RandomCrop 32 with padding 4, flip).
@@ -171,20 +189,23 @@ mod sample {
 
     const NAME: &str = "fashion-mnist-sample";
 
+    /// A file of the sample: its pieces (the script cuts them under 2 MiB), joined.
     macro_rules! embedded {
-        ($($file:literal),*) => {
-            [$(($file, include_bytes!(concat!("../data/fashion-mnist-sample/", $file)) as &[u8])),*]
+        ($file:literal: $($piece:literal),+) => {
+            (
+                PathBuf::from(concat!("<", "fashion-mnist-sample", ">/", $file)),
+                [$(include_bytes!(concat!("../data/fashion-mnist-sample/", $file, ".", $piece)) as &[u8]),+].concat(),
+            )
         };
     }
 
     fn load(_shape: Option<[usize; 3]>) -> Result<Splits> {
-        let files = embedded!(
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz"
-        )
-        .map(|(file, bytes)| (PathBuf::from(format!("<{NAME}>/{file}")), bytes.to_vec()));
+        let files = [
+            embedded!("train-images-idx3-ubyte.gz": "0", "1", "2"),
+            embedded!("train-labels-idx1-ubyte.gz": "0"),
+            embedded!("t10k-images-idx3-ubyte.gz": "0", "1", "2"),
+            embedded!("t10k-labels-idx1-ubyte.gz": "0"),
+        ];
         data::idx_splits(NAME, FASHION_CLASSES, &files)
     }
 

@@ -333,6 +333,7 @@ fn phase(
             train_images: run
                 .train_subset
                 .map_or(data.train.len(), |n| n.min(data.train.len())),
+            epochs: plan.base.epochs * run.epoch_scale.max(1),
         }
     };
     if plan.resuming && path.exists() {
@@ -477,6 +478,7 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
 /// the recipe's loss weights.
 fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -> TrainConfig {
     TrainConfig {
+        epochs: base.epochs * run.epoch_scale.max(1),
         ce_weight: cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
         distill_weight: cfg.hyper.distill_weight.unwrap_or(run.distill_weight),
         seed,

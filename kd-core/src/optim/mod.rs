@@ -92,19 +92,11 @@ pub fn schedules() -> Vec<&'static SchedulePlugin> {
 }
 
 pub fn optimizer(name: &str) -> Result<&'static OptimizerPlugin> {
-    let all = optimizers();
-    let names: Vec<_> = all.iter().map(|o| o.name).collect();
-    all.into_iter()
-        .find(|o| o.name == name)
-        .ok_or_else(|| crate::registry::unknown("optimizer", name, &names))
+    crate::registry::find("optimizer", name, optimizers(), |o| o.name)
 }
 
 pub fn schedule(name: &str) -> Result<&'static SchedulePlugin> {
-    let all = schedules();
-    let names: Vec<_> = all.iter().map(|s| s.name).collect();
-    all.into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| crate::registry::unknown("LR schedule", name, &names))
+    crate::registry::find("LR schedule", name, schedules(), |s| s.name)
 }
 
 /// Refuses a learning rate that cannot train.

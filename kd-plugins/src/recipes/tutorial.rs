@@ -13,6 +13,7 @@ pub const fn run(name: &'static str, trains_teacher: bool, method: &'static str)
         ce_weight: 0.75,
         distill_weight: 0.25,
         train_subset: None,
+        epoch_scale: 1,
     }
 }
 
