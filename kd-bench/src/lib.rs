@@ -178,14 +178,13 @@ impl ConvShape {
         let varmap = kd_core::candle_nn::VarMap::new();
         let vb =
             kd_core::nn::seeded::var_builder(&varmap, 0, kd_core::candle::DType::F32, &Device::Cpu);
-        let conv = kd_core::nn::Conv2d::new(
+        kd_core::nn::Conv2d::new(
             self.in_channels,
             self.out_channels,
             kd_core::nn::Conv2dConfig::SAME_3X3.with_relu(),
             vb,
         )
-        .unwrap();
-        conv
+        .unwrap()
     }
 
     /// Whether the layer is a network's first, whose input is images (which

@@ -256,7 +256,7 @@ fn build(
         student,
         teacher,
     };
-    Ok(build(&ctx).map_err(|e| e.in_method(method.name))?)
+    build(&ctx).map_err(|e| e.in_method(method.name))
 }
 
 /// The largest error of `got` against `want`, |got − want| / (|want| + max |want|):

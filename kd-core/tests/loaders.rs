@@ -290,7 +290,7 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
     assert_eq!(s.train.normalization.mean.len(), 3);
     // A grey image becomes three equal planes.
     let plane = 32 * 32;
-    let b = &s.train.images[3 * plane * 1..3 * plane * 2];
+    let b = &s.train.images[3 * plane..3 * plane * 2];
     assert_eq!(&b[..plane], &b[plane..2 * plane]);
 
     let bytes = std::fs::read(d.join("train/dog/c.png")).unwrap();

@@ -11,7 +11,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     // counted) and multiply-accumulates at its input shape.
     let sized = weights::ModelInfo::from_metadata(&file.path, &file.metadata)
         .ok()
-        .and_then(|i| Some(kd_core::Model::sized(&i.arch?, i.config?).ok()?))
+        .and_then(|i| kd_core::Model::sized(&i.arch?, i.config?).ok())
         .map(|m| (m.parameter_count(), m.macs().ok(), m.config.input_shape));
     if args.json {
         let v = json!({

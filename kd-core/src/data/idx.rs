@@ -50,13 +50,13 @@ pub fn idx_splits(name: &str, classes: &[&str], files: &[(PathBuf, Vec<u8>); 4])
     let test_labels = parse_idx_labels(paths[3], &files[3].1)?;
     if test_shape != shape {
         return Err(Error::bad_file(
-            &paths[2],
+            paths[2],
             format!("images are {test_shape:?}, the training images {shape:?}"),
         ));
     }
     for (imgs, labels, ip, lp) in [
-        (&train_images, &train_labels, &paths[0], &paths[1]),
-        (&test_images, &test_labels, &paths[2], &paths[3]),
+        (&train_images, &train_labels, paths[0], paths[1]),
+        (&test_images, &test_labels, paths[2], paths[3]),
     ] {
         let n = imgs.len() / shape.iter().product::<usize>();
         if n != labels.len() {

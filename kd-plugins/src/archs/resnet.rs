@@ -151,7 +151,7 @@ impl ResNet {
 
 fn blocks_per_stage(depth: usize) -> Result<usize> {
     match depth {
-        d if d >= 8 && (d - 2) % 6 == 0 => Ok((d - 2) / 6),
+        d if d >= 8 && (d - 2).is_multiple_of(6) => Ok((d - 2) / 6),
         d => Err(Error::config(format!(
             "a CIFAR ResNet's depth is 6n + 2 (8, 14, 20, ...), not {d}"
         ))),

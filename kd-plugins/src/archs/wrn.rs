@@ -75,7 +75,7 @@ pub struct WideResNet {
 
 impl WideResNet {
     pub fn new(config: &ArchConfig, vb: VarBuilder, depth: usize, widen: usize) -> Result<Self> {
-        if depth < 10 || (depth - 4) % 6 != 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) {
             return Err(Error::config(format!(
                 "a wide ResNet's depth is 6n + 4 (10, 16, 22, ...), not {depth}"
             )));
