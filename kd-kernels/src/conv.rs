@@ -294,7 +294,7 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
 /// The fused pool is one node in Candle's graph instead of two: Candle's
 /// backward allocates a zero tensor for every node's input and adds the
 /// node's gradient into it, and the pool's input is the layer's whole
-/// output. Its backward needs only where each output came from ([`pool`]'s
+/// output. Its backward needs only where each output came from (`pool`'s
 /// routes, a byte each), not the layer's output, which the separate pool
 /// and ReLU kept alive and read again.
 pub struct Conv2dOp {
