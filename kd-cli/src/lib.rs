@@ -128,10 +128,12 @@ pub fn main() -> ExitCode {
         std::env::set_var("HF_HUB_OFFLINE", "1");
     }
     let level = if cli.quiet { "warn" } else { "info" };
+    // hf-hub logs each failed attempt; kd says once what failed and what to do.
+    let filter = format!("{level},hf_hub=off");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
