@@ -31,11 +31,15 @@ pub fn resolve(args: &DataArgs) -> Result<DataArgs> {
     if args.dataset.as_deref().is_some_and(|d| d != AUTO) {
         return Ok(args.clone());
     }
+    // A Hub repository or revision the user named is for the default data
+    // set: failing to reach it is an error, not a reason to train on another.
+    let named_source = args.hub_repo.is_some() || args.revision.is_some();
     let default = registry::default_dataset()?;
     let fallback = registry::datasets()
         .into_iter()
         .find(|d| d.offline_fallback);
     let name = match (available(default, args), fallback) {
+        (Err(why), _) if named_source => return Err(why),
         (Err(why), Some(f)) => {
             tracing::debug!("{} is not available: {why:#}", default.name);
             tracing::warn!(

@@ -188,9 +188,14 @@ pub fn check_resume(then: &RunConfig, now: &RunConfig, force: bool) -> Result<()
 fn changed_settings(then: &RunConfig, now: &RunConfig) -> Vec<String> {
     let table = |c: &RunConfig| -> toml::Table { c.to_toml().parse().expect("own TOML parses") };
     let (a, b) = (table(then), table(now));
+    // The cosine schedule spreads itself over the run's epochs: more epochs
+    // change the rate of the ones left.
+    let cosine = [&a, &b]
+        .iter()
+        .any(|t| t.get("lr_schedule").and_then(|v| v.as_str()) == Some("cosine"));
     crate::config::SETTINGS
         .iter()
-        .filter(|(_, changes_result)| *changes_result)
+        .filter(|(key, changes_result)| *changes_result || (cosine && *key == "epochs"))
         .map(|(k, _)| k)
         .filter(|k| a.get(**k) != b.get(**k))
         .map(|k| {

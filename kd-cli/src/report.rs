@@ -286,6 +286,7 @@ impl Summary {
         t.insert("recipe".into(), self.recipe.clone().into());
         t.insert("dataset".into(), self.dataset.clone().into());
         t.insert("shared_teacher".into(), self.shared_teacher.into());
+        t.insert("pair".into(), self.pair.clone().into());
         t
     }
 

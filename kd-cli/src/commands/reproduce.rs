@@ -72,11 +72,13 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         let then: RunSettings =
             toml::from_str(&text).context("the run's settings.toml cannot be read")?;
         cfg = cfg.or(then.run.clone());
-        let now = RunConfig {
-            hyper: cfg.hyper.clone().resolved(),
-            ..cfg.clone()
+        // Both resolved with today's defaults: a folder written before a
+        // setting existed ran with its default.
+        let resolved = |c: &RunConfig| RunConfig {
+            hyper: c.hyper.clone().resolved(),
+            ..c.clone()
         };
-        phase::check_resume(&then.run, &now, args.force)?;
+        phase::check_resume(&resolved(&then.run), &resolved(&cfg), args.force)?;
         if let (Some(now), Some(before)) = (cfg.hyper.epochs, then.run.hyper.epochs) {
             if now != before {
                 bail!("the run in {} was started with {before} epochs; a resumed run keeps its finished phases, so --epochs cannot change. Resume without --epochs, or start a new run (another --out)", dir.display());
@@ -172,8 +174,14 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     if earlier {
         clear_earlier_run(&out, &runs)?;
     }
+    // The loss weights are stored as given: a recipe states each phase's own,
+    // and a resumed run must not take the trainer's defaults for flags.
     let settings = RunConfig {
-        hyper: hyper.clone(),
+        hyper: HyperArgs {
+            ce_weight: cfg.hyper.ce_weight,
+            distill_weight: cfg.hyper.distill_weight,
+            ..hyper.clone()
+        },
         ..cfg.clone()
     }
     .to_toml();

@@ -27,6 +27,10 @@ pub struct Conv2dConfig {
     pub max_pool: Option<usize>,
     /// Whether it has a `bias` (`nn.Conv2d(..., bias=False)` has none).
     pub bias: bool,
+    /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")` and a zero bias,
+    /// as the distillation zoo's classes initialise their convolutions, instead
+    /// of `nn.Conv2d`'s default.
+    pub kaiming_fan_out: bool,
 }
 
 impl Conv2dConfig {
@@ -38,6 +42,7 @@ impl Conv2dConfig {
         relu: false,
         max_pool: None,
         bias: true,
+        kaiming_fan_out: false,
     };
 
     /// `nn.Conv2d(in, out, kernel_size, stride, padding)`, with a bias.
@@ -54,6 +59,14 @@ impl Conv2dConfig {
     pub const fn without_bias(self) -> Self {
         Self {
             bias: false,
+            ..self
+        }
+    }
+
+    /// The same initialised as the zoo's classes do (see `kaiming_fan_out`).
+    pub const fn with_kaiming_fan_out(self) -> Self {
+        Self {
+            kaiming_fan_out: true,
             ..self
         }
     }
@@ -90,11 +103,17 @@ impl Conv2d {
         vb: VarBuilder,
     ) -> Result<Self> {
         let k = config.kernel;
-        let init = seeded::torch_default(in_channels * k * k);
-        let weight = vb.get_with_hints((out_channels, in_channels, k, k), "weight", init)?;
+        let (weight_init, bias_init) = match config.kaiming_fan_out {
+            true => (seeded::KAIMING_FAN_OUT, candle_nn::Init::Const(0.0)),
+            false => {
+                let init = seeded::torch_default(in_channels * k * k);
+                (init, init)
+            }
+        };
+        let weight = vb.get_with_hints((out_channels, in_channels, k, k), "weight", weight_init)?;
         // A bias-free convolution adds zeros: one kernel serves both.
         let bias = match config.bias {
-            true => vb.get_with_hints(out_channels, "bias", init)?,
+            true => vb.get_with_hints(out_channels, "bias", bias_init)?,
             false => Tensor::zeros(out_channels, weight.dtype(), weight.device())?,
         };
         Ok(Self {
@@ -182,15 +201,27 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.le(0.0)?.where_cond(&x.zeros_like()?, x)
 }
 
-/// `nn.Linear`: `weight` (out, in) and `bias` (out).
+/// `nn.Linear`: `weight` (out, in) and `bias` (out), with PyTorch's default
+/// initialisation.
 pub fn linear(
     in_features: usize,
     out_features: usize,
     vb: VarBuilder,
 ) -> Result<candle_nn::Linear> {
     let init = seeded::torch_default(in_features);
-    let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
-    let bias = vb.get_with_hints(out_features, "bias", init)?;
+    linear_with(in_features, out_features, (init, init), vb)
+}
+
+/// `nn.Linear` whose weight and bias start as `init` says (a class that
+/// re-initialises its head, as the zoo's VGG and WRN do).
+pub fn linear_with(
+    in_features: usize,
+    out_features: usize,
+    (weight_init, bias_init): (candle_nn::Init, candle_nn::Init),
+    vb: VarBuilder,
+) -> Result<candle_nn::Linear> {
+    let weight = vb.get_with_hints((out_features, in_features), "weight", weight_init)?;
+    let bias = vb.get_with_hints(out_features, "bias", bias_init)?;
     Ok(candle_nn::Linear::new(weight, Some(bias)))
 }
 

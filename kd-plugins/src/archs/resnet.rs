@@ -2,7 +2,7 @@
 //! `resnet8` ... `resnet110`, `resnet8x4`, `resnet32x4`): a 3x3 stem, three
 //! stages of BasicBlocks (bias-free convolutions, BatchNorm, `downsample.0/1`
 //! shortcuts), global average pooling and `fc`. Names are their `state_dict`
-//! keys. Taps: `feat0` (the stem), `feat1..3` (the stages), `preact1..3`
+//! keys; convolutions start as theirs (kaiming normal, fan out). Taps: `feat0` (the stem), `feat1..3` (the stages), `preact1..3`
 //! (each stage's last sum before its ReLU), `pooled`.
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::{Linear, VarBuilder};
@@ -27,7 +27,12 @@ impl ConvBn {
         bn: VarBuilder,
     ) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::new(cin, cout, config.without_bias(), conv)?,
+            conv: Conv2d::new(
+                cin,
+                cout,
+                config.without_bias().with_kaiming_fan_out(),
+                conv,
+            )?,
             bn: BatchNorm2d::new(cout, bn)?,
         })
     }

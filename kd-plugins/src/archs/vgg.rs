@@ -6,8 +6,9 @@
 //! `state_dict` keys (`block0.0.weight`, `block0.1.running_mean`, ...). Taps:
 //! `feat0..4` (each stage after its ReLU), `preact1..4` (before), `pooled`.
 use kd_core::candle::{Module, Tensor};
+use kd_core::candle_nn::Init;
 use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, max_pool2d, relu, BatchNorm2d, Conv2d, Conv2dConfig};
+use kd_core::nn::{linear_with, max_pool2d, relu, BatchNorm2d, Conv2d, Conv2dConfig};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Mode, Network, Outputs, Result};
 
@@ -21,7 +22,8 @@ impl Stage {
         let mut layers = Vec::new();
         let mut c = cin;
         for (i, &w) in widths.iter().enumerate() {
-            let conv = Conv2d::new(c, w, Conv2dConfig::SAME_3X3, vb.pp(3 * i))?;
+            let config = Conv2dConfig::SAME_3X3.with_kaiming_fan_out();
+            let conv = Conv2d::new(c, w, config, vb.pp(3 * i))?;
             layers.push((conv, BatchNorm2d::new(w, vb.pp(3 * i + 1))?));
             c = w;
         }
@@ -58,7 +60,19 @@ impl Vgg {
         }
         Ok(Self {
             stages,
-            classifier: linear(cin, config.num_classes, vb.pp("classifier"))?,
+            // The original draws its head from N(0, 0.01) with a zero bias.
+            classifier: linear_with(
+                cin,
+                config.num_classes,
+                (
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.01,
+                    },
+                    Init::Const(0.0),
+                ),
+                vb.pp("classifier"),
+            )?,
             pool3: config.input_shape[1] == 64,
         })
     }

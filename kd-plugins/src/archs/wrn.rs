@@ -5,8 +5,9 @@
 //! (`block1.layer.0.bn1.weight`, ...). Taps: `feat0` (the stem), `feat1..3`
 //! (the stages), `pooled`.
 use kd_core::candle::{Module, Tensor};
+use kd_core::candle_nn::Init;
 use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, relu, BatchNorm2d, Conv2d, Conv2dConfig};
+use kd_core::nn::{linear_with, relu, seeded, BatchNorm2d, Conv2d, Conv2dConfig};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Error, Mode, Network, Outputs, Result};
 
@@ -27,7 +28,9 @@ impl Block {
                 Conv2d::new(
                     cin,
                     cout,
-                    Conv2dConfig::new(1, stride, 0).without_bias(),
+                    Conv2dConfig::new(1, stride, 0)
+                        .without_bias()
+                        .with_kaiming_fan_out(),
                     vb.pp("convShortcut"),
                 )
             })
@@ -37,14 +40,16 @@ impl Block {
             conv1: Conv2d::new(
                 cin,
                 cout,
-                Conv2dConfig::new(3, stride, 1).without_bias(),
+                Conv2dConfig::new(3, stride, 1)
+                    .without_bias()
+                    .with_kaiming_fan_out(),
                 vb.pp("conv1"),
             )?,
             bn2: BatchNorm2d::new(cout, vb.pp("bn2"))?,
             conv2: Conv2d::new(
                 cout,
                 cout,
-                Conv2dConfig::SAME_3X3.without_bias(),
+                Conv2dConfig::SAME_3X3.without_bias().with_kaiming_fan_out(),
                 vb.pp("conv2"),
             )?,
             shortcut,
@@ -85,7 +90,7 @@ impl WideResNet {
         let conv1 = Conv2d::new(
             config.input_shape[0],
             widths[0],
-            Conv2dConfig::SAME_3X3.without_bias(),
+            Conv2dConfig::SAME_3X3.without_bias().with_kaiming_fan_out(),
             vb.pp("conv1"),
         )?;
         let mut stages = Vec::new();
@@ -104,7 +109,13 @@ impl WideResNet {
             conv1,
             stages,
             bn1: BatchNorm2d::new(widths[3], vb.pp("bn1"))?,
-            fc: linear(widths[3], config.num_classes, vb.pp("fc"))?,
+            // The original zeroes its head's bias and keeps nn.Linear's weight.
+            fc: linear_with(
+                widths[3],
+                config.num_classes,
+                (seeded::torch_default(widths[3]), Init::Const(0.0)),
+                vb.pp("fc"),
+            )?,
         })
     }
 
