@@ -61,51 +61,15 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         ..RunConfig::default()
     };
     let mut cfg = flags.absolute()?;
-    let mut stored: Option<RunSettings> = None;
-    if let Some(dir) = &args.resume {
-        let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
-            format!(
-                "{} is not a kd reproduce run folder (no settings.toml)",
-                dir.display()
-            )
-        })?;
-        let then: RunSettings =
-            toml::from_str(&text).context("the run's settings.toml cannot be read")?;
-        cfg = cfg.or(then.run.clone());
-        // Both resolved with today's defaults: a folder written before a
-        // setting existed ran with its default.
-        let resolved = |c: &RunConfig| RunConfig {
-            hyper: c.hyper.clone().resolved(),
-            ..c.clone()
-        };
-        phase::check_resume(&resolved(&then.run), &resolved(&cfg), args.force)?;
-        if let (Some(now), Some(before)) = (cfg.hyper.epochs, then.run.hyper.epochs) {
-            if now != before {
-                bail!("the run in {} was started with {before} epochs; a resumed run keeps its finished phases, so --epochs cannot change. Resume without --epochs, or start a new run (another --out)", dir.display());
-            }
-        }
-        if args.shared_teacher && !then.shared_teacher {
-            bail!("the run was started without --shared-teacher; resume it without that flag, or start a new run");
-        }
-        stored = Some(then);
-    }
-    let stored_recipe = stored.as_ref().and_then(|s| s.recipe.clone());
-    if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
-        if given != then {
-            bail!("the run in this folder follows recipe `{then}`, not `{given}`: resume without --recipe, or start a new run");
-        }
-    }
-    let recipe = match args.recipe.as_ref().or(stored_recipe.as_ref()) {
-        Some(name) => registry::recipe(name)?,
-        None => registry::default_recipe()?,
+    let stored = match &args.resume {
+        Some(dir) => Some(read_settings(dir)?),
+        None => None,
     };
-    let stored_pair = stored.as_ref().and_then(|s| s.pair.clone());
-    if let (Some(given), Some(then)) = (&args.pair, &stored_pair) {
-        if given != then {
-            bail!("the run in this folder distils pair `{then}`, not `{given}`: resume without --pair, or start a new run");
-        }
+    if let Some(then) = &stored {
+        cfg = cfg.or(then.run.clone());
+        check_resumable(args, then, &cfg)?;
     }
-    let pair = recipe.pair(args.pair.as_deref().or(stored_pair.as_deref()))?;
+    let (recipe, pair) = choose_recipe(args, stored.as_ref())?;
     // Flags (and a resumed run's own settings) over the recipe's.
     cfg = cfg.or(recipe_settings(recipe)?);
     crate::datasets::resolve_run(&mut cfg)?;
@@ -121,24 +85,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
             .with_context(|| format!("phase `{}` of recipe `{}`", run.name, recipe.name))?;
     }
     check_params_taken(&hyper, &runs)?;
-    let seeds = match (&args.seeds, &stored) {
-        (Some(Seeds::List(v)), _) => v.clone(),
-        (Some(Seeds::Count(n)), _) => {
-            if base.seed.saturating_add(*n as u64 - 1) > crate::config::MAX_SEED {
-                bail!("--seeds {n} from --seed {} goes past the largest seed {}: start from a smaller --seed", base.seed, crate::config::MAX_SEED);
-            }
-            (0..*n as u64).map(|i| base.seed + i).collect()
-        }
-        (None, Some(s)) => s.seeds.clone(),
-        (None, None) => vec![base.seed],
-    };
-    if seeds.first() != Some(&base.seed) {
-        bail!(
-            "--seeds must start with the run's seed {} (or give --seed {} as well)",
-            base.seed,
-            seeds[0]
-        );
-    }
+    let seeds = choose_seeds(args, stored.as_ref(), base.seed)?;
     let out = args.resume.clone().or(args.out.clone()).unwrap_or_else(|| {
         let pair = match recipe.pairs.len() {
             1 => String::new(),
@@ -201,6 +148,89 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         checkpoint_every: args.checkpoint_every,
         _lock: lock,
     })
+}
+
+/// `DIR/settings.toml` of a run to resume.
+fn read_settings(dir: &Path) -> Result<RunSettings> {
+    let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
+        format!(
+            "{} is not a kd reproduce run folder (no settings.toml)",
+            dir.display()
+        )
+    })?;
+    toml::from_str(&text).context("the run's settings.toml cannot be read")
+}
+
+/// Refuses a resume whose flags would change the run `then` records; `cfg`
+/// is the flags over the run's own settings.
+fn check_resumable(args: &ReproduceArgs, then: &RunSettings, cfg: &RunConfig) -> Result<()> {
+    // Both resolved with today's defaults: a folder written before a
+    // setting existed ran with its default.
+    let resolved = |c: &RunConfig| RunConfig {
+        hyper: c.hyper.clone().resolved(),
+        ..c.clone()
+    };
+    phase::check_resume(&resolved(&then.run), &resolved(cfg), args.force)?;
+    if let (Some(now), Some(before)) = (cfg.hyper.epochs, then.run.hyper.epochs) {
+        if now != before {
+            bail!("the run was started with {before} epochs; a resumed run keeps its finished phases, so --epochs cannot change. Resume without --epochs, or start a new run (another --out)");
+        }
+    }
+    if args.shared_teacher && !then.shared_teacher {
+        bail!("the run was started without --shared-teacher; resume it without that flag, or start a new run");
+    }
+    Ok(())
+}
+
+/// The recipe and pair the flags name, or a resumed run's own (the two must agree).
+fn choose_recipe(
+    args: &ReproduceArgs,
+    stored: Option<&RunSettings>,
+) -> Result<(&'static RecipePlugin, &'static RecipePair)> {
+    let stored_recipe = stored.and_then(|s| s.recipe.clone());
+    if let (Some(given), Some(then)) = (&args.recipe, &stored_recipe) {
+        if given != then {
+            bail!("the run in this folder follows recipe `{then}`, not `{given}`: resume without --recipe, or start a new run");
+        }
+    }
+    let recipe = match args.recipe.as_ref().or(stored_recipe.as_ref()) {
+        Some(name) => registry::recipe(name)?,
+        None => registry::default_recipe()?,
+    };
+    let stored_pair = stored.and_then(|s| s.pair.clone());
+    if let (Some(given), Some(then)) = (&args.pair, &stored_pair) {
+        if given != then {
+            bail!("the run in this folder distils pair `{then}`, not `{given}`: resume without --pair, or start a new run");
+        }
+    }
+    let pair = recipe.pair(args.pair.as_deref().or(stored_pair.as_deref()))?;
+    Ok((recipe, pair))
+}
+
+/// `--seeds` (a list, or a count from the run's first seed), or a resumed run's own.
+fn choose_seeds(
+    args: &ReproduceArgs,
+    stored: Option<&RunSettings>,
+    first: u64,
+) -> Result<Vec<u64>> {
+    let seeds = match (&args.seeds, stored) {
+        (Some(Seeds::List(v)), _) => v.clone(),
+        (Some(Seeds::Count(n)), _) => {
+            if first.saturating_add(*n as u64 - 1) > crate::config::MAX_SEED {
+                bail!("--seeds {n} from --seed {first} goes past the largest seed {}: start from a smaller --seed", crate::config::MAX_SEED);
+            }
+            (0..*n as u64).map(|i| first + i).collect()
+        }
+        (None, Some(s)) => s.seeds.clone(),
+        (None, None) => vec![first],
+    };
+    if seeds.first() != Some(&first) {
+        bail!(
+            "--seeds must start with the run's seed {first} (or give --seed {} as well)",
+            seeds[0]
+        );
+    }
+    Ok(seeds)
 }
 
 pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
