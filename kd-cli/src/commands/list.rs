@@ -18,11 +18,21 @@ pub fn run(args: &ListArgs) -> Result<()> {
         input_shape: args.input_shape,
         num_classes: args.num_classes,
     };
-    let methods = registry::methods();
-    let archs = registry::archs();
-    let recipes = registry::recipes();
     if args.json {
-        let v = json!({
+        println!("{}", serde_json::to_string_pretty(&as_json(&example))?);
+        return Ok(());
+    }
+    print_methods();
+    print_archs(&example);
+    print_recipes();
+    print_data_and_training();
+    Ok(())
+}
+
+/// Everything registered, for machines.
+fn as_json(example: &kd_core::ArchConfig) -> serde_json::Value {
+    let (methods, archs, recipes) = (registry::methods(), registry::archs(), registry::recipes());
+    json!({
             "methods": methods.iter().map(|m| json!({
                 "name": m.name,
                 "summary": m.summary,
@@ -31,8 +41,8 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 "params": m.params.iter().map(|p| json!({"name": p.name, "default": p.default, "help": p.help})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "architectures": archs.iter().map(|a| {
-                let (params, macs) = size(a.name, &example);
-                json!({"name": a.name, "summary": a.summary, "input_shape": example.input_shape, "num_classes": example.num_classes, "taps": (a.taps)(&example), "parameters": params, "macs": macs})
+                let (params, macs) = size(a.name, example);
+                json!({"name": a.name, "summary": a.summary, "input_shape": example.input_shape, "num_classes": example.num_classes, "taps": (a.taps)(example), "parameters": params, "macs": macs})
             }).collect::<Vec<_>>(),
             "recipes": recipes.iter().map(|r| json!({
                 "name": r.name, "summary": r.summary,
@@ -42,10 +52,11 @@ pub fn run(args: &ListArgs) -> Result<()> {
             "datasets": registry::datasets().iter().map(|d| json!({"name": d.name, "summary": d.summary, "shape": d.shape, "classes": d.classes, "default": d.default, "offline_fallback": d.offline_fallback})).collect::<Vec<_>>(),
             "optimizers": optim::optimizers().iter().map(|o| json!({"name": o.name, "summary": o.summary})).collect::<Vec<_>>(),
             "lr_schedules": optim::schedules().iter().map(|s| json!({"name": s.name, "summary": s.summary})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
+    })
+}
+
+fn print_methods() {
+    let methods = registry::methods();
     println!("Methods (kd train --method NAME):");
     for m in &methods {
         println!("  {:<10} {}", m.name, m.summary);
@@ -64,12 +75,16 @@ pub fn run(args: &ListArgs) -> Result<()> {
             );
         }
     }
+}
+
+fn print_archs(example: &kd_core::ArchConfig) {
+    let archs = registry::archs();
     let [c, h, w] = example.input_shape;
     let at = format!("at {c}x{h}x{w}, {} classes", example.num_classes);
     println!("\nArchitectures (kd train --arch NAME; sizes {at}):");
     for a in &archs {
         println!("  {:<10} {}", a.name, a.summary);
-        let (params, macs) = size(a.name, &example);
+        let (params, macs) = size(a.name, example);
         let count =
             |v: Option<u64>| v.map_or("n/a".to_string(), |v| super::inspect::thousands(v as usize));
         println!(
@@ -78,12 +93,16 @@ pub fn run(args: &ListArgs) -> Result<()> {
             count(params.map(|p| p as u64)),
             count(macs)
         );
-        let taps: Vec<String> = (a.taps)(&example)
+        let taps: Vec<String> = (a.taps)(example)
             .iter()
             .map(|(n, shape)| format!("{n} {shape:?}"))
             .collect();
         println!("  {:<10} taps: {}", "", taps.join(", "));
     }
+}
+
+fn print_recipes() {
+    let recipes = registry::recipes();
     println!("\nRecipes (kd reproduce --recipe NAME):");
     for r in &recipes {
         let default = if r.default { " (default)" } else { "" };
@@ -105,6 +124,9 @@ pub fn run(args: &ListArgs) -> Result<()> {
             runs.join(", ")
         );
     }
+}
+
+fn print_data_and_training() {
     println!("\nData sets (--dataset NAME; auto: the default, else the offline fallback):");
     for d in registry::datasets() {
         let role = match (d.default, d.offline_fallback) {
@@ -122,5 +144,4 @@ pub fn run(args: &ListArgs) -> Result<()> {
     for s in optim::schedules() {
         println!("  {:<10} {}", s.name, s.summary);
     }
-    Ok(())
 }
