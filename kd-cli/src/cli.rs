@@ -49,6 +49,25 @@ pub enum Command {
         after_help = "Examples:\n  kd convert ckpt_epoch_240.pth --out teacher.safetensors\n  kd convert ckpt_epoch_240.pth --arch resnet32x4 --input-shape 3,32,32 --num-classes 100 --out teacher.safetensors"
     )]
     Convert(ConvertArgs),
+    /// Write a model as an ONNX file (opset 17, dynamic batch, BatchNorm folded) for
+    /// ONNX Runtime, TensorRT, OpenVINO or tract; --check runs it before writing.
+    #[command(
+        after_help = "The graph takes N x C x H x W float32 images named `input` (normalised as the model \
+was trained, or scaled to [0, 1] with --normalize-inside) and gives `logits`; the model's \
+metadata (architecture, classes, normalisation) travels as ONNX metadata properties.\n\n\
+Examples:\n  kd export student.safetensors --onnx student.onnx --check\n  \
+kd export student.safetensors --onnx student.onnx --normalize-inside\n  \
+kd export ckpt_epoch_240.pth --arch resnet32x4 --input-shape 3,32,32 --num-classes 100 --onnx teacher.onnx"
+    )]
+    Export(ExportArgs),
+    /// What models cost to run here: parameters, multiply-accumulates, file size,
+    /// latency at batch 1 (median and p95) and throughput at a larger batch, through
+    /// kd's forward pass and, with --onnx, through the exported graph in tract.
+    #[command(
+        after_help = "The first model is the reference of the speed-up column (a teacher first, then its students).\n\n\
+Examples:\n  kd bench teacher.safetensors student.safetensors\n  kd bench teacher.safetensors student.safetensors --onnx --runs 50"
+    )]
+    Bench(BenchArgs),
     /// Run a recipe end to end (default: the PyTorch tutorial's five runs) and report.
     Reproduce(ReproduceArgs),
     /// Check that methods compute what their reference says: each registered method
@@ -225,6 +244,53 @@ pub struct ConvertArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The model to export (a kd model file; a plain state_dict with --arch).
+    pub model: PathBuf,
+    /// Where to write the ONNX file.
+    #[arg(long, value_name = "FILE")]
+    pub onnx: PathBuf,
+    /// Fold each BatchNorm into the convolution before it; false keeps them as
+    /// BatchNormalization nodes.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fold_bn: bool,
+    /// Put the model's input normalisation inside the graph: the file then takes
+    /// images scaled to [0, 1].
+    #[arg(long)]
+    pub normalize_inside: bool,
+    /// Run the graph with tract (an ONNX evaluator in Rust) on a probe batch and
+    /// compare its logits with kd's before writing; nothing is written if they differ.
+    #[arg(long)]
+    pub check: bool,
+    /// Replace an existing --onnx file.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The models to time (kd model files; plain state_dicts with --arch).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Timed runs per measurement, after warm-up runs.
+    #[arg(long, value_name = "N", default_value_t = crate::cost::RUNS, value_parser = crate::config::positive)]
+    pub runs: usize,
+    /// The batch of the throughput measurement.
+    #[arg(long, value_name = "N", default_value_t = crate::cost::BATCH, value_parser = crate::config::positive)]
+    pub batch: usize,
+    /// Also time each model's ONNX export, run by tract.
+    #[arg(long)]
+    pub onnx: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
 }
 
 #[derive(Debug, Args)]

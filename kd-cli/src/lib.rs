@@ -11,6 +11,7 @@
 mod cli;
 mod commands;
 mod config;
+mod cost;
 mod datasets;
 mod hub;
 mod outputs;
@@ -129,7 +130,8 @@ pub fn main() -> ExitCode {
     }
     let level = if cli.quiet { "warn" } else { "info" };
     // hf-hub logs each failed attempt; kd says once what failed and what to do.
-    let filter = format!("{level},hf_hub=off");
+    // tract announces the CPU kernels it picked, which no user asked about.
+    let filter = format!("{level},hf_hub=off,tract_linalg=warn");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KD_LOG")

@@ -146,6 +146,9 @@ pub struct Summary {
     /// Published test accuracies (%) for this pair, by phase (the recipe names the source).
     #[serde(default)]
     pub published: BTreeMap<String, f64>,
+    /// What each phase's model costs to run, measured on the run's device after training.
+    #[serde(default)]
+    pub costs: BTreeMap<String, crate::cost::Cost>,
 }
 
 impl Summary {
@@ -254,6 +257,35 @@ impl Summary {
         s
     }
 
+    /// "What the student buys": each phase's accuracy against its size and
+    /// speed, with the speed-up over the teacher's batch-1 latency.
+    pub fn costs_table(&self) -> Option<String> {
+        let teacher = self.runs.iter().find(|r| r.teacher)?;
+        let base = self.costs.get(&teacher.phase)?.kd.latency.median_ms;
+        let mut s = String::from(
+            "| phase | arch | last epoch (%) | parameters | MACs | batch 1 latency (median) | throughput | speed-up |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for name in &self.order {
+            let (Some(c), Some(p)) = (self.costs.get(name), self.phases.get(name)) else {
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.2} | {} | {} | {:.2} ms | {:.0} img/s (batch {}) | {:.1}x |",
+                c.arch,
+                p.last.mean,
+                thousands(c.parameters),
+                thousands(c.macs as usize),
+                c.kd.latency.median_ms,
+                c.kd.images_per_second,
+                c.kd.batch,
+                base / c.kd.latency.median_ms
+            );
+        }
+        Some(s)
+    }
+
     /// Which phases trained on fewer images, or for other epochs, than the
     /// first phase, said plainly (a teacher that saw more than its students).
     fn image_note(&self) -> Option<String> {
@@ -357,6 +389,13 @@ impl Summary {
         if let Some(note) = self.image_note() {
             writeln!(report, "{note}\n")?;
         }
+        if let Some(costs) = self.costs_table() {
+            writeln!(
+                report,
+                "## What the student buys\n\n{costs}\nMeasured with kd's forward pass on {} after training (as `kd bench` does; MACs per image).\n",
+                self.device
+            )?;
+        }
         writeln!(
             report,
             "How to read it: *last epoch* is each seed's test accuracy after its final epoch, as mean ± \
@@ -391,6 +430,19 @@ impl Summary {
             .collect();
         crate::plot::curves(&dir.join("plot.png"), &curves)
     }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -428,8 +480,49 @@ mod tests {
             order: Vec::new(),
             pair: "deep_nn-light_nn".into(),
             published: BTreeMap::new(),
+            costs: BTreeMap::new(),
         }
         .aggregate()
+    }
+
+    fn cost(arch: &str, median_ms: f64) -> crate::cost::Cost {
+        let speed = crate::cost::Speed {
+            latency: crate::cost::Latency {
+                median_ms,
+                p95_ms: median_ms * 1.5,
+            },
+            batch: 64,
+            images_per_second: 1000.0 / median_ms,
+        };
+        crate::cost::Cost {
+            arch: arch.into(),
+            parameters: 1234567,
+            macs: 89,
+            kd: speed,
+            onnx: None,
+        }
+    }
+
+    #[test]
+    fn what_the_student_buys_is_the_teachers_latency_over_each_phases() {
+        let mut s = summary(
+            &[1],
+            &[(1, "teacher", 90.0), (1, "ce", 80.0), (1, "kd", 82.0)],
+        );
+        assert!(s.costs_table().is_none(), "no costs measured, no table");
+        s.costs.insert("teacher".into(), cost("deep_nn", 10.0));
+        s.costs.insert("kd".into(), cost("light_nn", 2.5));
+        let table = s.costs_table().unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[2].starts_with("| teacher | deep_nn | 90.00 | 1,234,567 | 89 | 10.00 ms"));
+        assert!(lines[2].ends_with("| 1.0x |"), "{}", lines[2]);
+        assert!(
+            lines[3].starts_with("| kd | light_nn | 82.00 |"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[3].ends_with("| 4.0x |"), "{}", lines[3]);
     }
 
     /// Hand-computed: kd at 80, 83, 86 has mean 83 and sample std 3; against

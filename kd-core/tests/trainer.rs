@@ -13,7 +13,7 @@ use kd_core::{ArchConfig, Mode, Model, Network, Outputs, Result};
 
 struct Tiny {
     conv: Conv2d,
-    fc: kd_core::candle_nn::Linear,
+    fc: kd_core::nn::Linear,
 }
 
 impl Network for Tiny {

@@ -275,6 +275,14 @@ fn reproduce_runs_the_whole_tutorial_and_reports() {
     assert_eq!(metrics.lines().count(), 5, "one epoch per phase");
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("| kd | kd |") && report.contains("plot.png"));
+    assert!(report.contains("## What the student buys"), "{report}");
+    assert!(report.contains("| teacher | deep_nn |") && report.contains("| kd | light_nn |"));
+    assert!(
+        summary["costs"]["kd"]["kd"]["latency"]["median_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     let png = std::fs::read(run.join("plot.png")).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
@@ -855,5 +863,78 @@ fn the_cifar100_recipe_lists_its_pairs_and_runs_one_with_mdistillers_settings() 
     assert!(
         err.contains("resnet32x4-resnet8x4"),
         "the nearest pair is named: {err}"
+    );
+}
+
+/// `kd export` writes an ONNX file whose logits, run by tract, are `kd
+/// predict`'s; it refuses to replace a file or to write over its input; `kd
+/// bench` times the teacher and a student and says what the student buys.
+#[test]
+fn export_writes_an_onnx_file_that_gives_kds_logits_and_bench_times_models() {
+    use kd_core::candle::{DType, Device, Tensor};
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = teacher.to_str().unwrap();
+    let said = stdout(&ok(&["export", t, "--onnx", "t.onnx", "--check"], d));
+    assert!(
+        said.contains("opset 17") && said.contains("deep_nn"),
+        "{said}"
+    );
+    let images = Tensor::randn(0f32, 1., (3, 3, 16, 16), &Device::Cpu).unwrap();
+    kd_core::weights::save(
+        &d.join("images.safetensors"),
+        &[("images".into(), images.clone())],
+        Default::default(),
+    )
+    .unwrap();
+    let predict = ["predict", "--model", t, "--input", "images.safetensors"];
+    ok(
+        &[&predict[..], &["--out", "logits.safetensors"]].concat(),
+        d,
+    );
+    let kd_logits = kd_core::weights::read(&d.join("logits.safetensors"))
+        .unwrap()
+        .tensors["logits"]
+        .to_dtype(DType::F32)
+        .unwrap();
+    let onnx = std::fs::read(d.join("t.onnx")).unwrap();
+    let onnx_logits = kd_export::evaluate(&onnx, &images).unwrap();
+    let error = kd_export::relative_error(&onnx_logits, &kd_logits).unwrap();
+    assert!(error < 1e-4, "tract against kd predict: {error:e}");
+
+    let before = sha(&d.join("t.onnx"));
+    let err = fails(&["export", t, "--onnx", "t.onnx"], d, 1);
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(sha(&d.join("t.onnx")), before, "the first export is kept");
+    let err = fails(&["export", t, "--onnx", t], d, 1);
+    assert!(err.contains("also the"), "{err}");
+    ok(&["export", t, "--onnx", "n.onnx", "--normalize-inside"], d);
+
+    ok(
+        &train_args(&["--epochs", "1", "--out", "s.safetensors", "-q"]),
+        d,
+    );
+    let bench = ["bench", t, "s.safetensors", "--runs", "3", "--batch", "4"];
+    let json = stdout(&ok(&[&bench[..], &["--json", "--onnx"]].concat(), d));
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(rows[0]["cost"]["arch"], "deep_nn");
+    assert_eq!(rows[1]["cost"]["arch"], "light_nn");
+    let macs = |i: usize| rows[i]["cost"]["macs"].as_u64().unwrap();
+    assert!(
+        macs(0) > 10 * macs(1),
+        "the teacher does more arithmetic: {json}"
+    );
+    assert!(
+        rows[1]["cost"]["onnx"]["latency"]["median_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let table = stdout(&ok(&bench, d));
+    assert!(
+        table.contains("| 1.0x |") && table.contains("light_nn"),
+        "{table}"
     );
 }

@@ -41,7 +41,7 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         "wrote {} ({} tensors, {} values)",
         args.out.display(),
         file.tensors.len(),
-        super::inspect::thousands(count)
+        crate::report::thousands(count)
     );
     Ok(())
 }

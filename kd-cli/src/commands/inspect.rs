@@ -3,6 +3,7 @@ use kd_core::weights;
 use serde_json::json;
 
 use crate::cli::InspectArgs;
+use crate::report::thousands;
 
 pub fn run(args: &InspectArgs) -> Result<()> {
     let file = weights::read(&crate::hub::resolve(&args.file.to_string_lossy())?)?;
@@ -56,16 +57,4 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

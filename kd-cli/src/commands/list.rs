@@ -86,7 +86,7 @@ fn print_archs(example: &kd_core::ArchConfig) {
         println!("  {:<10} {}", a.name, a.summary);
         let (params, macs) = size(a.name, example);
         let count =
-            |v: Option<u64>| v.map_or("n/a".to_string(), |v| super::inspect::thousands(v as usize));
+            |v: Option<u64>| v.map_or("n/a".to_string(), |v| crate::report::thousands(v as usize));
         println!(
             "  {:<10} {} parameters, {} multiply-accumulates per image",
             "",

@@ -1,7 +1,9 @@
 //! One module per subcommand, plus what several of them share.
+mod bench;
 mod convert;
 mod doctor;
 mod eval;
+mod export;
 mod inspect;
 mod list;
 mod predict;
@@ -28,6 +30,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => verify::run(&a),
         Command::Report(a) => reproduce::report(&a),
         Command::Convert(a) => convert::run(&a),
+        Command::Export(a) => export::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Doctor => doctor::run(),
     }
 }

@@ -1,6 +1,7 @@
 //! `kd reproduce`: a recipe's runs once per seed, then the report. Each seed
 //! is a full replicate (its own teacher) unless `--shared-teacher`; every
 //! seed's models, checkpoints and metrics live in `OUT/seed-S/`.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{ReproduceArgs, Seeds};
 use crate::config::{HyperArgs, RunConfig};
+use crate::cost::Cost;
 use crate::outputs::Files;
 use crate::phase::{self, PhaseSpec};
 use crate::progress::Progress;
@@ -273,7 +275,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let resume_hint = format!("kd reproduce --resume {}", plan.out.display());
     crate::install_interrupt_handler(&resume_hint);
 
-    let mut records = Vec::new();
+    let (mut records, mut costs) = (Vec::new(), BTreeMap::new());
     let mut teacher: Option<Model> = None;
     // The teacher's outputs, computed once per teacher and shared by every distillation run.
     let mut cache: Option<Option<CachedTeacher>> = None;
@@ -298,6 +300,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             )
             .map_err(|e| crate::explain_stop(e, Some(&resume_hint)))?;
             records.push(record);
+            measure_once(&mut costs, run.name, &model)?;
             if run.trains_teacher {
                 (teacher, cache) = (Some(model), None);
             }
@@ -323,9 +326,13 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             .iter()
             .map(|(p, a)| (p.to_string(), *a))
             .collect(),
+        costs,
     }
     .aggregate();
     println!("{}", summary.table());
+    if let Some(costs) = summary.costs_table() {
+        println!("What the student buys:\n{costs}");
+    }
     summary.write(&plan.out, plan.recipe.summary)?;
     if !quiet {
         eprintln!(
@@ -333,6 +340,19 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             plan.out.display()
         );
     }
+    Ok(())
+}
+
+/// Records what `model` costs to run under `phase`, timing each architecture once.
+fn measure_once(costs: &mut BTreeMap<String, Cost>, phase: &str, model: &Model) -> Result<()> {
+    if costs.contains_key(phase) {
+        return Ok(());
+    }
+    let cost = match costs.values().find(|c| c.arch == model.arch.name) {
+        Some(c) => c.clone(),
+        None => crate::cost::cost(model, crate::cost::BATCH, crate::cost::RUNS, false)?,
+    };
+    costs.insert(phase.to_string(), cost);
     Ok(())
 }
 

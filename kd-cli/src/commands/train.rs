@@ -248,7 +248,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         eprintln!(
             "wrote {} ({} parameters); checkpoints in {}",
             out.display(),
-            super::inspect::thousands(phase.model.parameter_count()),
+            crate::report::thousands(phase.model.parameter_count()),
             run_dir.display()
         );
         if phase.has_adapters {

@@ -3,6 +3,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use super::seeded::buffer;
+use super::trace::{record, Op};
 use crate::network::Mode;
 use crate::{Error, Result};
 
@@ -71,9 +72,22 @@ impl BatchNorm2d {
             Mode::Train { .. } => self.batch_statistics(x)?,
         };
         let scale = (self.weight.reshape(shape)? / (var + EPS)?.sqrt()?)?;
-        Ok(x.broadcast_sub(&mean)?
+        let y = x
+            .broadcast_sub(&mean)?
             .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape(shape)?)?)
+            .broadcast_add(&self.bias.reshape(shape)?)?;
+        let op = || Op::BatchNorm {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            mean: self.running_mean.as_tensor().clone(),
+            var: self.running_var.as_tensor().clone(),
+            eps: EPS,
+        };
+        // Only evaluation is exported: training normalises with the batch.
+        if mode == Mode::Eval {
+            record(op, &[x], &y);
+        }
+        Ok(y)
     }
 
     /// The batch's mean and biased variance (as the normalisation uses them),

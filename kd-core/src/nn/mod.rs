@@ -11,6 +11,7 @@ use crate::Result;
 
 mod batch_norm;
 pub mod seeded;
+pub mod trace;
 
 pub use batch_norm::BatchNorm2d;
 
@@ -162,6 +163,23 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.count(x);
+        let y = self.run(x)?;
+        let c = self.config;
+        let op = || trace::Op::Conv2d {
+            weight: self.weight.clone(),
+            bias: c.bias.then(|| self.bias.clone()),
+            stride: c.stride,
+            padding: c.padding,
+            relu: c.relu,
+            max_pool: c.max_pool,
+        };
+        trace::record(op, &[x], &y);
+        Ok(y)
+    }
+}
+
+impl Conv2d {
+    fn run(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let Conv2dConfig {
             padding,
             stride,
@@ -198,16 +216,58 @@ fn on_cpu_f32(x: &Tensor) -> bool {
 /// input or weight). The gradient is zero where `x <= 0`, as PyTorch's.
 pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     // `le` is false for NaN, so NaN takes the `x` branch.
-    x.le(0.0)?.where_cond(&x.zeros_like()?, x)
+    let y = x.le(0.0)?.where_cond(&x.zeros_like()?, x)?;
+    trace::record(|| trace::Op::Relu, &[x], &y);
+    Ok(y)
+}
+
+/// `a + b` of one shape (a residual connection).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let y = (a + b)?;
+    trace::record(|| trace::Op::Add, &[a, b], &y);
+    Ok(y)
+}
+
+/// `torch.flatten(x, 1)`: N x (everything else).
+pub fn flatten(x: &Tensor) -> Result<Tensor> {
+    let y = x.flatten_from(1)?;
+    trace::record(|| trace::Op::Flatten, &[x], &y);
+    Ok(y)
+}
+
+/// `AdaptiveAvgPool2d(1)` then flatten: N x C. The CIFAR nets' `AvgPool2d(8)`
+/// is the same at a 32x32 input.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let y = x.mean((2, 3))?;
+    trace::record(|| trace::Op::GlobalAvgPool, &[x], &y);
+    Ok(y)
+}
+
+/// `nn.Linear`: `weight` (out, in) and `bias` (out).
+#[derive(Debug, Clone)]
+pub struct Linear(candle_nn::Linear);
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self(candle_nn::Linear::new(weight, bias))
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.0.forward(x)?;
+        let op = || trace::Op::Linear {
+            weight: self.0.weight().clone(),
+            bias: self.0.bias().cloned(),
+        };
+        trace::record(op, &[x], &y);
+        Ok(y)
+    }
 }
 
 /// `nn.Linear`: `weight` (out, in) and `bias` (out), with PyTorch's default
 /// initialisation.
-pub fn linear(
-    in_features: usize,
-    out_features: usize,
-    vb: VarBuilder,
-) -> Result<candle_nn::Linear> {
+pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Linear> {
     let init = seeded::torch_default(in_features);
     linear_with(in_features, out_features, (init, init), vb)
 }
@@ -219,20 +279,22 @@ pub fn linear_with(
     out_features: usize,
     (weight_init, bias_init): (candle_nn::Init, candle_nn::Init),
     vb: VarBuilder,
-) -> Result<candle_nn::Linear> {
+) -> Result<Linear> {
     let weight = vb.get_with_hints((out_features, in_features), "weight", weight_init)?;
     let bias = vb.get_with_hints(out_features, "bias", bias_init)?;
-    Ok(candle_nn::Linear::new(weight, Some(bias)))
+    Ok(Linear::new(weight, Some(bias)))
 }
 
 /// `nn.MaxPool2d(k, stride=k)`, its gradient going to the maximum with weight
 /// 1 as in PyTorch (Candle 0.11's own `max_pool2d` backward scales it by
 /// 1/k²). Odd trailing rows and columns are dropped, as PyTorch does.
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
-    if on_cpu_f32(x) {
-        return Ok(x.contiguous()?.apply_op1(MaxPool2dOp { k })?);
-    }
-    Ok(reference_max_pool2d(x, k)?)
+    let y = match on_cpu_f32(x) {
+        true => x.contiguous()?.apply_op1(MaxPool2dOp { k })?,
+        false => reference_max_pool2d(x, k)?,
+    };
+    trace::record(|| trace::Op::MaxPool { k }, &[x], &y);
+    Ok(y)
 }
 
 /// `nn.Dropout(p)`. Masks come from kd's seeded generator, keyed by the

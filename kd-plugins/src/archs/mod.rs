@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::Tensor;
 use kd_core::registry::TapShapes;
-use kd_core::{Outputs, Result};
+use kd_core::Outputs;
 
 const FEAT: [&str; 5] = ["feat0", "feat1", "feat2", "feat3", "feat4"];
 const PREACT: [&str; 5] = ["preact0", "preact1", "preact2", "preact3", "preact4"];
@@ -65,12 +65,6 @@ fn zoo_taps(feats: &[[usize; 3]], preacts: bool, pooled: usize) -> TapShapes {
     taps.push(("pooled", vec![pooled]));
     taps.sort();
     taps
-}
-
-/// `AdaptiveAvgPool2d(1)` then flatten: N x C. The CIFAR nets' `AvgPool2d(8)`
-/// is the same at a 32x32 input.
-fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    Ok(x.mean((2, 3))?)
 }
 
 /// The side of a feature map after a 3x3 convolution with padding 1 and this stride.

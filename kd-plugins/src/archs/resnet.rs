@@ -5,12 +5,12 @@
 //! keys; convolutions start as theirs (kaiming normal, fan out). Taps: `feat0` (the stem), `feat1..3` (the stages), `preact1..3`
 //! (each stage's last sum before its ReLU), `pooled`.
 use kd_core::candle::{Module, Tensor};
-use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, relu, BatchNorm2d, Conv2d, Conv2dConfig};
+use kd_core::candle_nn::VarBuilder;
+use kd_core::nn::{add, global_avg_pool, linear, relu, BatchNorm2d, Conv2d, Conv2dConfig, Linear};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Error, Mode, Network, Outputs, Result};
 
-use super::{global_avg_pool, strided, zoo_taps, ZooOutputs};
+use super::{strided, zoo_taps, ZooOutputs};
 
 /// A bias-free 3x3 convolution and the BatchNorm after it.
 struct ConvBn {
@@ -90,7 +90,7 @@ impl BasicBlock {
             Some(d) => d.forward(x, mode)?,
             None => x.clone(),
         };
-        let preact = (out + residual)?;
+        let preact = add(&out, &residual)?;
         Ok((relu(&preact)?, preact))
     }
 }

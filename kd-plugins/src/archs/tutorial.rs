@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
-use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear, relu, Conv2d, Conv2dConfig, Dropout};
+use kd_core::candle_nn::VarBuilder;
+use kd_core::nn::{flatten, linear, relu, Conv2d, Conv2dConfig, Dropout, Linear};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Mode, Network, Outputs, Result};
 
@@ -43,7 +43,7 @@ impl Classifier {
 
 /// The logits and both taps from the conv features.
 fn head(features: Tensor, classifier: &Classifier, mode: Mode) -> Result<Outputs> {
-    let flat = features.flatten_from(1)?;
+    let flat = flatten(&features)?;
     let logits = classifier.forward(&flat, mode)?;
     let taps = BTreeMap::from([("features".into(), features), ("flat".into(), flat)]);
     Ok(Outputs { logits, taps })

@@ -7,12 +7,14 @@
 //! `feat0..4` (each stage after its ReLU), `preact1..4` (before), `pooled`.
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::Init;
-use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear_with, max_pool2d, relu, BatchNorm2d, Conv2d, Conv2dConfig};
+use kd_core::candle_nn::VarBuilder;
+use kd_core::nn::{
+    global_avg_pool, linear_with, max_pool2d, relu, BatchNorm2d, Conv2d, Conv2dConfig, Linear,
+};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Mode, Network, Outputs, Result};
 
-use super::{global_avg_pool, zoo_taps, ZooOutputs};
+use super::{zoo_taps, ZooOutputs};
 
 /// One stage: `[conv, bn, relu] * k` in an `nn.Sequential`, the last ReLU dropped.
 struct Stage(Vec<(Conv2d, BatchNorm2d)>);

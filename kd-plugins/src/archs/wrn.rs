@@ -6,12 +6,14 @@
 //! (the stages), `pooled`.
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::Init;
-use kd_core::candle_nn::{Linear, VarBuilder};
-use kd_core::nn::{linear_with, relu, seeded, BatchNorm2d, Conv2d, Conv2dConfig};
+use kd_core::candle_nn::VarBuilder;
+use kd_core::nn::{
+    add, global_avg_pool, linear_with, relu, seeded, BatchNorm2d, Conv2d, Conv2dConfig, Linear,
+};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Error, Mode, Network, Outputs, Result};
 
-use super::{global_avg_pool, strided, zoo_taps, ZooOutputs};
+use super::{strided, zoo_taps, ZooOutputs};
 
 struct Block {
     bn1: BatchNorm2d,
@@ -66,7 +68,7 @@ impl Block {
             Some(c) => c.forward(&o)?,
             None => x.clone(),
         };
-        Ok((skip + y)?)
+        add(&skip, &y)
     }
 }
 

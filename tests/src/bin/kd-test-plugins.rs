@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
-use kd_core::candle_nn::{Linear, VarBuilder};
+use kd_core::candle_nn::VarBuilder;
 use kd_core::data::{Dataset, Normalization, Splits};
 use kd_core::functional::soft_kl;
 use kd_core::loss::{MethodContext, Step};
-use kd_core::nn::linear;
+use kd_core::nn::{linear, Linear};
 use kd_core::registry::{ArchPlugin, DatasetPlugin, MethodPlugin, ParamSpec};
 use kd_core::{ArchConfig, DistillLoss, Mode, Network, Outputs, Result};
 use kd_plugins as _;
