@@ -404,7 +404,10 @@ pub struct ReportArgs {
     /// separately.
     #[arg(value_name = "DIR", required = true)]
     pub runs: Vec<PathBuf>,
-    /// Where to write the combined summary.json, report.md and plot.png (a new folder).
+    /// Where to write the combined summary.json, report.md and plot.png (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace those files where --out already holds them.
+    #[arg(long)]
+    pub overwrite: bool,
 }

@@ -32,10 +32,10 @@ pub struct DataArgs {
     pub test_subset: Option<usize>,
     /// The Hub data set repository to download from (OWNER/NAME) [default: the one
     /// the data set registers].
-    #[arg(long, value_name = "OWNER/NAME")]
+    #[arg(long, value_name = "OWNER/NAME", value_parser = crate::hub::parse_repo)]
     pub hub_repo: Option<String>,
     /// The revision (branch, tag or commit) of the Hub data set [default: main].
-    #[arg(long, value_name = "REV")]
+    #[arg(long, value_name = "REV", value_parser = crate::hub::parse_revision)]
     pub revision: Option<String>,
     /// Image shape C,H,W of a generated data set such as `synthetic` [default: its own].
     #[arg(long = "synthetic-shape", value_name = "C,H,W", value_parser = parse_shape)]
@@ -335,6 +335,7 @@ pub fn expand_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let Some(sub_cmd) = command.find_subcommand(&sub) else {
         return Ok(args);
     };
+    kd_core::weights::regular_file(&file).context("--config")?;
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read config file {}", file.display()))?;
     let table: toml::Table = text

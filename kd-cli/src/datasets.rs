@@ -159,21 +159,24 @@ fn decoded_path(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> PathBu
     let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
     let revision = args.revision.as_deref().unwrap_or("main");
     cache_dir().join(src.name).join(format!(
-        "{}@{revision}.safetensors",
-        repo.replace('/', "--")
+        "{}@{}.safetensors",
+        repo.replace('/', "--"),
+        revision.replace('/', "--")
     ))
 }
 
 /// One of a Hub data set's files, from the Hub cache or downloaded into it.
 fn hub_file(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs, path: &str) -> Result<PathBuf> {
     let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
-    let (owner, name) = repo
-        .split_once('/')
-        .with_context(|| format!("--hub-repo `{repo}` is not OWNER/NAME"))?;
+    // Settings read back on --resume did not pass through the flags' checks.
+    let revision = args.revision.as_deref().unwrap_or("main");
+    crate::hub::parse_revision(revision).map_err(|e| anyhow::anyhow!("--revision: {e}"))?;
+    crate::hub::parse_repo(repo).map_err(|e| anyhow::anyhow!("--hub-repo: {e}"))?;
+    let (owner, name) = repo.split_once('/').context("--hub-repo is OWNER/NAME")?;
     let file = HubFile {
         owner: owner.into(),
         name: name.into(),
-        revision: Some(args.revision.as_deref().unwrap_or("main").to_string()),
+        revision: Some(revision.to_string()),
         path: path.into(),
     };
     crate::hub::download(crate::hub::Kind::Dataset, &file).with_context(|| {

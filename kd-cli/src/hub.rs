@@ -33,9 +33,6 @@ impl HubFile {
         if owner.is_empty() || name.is_empty() || path.is_empty() {
             bail!("`{spec}` is not a Hub reference: write hf://OWNER/REPO[@REVISION]/PATH.safetensors");
         }
-        // The reference becomes a path in the Hub cache: nothing in it may
-        // lead outside (`..`, an absolute path) or name the cache itself.
-        let unsafe_segment = |s: &str| s.is_empty() || s == "." || s == ".." || s.contains('\\');
         if [owner, name]
             .iter()
             .any(|s| unsafe_segment(s) || s.contains(':'))
@@ -45,9 +42,7 @@ impl HubFile {
             bail!("`{spec}`: a Hub reference may not contain empty, `.` or `..` path segments or an absolute path (they would lead outside the Hub cache); write hf://OWNER/REPO[@REVISION]/PATH");
         }
         if let Some(r) = &revision {
-            if r.is_empty() || r.split('/').any(unsafe_segment) {
-                bail!("`{spec}`: the revision after `@` is empty or has `.`/`..` segments; write a branch, tag or commit, or leave out `@` for main");
-            }
+            parse_revision(r).map_err(|e| anyhow::anyhow!("`{spec}`: {e}"))?;
         }
         Ok(Some(Self {
             owner: owner.into(),
@@ -55,6 +50,37 @@ impl HubFile {
             revision,
             path: path.into(),
         }))
+    }
+}
+
+/// Whether a piece of a Hub reference could lead outside the Hub cache once
+/// it becomes a path there (`..`, `.`, nothing, a Windows separator).
+fn unsafe_segment(s: &str) -> bool {
+    s.is_empty() || s == "." || s == ".." || s.contains('\\')
+}
+
+/// `--hub-repo`: OWNER/NAME, neither part able to lead outside the Hub cache.
+pub fn parse_repo(s: &str) -> Result<String, String> {
+    match s.split_once('/') {
+        Some((o, n))
+            if ![o, n]
+                .iter()
+                .any(|p| unsafe_segment(p) || p.contains([':', '/'])) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not OWNER/NAME (empty, `.` and `..` parts would lead outside the Hub cache)"
+        )),
+    }
+}
+
+/// `--revision` and the part after `@`: a branch, tag or commit with no
+/// empty, `.` or `..` segment.
+pub fn parse_revision(s: &str) -> Result<String, String> {
+    match s.split('/').any(unsafe_segment) {
+        true => Err(format!("the revision `{s}` is empty or has `.`/`..` segments (they would lead outside the Hub cache); write a branch, tag or commit, or leave it out for main")),
+        false => Ok(s.to_string()),
     }
 }
 
@@ -118,6 +144,9 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
     }
     let result = request(file.path.clone(), file.revision.clone());
     bar.0.finish_and_clear();
+    if let Ok(path) = &result {
+        inside_cache(path, &cache)?;
+    }
     result.map_err(|e| {
         let at = file.revision.as_deref().map(|r| format!(" at revision {r}")).unwrap_or_default();
         if offline {
@@ -132,6 +161,22 @@ pub fn download(kind: Kind, file: &HubFile) -> Result<PathBuf> {
             )
         }
     })
+}
+
+/// Refuses a file the Hub cache gives that lies outside it (a ref file
+/// whose content is a path such as `../../..`: a damaged or hostile cache).
+fn inside_cache(path: &std::path::Path, cache: &std::path::Path) -> Result<()> {
+    let (Ok(real), Ok(root)) = (path.canonicalize(), cache.canonicalize()) else {
+        return Ok(());
+    };
+    if !real.starts_with(&root) {
+        bail!(
+            "the Hub cache ({}) names {} for this file, which lies outside it: the cache is damaged. Delete the repository's folder in the cache and download it again",
+            cache.display(),
+            real.display()
+        );
+    }
+    Ok(())
 }
 
 /// Bytes, rate and ETA of a download, drawn by indicatif (hidden when stderr

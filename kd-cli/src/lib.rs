@@ -104,7 +104,8 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Parses the command line, runs it, and maps the outcome to an exit code:
-/// 0 success, 1 failure, 2 usage error (clap's).
+/// 0 success, 1 failure, 2 usage error (clap's, an unknown name, a bad
+/// config file, contradicting flags).
 pub fn main() -> ExitCode {
     kd_core::malloc::keep_freed_memory();
     // A full disk or a file-size limit must surface as a write error (and leave
@@ -116,11 +117,21 @@ pub fn main() -> ExitCode {
         // for other Unix tools, instead of a panic in `println!`.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = match config::expand_config_file(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Paths are written into settings, metadata and reports as text: a name
+    // that is not UTF-8 is refused here, cleanly, rather than half-way.
+    if let Some((i, a)) = args.iter().enumerate().find(|(_, a)| a.to_str().is_none()) {
+        eprintln!(
+            "error: argument {i} ({}) is not valid UTF-8: kd takes UTF-8 paths and names. Rename the file, or give a link to it with a UTF-8 name",
+            a.to_string_lossy()
+        );
+        return ExitCode::from(2);
+    }
+    let args = match config::expand_config_file(args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::from(1);
+            return ExitCode::from(2);
         }
     };
     let cli = Cli::parse_from(args);
@@ -149,13 +160,42 @@ pub fn main() -> ExitCode {
             ExitCode::from(128 + SIGNAL.load(Ordering::SeqCst) as u8)
         }
         Err(e) => {
-            // `{:#}` prints the chain of contexts on one line; no backtrace for user errors.
-            let list = match e.downcast_ref::<kd_core::Error>() {
-                Some(kd_core::Error::Unknown { .. }) => " `kd list` shows them all.",
-                _ => "",
+            let unknown = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<kd_core::Error>(),
+                    Some(kd_core::Error::Unknown { .. })
+                )
+            });
+            let list = if unknown {
+                " `kd list` shows them all."
+            } else {
+                ""
             };
+            // `{:#}` prints the chain of contexts on one line; no backtrace for user errors.
             eprintln!("error: {e:#}{list}");
-            ExitCode::from(1)
+            match unknown || e.chain().any(|c| c.is::<Usage>()) {
+                true => ExitCode::from(2),
+                false => ExitCode::from(1),
+            }
         }
     }
 }
+
+/// A command line that cannot mean anything (flags that contradict each
+/// other, a name nothing registers): exit code 2, as clap's own usage errors.
+#[derive(Debug)]
+pub(crate) struct Usage(pub String);
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+/// Fails with a [`Usage`] error.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::Usage(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;

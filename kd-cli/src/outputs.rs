@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use kd_core::weights::file_kind as kind;
 
 /// The files of one command: add its inputs and outputs, then [`check`](Self::check).
 #[derive(Default)]
@@ -18,6 +19,9 @@ pub struct Files {
     overwrite: bool,
     inputs: Vec<(String, PathBuf)>,
     outputs: Vec<(String, PathBuf, bool)>,
+    /// Folders whose files kd keeps itself (a run folder's checkpoints, its
+    /// best model, its lock): no output the user names may lie inside.
+    kept: Vec<(String, PathBuf)>,
 }
 
 impl Files {
@@ -41,6 +45,12 @@ impl Files {
         self
     }
 
+    /// A folder kd fills with files of its own (see `kept`).
+    pub fn kept_folder(&mut self, what: impl Into<String>, dir: &Path) -> &mut Self {
+        self.kept.push((what.into(), dir.to_path_buf()));
+        self
+    }
+
     /// A file a resumed run wrote itself and may write again.
     pub fn own_output(&mut self, what: impl Into<String>, path: &Path) -> &mut Self {
         self.outputs.push((what.into(), path.to_path_buf(), true));
@@ -50,6 +60,17 @@ impl Files {
     /// Applies every rule above, failing on the first broken one with the
     /// paths involved and what to do.
     pub fn check(&self) -> Result<()> {
+        for (what, path) in &self.inputs {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if !meta.is_file() && !meta.is_dir() {
+                    bail!(
+                        "{what} {} is {}, not a file: kd reads only regular files (a FIFO would block, a device never ends)",
+                        path.display(),
+                        kind(&meta)
+                    );
+                }
+            }
+        }
         for (i, (what, path, own)) in self.outputs.iter().enumerate() {
             if let Ok(meta) = std::fs::metadata(path) {
                 if !meta.is_file() {
@@ -62,6 +83,19 @@ impl Files {
             }
             check_writable(path)?;
             let id = identity(path);
+            for (folder_what, dir) in &self.kept {
+                if id
+                    .as_ref()
+                    .zip(identity(dir))
+                    .is_some_and(|(p, d)| p.starts_with(d))
+                {
+                    bail!(
+                        "{what} {} is inside the {folder_what} {}, whose files kd keeps itself (checkpoints, best.safetensors, its lock): choose a path outside it",
+                        path.display(),
+                        dir.display()
+                    );
+                }
+            }
             let same =
                 |other: &Path| (id.is_some() && identity(other) == id) || same_inode(path, other);
             for (in_what, input) in &self.inputs {
@@ -82,7 +116,9 @@ impl Files {
                     );
                 }
             }
-            if path.exists() && !own && !self.overwrite {
+            // A dangling symbolic link counts as a file: replacing it loses it.
+            let exists = std::fs::symlink_metadata(path).is_ok();
+            if exists && !own && !self.overwrite {
                 bail!(
                     "{what} {} already exists, and kd replaces no file unless asked: pass --overwrite to replace it, or choose another path",
                     path.display()
@@ -180,28 +216,4 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     }
     let _ = (a, b);
     false
-}
-
-fn kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_char_device() || t.is_block_device() {
-            return "a device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    if meta.is_dir() {
-        "a folder"
-    } else if meta.is_file() {
-        "a file"
-    } else {
-        "not a regular file"
-    }
 }

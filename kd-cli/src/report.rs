@@ -7,6 +7,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// The files [`Summary::write`] writes into a run folder.
+pub const SUMMARY: &str = "summary.json";
+pub const REPORT: &str = "report.md";
+pub const PLOT: &str = "plot.png";
+pub const FILES: [&str; 3] = [SUMMARY, REPORT, PLOT];
+
 /// One phase of one seed, as trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseRun {
@@ -352,7 +358,7 @@ impl Summary {
     }
 
     pub fn read(dir: &Path) -> Result<Summary> {
-        let path = dir.join("summary.json");
+        let path = dir.join(SUMMARY);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "{} is not a finished kd reproduce run (no summary.json)",
@@ -366,7 +372,7 @@ impl Summary {
     /// Writes summary.json, report.md and plot.png into `dir`.
     pub fn write(&self, dir: &Path, summary_line: &str) -> Result<()> {
         kd_core::weights::write_atomic(
-            &dir.join("summary.json"),
+            &dir.join(SUMMARY),
             serde_json::to_string_pretty(self)?.as_bytes(),
         )?;
         let mut report = String::new();
@@ -414,7 +420,7 @@ impl Summary {
             "## Settings\n\n```toml\n{}```",
             toml::to_string(&self.settings).unwrap_or_default()
         )?;
-        kd_core::weights::write_atomic(&dir.join("report.md"), report.as_bytes())?;
+        kd_core::weights::write_atomic(&dir.join(REPORT), report.as_bytes())?;
         let curves: Vec<(String, Vec<crate::plot::Curve>)> = self
             .order
             .iter()
@@ -428,7 +434,7 @@ impl Summary {
                 (p.clone(), per_seed)
             })
             .collect();
-        crate::plot::curves(&dir.join("plot.png"), &curves)
+        crate::plot::curves(&dir.join(PLOT), &curves)
     }
 }
 

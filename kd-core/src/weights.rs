@@ -87,7 +87,7 @@ impl ModelInfo {
                 })
                 .transpose()
         }
-        Ok(Self {
+        let info = Self {
             arch: m.get("kd.arch").cloned(),
             config: parse(path, m, "kd.arch_config")?,
             method: m.get("kd.method").cloned(),
@@ -98,7 +98,49 @@ impl ModelInfo {
             accuracy: m.get("kd.accuracy").and_then(|s| s.parse().ok()),
             seconds: m.get("kd.seconds").and_then(|s| s.parse().ok()),
             run_config: m.get("kd.run_config").cloned(),
-        })
+        };
+        info.check(path)?;
+        Ok(info)
+    }
+
+    /// Metadata is input too: a normalisation that would turn every image
+    /// into NaN or noise, or that does not fit the network's channels, is
+    /// refused like a bad flag.
+    fn check(&self, path: &Path) -> Result<()> {
+        let (Some(n), channels) = (&self.normalization, self.config.as_ref()) else {
+            return Ok(());
+        };
+        let bad = |why: String| {
+            Err(Error::bad_file(
+                path,
+                format!("metadata `kd.normalization` {why}: the file was edited or damaged. Fix or remove that entry"),
+            ))
+        };
+        if n.std
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 1e-6 && *s <= 1e3))
+        {
+            return bad(format!(
+                "has a std of {:?} (each must be above 1e-6 and at most 1000)",
+                n.std
+            ));
+        }
+        if n.mean.iter().any(|m| !(m.is_finite() && m.abs() <= 1e3)) {
+            return bad(format!(
+                "has a mean of {:?} (each must be finite, at most 1000 in size)",
+                n.mean
+            ));
+        }
+        let c = channels.map(|c| c.input_shape[0]);
+        for (what, len) in [("mean", n.mean.len()), ("std", n.std.len())] {
+            if len == 0 || c.is_some_and(|c| len != 1 && len != c) {
+                return bad(format!(
+                    "has {len} {what} value(s) for a network of {} input channel(s)",
+                    c.map_or("?".into(), |c| c.to_string())
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -117,11 +159,53 @@ pub struct WeightsFile {
 /// `torch.save` format (see [`read_pth`]). A truncated or corrupt file, or one
 /// with dtypes kd cannot read, is an error naming the file and the problem.
 pub fn read(path: &Path) -> Result<WeightsFile> {
+    regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
     if bytes.starts_with(b"PK\x03\x04") {
         return read_pth(path);
     }
     parse(path, &bytes)
+}
+
+/// Checks that `path` is a regular file before it is read (symlinks
+/// followed): a FIFO would block and `/dev/zero` never ends. Returns its size.
+pub fn regular_file(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "it is {}, not a file: kd reads only regular files (a FIFO would block, a device never ends)",
+                file_kind(&meta)
+            ),
+        ));
+    }
+    Ok(meta.len())
+}
+
+/// What a path is, for messages: "a file", "a folder", "a FIFO", "a device", ...
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a folder"
+    } else if meta.is_file() {
+        "a file"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Reads the state_dict of a `torch.save` file (the zip format, PyTorch's

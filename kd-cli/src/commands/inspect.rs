@@ -37,11 +37,12 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         } else {
             v.clone()
         };
-        println!("  {k}: {v}");
+        println!("  {}: {}", printable(k), printable(&v));
     }
     println!("\nTensors:");
     let width = file.tensors.keys().map(|k| k.len()).max().unwrap_or(0);
     for (n, t) in &file.tensors {
+        let n = printable(n);
         println!(
             "  {n:<width$}  {:<18} {}",
             format!("{:?}", t.dims()),
@@ -57,4 +58,16 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `text` with control characters (but line breaks) shown as escapes: a
+/// file's metadata must not drive the terminal (colours, cursor, title).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }

@@ -123,8 +123,8 @@ fn predict_images(
             .iter()
             .enumerate()
             .map(|(i, &b)| {
-                let ch = i / plane;
-                (b as f32 / 255.0 - norm.mean[ch]) / norm.std[ch]
+                let (m, s) = norm.channel(i / plane);
+                (b as f32 / 255.0 - m) / s
             })
             .collect();
         let x = Tensor::from_vec(data, (1, c, h, w), device)?;

@@ -19,7 +19,7 @@ use crate::cost::Cost;
 use crate::outputs::Files;
 use crate::phase::{self, PhaseSpec};
 use crate::progress::Progress;
-use crate::report::{PhaseRun, Summary};
+use crate::report::{self, PhaseRun, Summary};
 
 /// `OUT/settings.toml`: the run's settings and its seeds, read back by `--resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,10 +56,18 @@ struct Plan {
     _lock: kd_core::checkpoint::RunLock,
 }
 
+/// The run folder's record of how the run was made (read back on `--resume`).
+const SETTINGS_FILE: &str = "settings.toml";
+
 fn plan(args: &ReproduceArgs) -> Result<Plan> {
+    let mut hyper = args.hyper.clone();
+    // `--seeds 3,4` alone means seeds 3 and 4: the list's first is the run's seed.
+    if let (None, Some(Seeds::List(v))) = (hyper.seed, &args.seeds) {
+        hyper.seed = v.first().copied();
+    }
     let flags = RunConfig {
         data: args.data.clone(),
-        hyper: args.hyper.clone(),
+        hyper,
         ..RunConfig::default()
     };
     let mut cfg = flags.absolute()?;
@@ -103,12 +111,12 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     if let Some(d) = &cfg.data.data_dir {
         files.input("--data-dir", d);
     }
-    for name in ["settings.toml", "summary.json"] {
+    for name in [SETTINGS_FILE].iter().chain(&report::FILES) {
         files.own_output("the run's report", &out.join(name));
     }
     let earlier = !resuming
         && crate::outputs::check_folder("--out folder", &out, args.overwrite).map_err(|e| {
-            if out.join("settings.toml").exists() {
+            if out.join(SETTINGS_FILE).exists() {
                 e.context(format!(
                     "it holds an earlier kd reproduce run: continue it with `kd reproduce --resume {}`",
                     out.display()
@@ -154,7 +162,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
 
 /// `DIR/settings.toml` of a run to resume.
 fn read_settings(dir: &Path) -> Result<RunSettings> {
-    let text = std::fs::read_to_string(dir.join("settings.toml")).with_context(|| {
+    let text = std::fs::read_to_string(dir.join(SETTINGS_FILE)).with_context(|| {
         format!(
             "{} is not a kd reproduce run folder (no settings.toml)",
             dir.display()
@@ -219,7 +227,7 @@ fn choose_seeds(
         (Some(Seeds::List(v)), _) => v.clone(),
         (Some(Seeds::Count(n)), _) => {
             if first.saturating_add(*n as u64 - 1) > crate::config::MAX_SEED {
-                bail!("--seeds {n} from --seed {first} goes past the largest seed {}: start from a smaller --seed", crate::config::MAX_SEED);
+                crate::usage!("--seeds {n} from --seed {first} goes past the largest seed {}: start from a smaller --seed", crate::config::MAX_SEED);
             }
             (0..*n as u64).map(|i| first + i).collect()
         }
@@ -227,7 +235,7 @@ fn choose_seeds(
         (None, None) => vec![first],
     };
     if seeds.first() != Some(&first) {
-        bail!(
+        crate::usage!(
             "--seeds must start with the run's seed {first} (or give --seed {} as well)",
             seeds[0]
         );
@@ -269,7 +277,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         run: toml::from_str(&plan.settings).context("own settings parse")?,
     };
     kd_core::weights::write_atomic(
-        &plan.out.join("settings.toml"),
+        &plan.out.join(SETTINGS_FILE),
         toml::to_string(&stored)?.as_bytes(),
     )?;
     let resume_hint = format!("kd reproduce --resume {}", plan.out.display());
@@ -513,7 +521,7 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
         }
         _ => Ok(()),
     };
-    for name in ["settings.toml", "summary.json", "report.md", "plot.png"] {
+    for name in [SETTINGS_FILE].iter().chain(&report::FILES) {
         remove(out.join(name))?;
     }
     for entry in std::fs::read_dir(out)?.filter_map(|e| e.ok()) {
@@ -671,11 +679,17 @@ pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
         .map(|d| Ok((d.display().to_string(), Summary::read(d)?)))
         .collect::<Result<Vec<_>>>()?;
     let summary = Summary::merge(parts)?;
-    if args.out.join("summary.json").exists() {
-        bail!(
-            "{} already holds a summary.json; choose another --out",
-            args.out.display()
-        );
+    let mut files = Files::new(args.overwrite);
+    for run in &args.runs {
+        for name in report::FILES {
+            files.input(format!("run {}'s", run.display()), &run.join(name));
+        }
+    }
+    for name in report::FILES {
+        files.output("--out", &args.out.join(name));
+    }
+    if args.out.is_dir() {
+        files.check()?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;

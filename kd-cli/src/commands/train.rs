@@ -65,6 +65,9 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     method.resolve_params(&hyper.params)?;
+    if !method.needs_teacher() && cfg.teacher.is_some() {
+        crate::usage!("--teacher is given, but method `{}` does not distil: pass --method NAME (`kd list` shows them; `kd` is Hinton's), or leave out --teacher to train with cross-entropy alone", method.name);
+    }
     if method.needs_teacher() && cfg.teacher.is_none() {
         bail!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
     }
@@ -87,7 +90,9 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     if let Some(d) = &cfg.data.data_dir {
         files.input("--data-dir", d);
     }
-    files.input("run folder", &run_dir);
+    files
+        .input("run folder", &run_dir)
+        .kept_folder("run folder", &run_dir);
     // (what, path, whether a resumed run rewrites it as its own): a resumed
     // run appends to its metrics wherever they are.
     let outputs = [

@@ -32,6 +32,14 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
+impl Normalization {
+    /// The mean and std of channel `ch`: one value serves every channel.
+    pub fn channel(&self, ch: usize) -> (f32, f32) {
+        let at = |v: &[f32]| v.get(ch).or(v.first()).copied().unwrap_or(f32::NAN);
+        (at(&self.mean), at(&self.std))
+    }
+}
+
 /// A set of labelled images held in memory.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -168,7 +176,7 @@ impl Dataset {
         // One lookup table per channel turns a byte into its normalised value.
         let tables: Vec<[f32; 256]> = (0..c)
             .map(|ch| {
-                let (m, s) = (self.normalization.mean[ch], self.normalization.std[ch]);
+                let (m, s) = self.normalization.channel(ch);
                 std::array::from_fn(|v| (v as f32 / 255.0 - m) / s)
             })
             .collect();

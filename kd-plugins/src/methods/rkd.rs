@@ -23,8 +23,19 @@ impl DistillLoss for Relational {
             rows(step.student.tap("flat")?)?,
             rows(step.teacher.tap("flat")?)?,
         );
-        let d = smooth_l1(&relative_distances(&s)?, &relative_distances(&t)?)?;
-        let a = smooth_l1(&triplet_angle_cosines(&s)?, &triplet_angle_cosines(&t)?)?;
+        // A batch too small to hold a pair (or a triplet) has no relation to
+        // match: that term is zero, not the NaN of a mean over nothing (the
+        // last batch of an epoch may hold one image).
+        let n = s.dim(0)?;
+        let zero = || s.sum_all()?.affine(0.0, 0.0);
+        let d = match n {
+            0 | 1 => zero()?,
+            _ => smooth_l1(&relative_distances(&s)?, &relative_distances(&t)?)?,
+        };
+        let a = match n {
+            0..=2 => zero()?,
+            _ => smooth_l1(&triplet_angle_cosines(&s)?, &triplet_angle_cosines(&t)?)?,
+        };
         Ok(((d * self.distance_weight)? + (a * self.angle_weight)?)?)
     }
 }

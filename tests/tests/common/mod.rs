@@ -6,8 +6,15 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+/// The binary under test: this build's, or `KD_E2E_BIN` (to show that a
+/// test fails on an older build).
+pub fn kd_bin() -> PathBuf {
+    std::env::var_os("KD_E2E_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_kd-e2e").into(), PathBuf::from)
+}
+
 pub fn kd(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kd-e2e"))
+    Command::new(kd_bin())
         .args(args)
         .current_dir(dir)
         .env("KD_CACHE", dir.join("kd-cache"))

@@ -1,0 +1,312 @@
+//! Nothing lost, round three: kd's own files, metadata as input, paths that
+//! are not UTF-8, batches of one, inputs that are not regular files, paths
+//! that leave their place, terminals, and exit codes. One test per class.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `kd train` of the light student for one quiet epoch, plus `extra`.
+fn train<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = train_args(&["--epochs", "1", "--quiet"]);
+    v.extend(extra);
+    v
+}
+
+/// Runs kd with a deadline: an input that blocks (a FIFO) fails the test
+/// instead of hanging it. Returns (exit code, stderr).
+fn kd_within(args: &[&str], dir: &Path, seconds: u64) -> (Option<i32>, String) {
+    let mut child = Command::new(kd_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("KD_CACHE", dir.join("kd-cache"))
+        .env("HF_HOME", dir.join("hf-home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("kd {args:?} was still running after {seconds} s: it blocked on an input");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn files_kd_keeps_and_files_the_user_has_are_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut args = vec!["reproduce", "--epochs", "1", "--out", "run", "--quiet"];
+    args.extend(DATA);
+    ok(&args, d);
+    // kd report into a folder that holds the user's own report.md.
+    std::fs::create_dir(d.join("mine")).unwrap();
+    std::fs::write(d.join("mine/report.md"), "my notes").unwrap();
+    let err = fails(&["report", "run", "--out", "mine"], d, 1);
+    assert!(
+        err.contains("report.md") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("mine/report.md")).unwrap(),
+        "my notes"
+    );
+    ok(&["report", "run", "--out", "mine", "--overwrite"], d);
+    // Into the run it reads from: its report would be replaced by itself.
+    let err = fails(&["report", "run", "--out", "run", "--overwrite"], d, 1);
+    assert!(err.contains("also the"), "{err}");
+
+    // Files inside the run folder are kd's own: checkpoints, best model, lock.
+    std::fs::create_dir(d.join("s.run")).unwrap();
+    for (flag, path) in [
+        ("--out", "s.run/best.safetensors"),
+        ("--metrics", "s.run/.kd-lock"),
+    ] {
+        let mut a = train(&["--run-dir", "s.run"]);
+        if flag == "--out" {
+            a.extend(["--out", path]);
+        } else {
+            a.extend(["--out", "s.safetensors", "--metrics", path]);
+        }
+        let err = fails(&a, d, 1);
+        assert!(
+            err.contains("inside the run folder"),
+            "{flag} {path}: {err}"
+        );
+    }
+
+    // A dangling symbolic link at --out is the user's: not replaced unasked.
+    std::os::unix::fs::symlink(d.join("gone"), d.join("link.safetensors")).unwrap();
+    let err = fails(&train(&["--out", "link.safetensors"]), d, 1);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(std::fs::symlink_metadata(d.join("link.safetensors"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn a_model_records_only_what_it_was_made_with() {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    // --teacher without --method used to train plain cross-entropy in silence.
+    let err = fails(
+        &train(&[
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--out",
+            "s.safetensors",
+        ]),
+        dir.path(),
+        2,
+    );
+    assert!(
+        err.contains("does not distil") && err.contains("--method"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.safetensors").exists());
+}
+
+#[test]
+fn metadata_is_checked_like_a_flag() {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = kd_core::weights::read(teacher).unwrap();
+    let tensors: Vec<_> = file.tensors.clone().into_iter().collect();
+    for (norm, says) in [
+        (r#"{"mean":[0.5,0.5,0.5],"std":[0.0,0.5,0.5]}"#, "std"),
+        (r#"{"mean":[0.5,0.5,0.5],"std":[-1.0,0.5,0.5]}"#, "std"),
+        (r#"{"mean":[0.5,0.5],"std":[0.5,0.5]}"#, "input channel"),
+    ] {
+        let mut meta: std::collections::HashMap<_, _> = file.metadata.clone().into_iter().collect();
+        meta.insert("kd.normalization".into(), norm.into());
+        kd_core::weights::save(&d.join("m.safetensors"), &tensors, meta).unwrap();
+        let mut args = vec!["eval", "--model", "m.safetensors"];
+        args.extend(DATA);
+        let err = fails(&args, d, 1);
+        assert!(
+            err.contains("kd.normalization") && err.contains(says),
+            "{norm}: {err}"
+        );
+    }
+}
+
+#[test]
+fn paths_that_are_not_utf8_are_refused_cleanly() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::ffi::OsStr::from_bytes(b"s\xff.safetensors");
+    let o = Command::new(kd_bin())
+        .args(train(&[]))
+        .arg("--out")
+        .arg(out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not valid UTF-8") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rkd_trains_when_the_last_batch_holds_one_image() {
+    let (_, teacher) = teacher();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--arch",
+        "light_nn",
+        "--dataset",
+        "synthetic",
+        "--synthetic-shape",
+        "3,16,16",
+        "--train-subset",
+        "129",
+        "--test-subset",
+        "64",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "--method",
+        "rkd",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--out",
+        "s.safetensors",
+        "-q",
+    ];
+    ok(&args, dir.path());
+    let file = kd_core::weights::read(&dir.path().join("s.safetensors")).unwrap();
+    file.check_finite().unwrap();
+}
+
+#[test]
+fn fifos_and_devices_are_refused_as_inputs_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    Command::new("mkfifo").arg(d.join("pipe")).status().unwrap();
+    // A config file is read as flags: a bad one is a usage error.
+    let cases: [(&[&str], i32); 4] = [
+        (&["inspect", "/dev/zero"], 1),
+        (&["inspect", "pipe"], 1),
+        (&["eval", "--model", "pipe"], 1),
+        (&["train", "--config", "pipe", "--out", "s.safetensors"], 2),
+    ];
+    for (args, want) in cases {
+        let (code, err) = kd_within(args, d, 30);
+        assert_eq!(code, Some(want), "{args:?}: {err}");
+        assert!(err.contains("not a file"), "{args:?}: {err}");
+    }
+    let (code, err) = kd_within(
+        &train(&[
+            "--method",
+            "kd",
+            "--teacher",
+            "pipe",
+            "--out",
+            "s.safetensors",
+        ]),
+        d,
+        30,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a FIFO"), "{err}");
+}
+
+#[test]
+fn hub_names_stay_inside_the_cache_and_metadata_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for flags in [
+        ["--revision", "../../.."],
+        ["--hub-repo", "o/.."],
+        ["--hub-repo", "noslash"],
+    ] {
+        let mut args = vec![
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "cifar10",
+            "--out",
+            "s.safetensors",
+        ];
+        args.extend(flags);
+        let err = fails(&args, d, 2);
+        assert!(err.contains(flags[0]), "{flags:?}: {err}");
+    }
+    assert!(
+        !d.join("kd-cache").exists(),
+        "nothing written for a refused name"
+    );
+
+    let (_, teacher) = teacher();
+    let file = kd_core::weights::read(teacher).unwrap();
+    let tensors: Vec<_> = file.tensors.clone().into_iter().collect();
+    let mut meta: std::collections::HashMap<_, _> = file.metadata.clone().into_iter().collect();
+    meta.insert("note".into(), "\u{1b}]0;pwned\u{7}\u{1b}[31mred".into());
+    kd_core::weights::save(&d.join("m.safetensors"), &tensors, meta).unwrap();
+    let shown = stdout(&ok(&["inspect", "m.safetensors"], d));
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}[31mred"), "{shown}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_seeds_lists_need_no_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (flag, value) in [
+        ("--arch", "lite_nn"),
+        ("--method", "fitnet"),
+        ("--dataset", "cifar11"),
+    ] {
+        let mut args = vec!["train", "--arch", "light_nn", "--out", "s.safetensors"];
+        args.extend([flag, value]);
+        let err = fails(&args, d, 2);
+        assert!(err.contains(value), "{flag}: {err}");
+    }
+    fails(&["reproduce", "--recipe", "tutorail"], d, 2);
+    std::fs::write(d.join("bad.toml"), "lr = nan\n").unwrap();
+    fails(
+        &["train", "--config", "bad.toml", "--out", "s.safetensors"],
+        d,
+        2,
+    );
+
+    let mut args = vec![
+        "reproduce",
+        "--seeds",
+        "3,4",
+        "--epochs",
+        "1",
+        "--out",
+        "run",
+        "-q",
+    ];
+    args.extend(DATA);
+    ok(&args, d);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["seeds"], serde_json::json!([3, 4]));
+}
