@@ -45,6 +45,28 @@ fn band(
         .collect()
 }
 
+/// The ratio of the largest to the smallest positive value in `series` (1 when none).
+fn spread(series: &[(&String, Vec<(f64, f64, f64, f64)>)]) -> f64 {
+    let values = series
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .flat_map(|p| [p.2, p.3]);
+    let (lo, hi) = values
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if hi > 0.0 {
+        hi / lo
+    } else {
+        1.0
+    }
+}
+
+/// A band point with its values on a log10 scale.
+fn log10((x, mid, lo, hi): (f64, f64, f64, f64)) -> (f64, f64, f64, f64) {
+    let l = |v: f64| v.max(1e-12).log10();
+    (x, l(mid), l(lo), l(hi))
+}
+
 /// `phases`: name and, per seed, each epoch's (training loss, test accuracy).
 pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
     register_font();
@@ -57,9 +79,37 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
         .map(|(n, s)| (n, band(s, |p| Some(p.0))))
         .collect();
     let accuracy: Vec<_> = phases.iter().map(|(n, s)| (n, band(s, |p| p.1))).collect();
-    for (area, title, series) in [
-        (&left, "training loss", &loss),
-        (&right, "test accuracy (%)", &accuracy),
+    // Losses ten times apart (one method's term against another's) share a
+    // log axis; each legend sits where its curves are not: losses fall
+    // towards the lower right, accuracies rise towards the upper right.
+    let log = spread(&loss) > 10.0;
+    let loss = match log {
+        true => loss
+            .into_iter()
+            .map(|(n, b)| (n, b.into_iter().map(log10).collect()))
+            .collect(),
+        false => loss,
+    };
+    let loss_title = if log {
+        "training loss (log scale)"
+    } else {
+        "training loss"
+    };
+    for (area, title, series, logged, corner) in [
+        (
+            &left,
+            loss_title,
+            &loss,
+            log,
+            SeriesLabelPosition::UpperRight,
+        ),
+        (
+            &right,
+            "test accuracy (%)",
+            &accuracy,
+            false,
+            SeriesLabelPosition::LowerRight,
+        ),
     ] {
         let points = series.iter().flat_map(|(_, b)| b.iter());
         let max_epoch = points.clone().map(|p| p.0).fold(2.0, f64::max);
@@ -84,6 +134,10 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
             .x_desc("epoch")
             .x_labels(max_epoch as usize)
             .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| match logged {
+                true => format!("{:.3}", 10f64.powf(*y)),
+                false => format!("{y:.2}"),
+            })
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| err(&e))?;
@@ -111,6 +165,7 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
         }
         chart
             .configure_series_labels()
+            .position(corner)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
@@ -119,4 +174,19 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_ten_times_apart_go_on_a_log_axis_and_others_do_not() {
+        let name = "kd".to_string();
+        let close = vec![(&name, vec![(1.0, 0.5, 0.4, 0.6), (2.0, 0.3, 0.2, 0.4)])];
+        let apart = vec![(&name, vec![(1.0, 5.0, 4.0, 6.0), (2.0, 0.3, 0.2, 0.4)])];
+        assert!(spread(&close) < 10.0);
+        assert!((spread(&apart) - 30.0).abs() < 1e-9);
+        assert_eq!(log10((1.0, 10.0, 1.0, 100.0)), (1.0, 1.0, 0.0, 2.0));
+    }
 }

@@ -16,8 +16,9 @@ pub struct Evaluation {
     pub accuracy: f64,
     pub samples: usize,
     pub classes: Vec<String>,
-    /// Percent correct per true class (`NaN`-free: classes with no samples get 0).
-    pub per_class: Vec<f64>,
+    /// Percent correct per true class; `None` for a class with no test image
+    /// (no accuracy to report, rather than a made-up 0).
+    pub per_class: Vec<Option<f64>>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
 }
@@ -48,11 +49,7 @@ pub fn evaluate(
         .enumerate()
         .map(|(i, row)| {
             let n: u64 = row.iter().sum();
-            if n == 0 {
-                0.0
-            } else {
-                100.0 * row[i] as f64 / n as f64
-            }
+            (n > 0).then(|| 100.0 * row[i] as f64 / n as f64)
         })
         .collect();
     Ok(Evaluation {

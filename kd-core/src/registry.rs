@@ -379,6 +379,6 @@ pub fn unknown(kind: &str, name: &str, known: &[&str]) -> Error {
     Error::Unknown {
         kind: kind.to_string(),
         name: name.to_string(),
-        message: format!("unknown {kind} `{name}`.{hint} Known {kind}s: {known}."),
+        message: format!("unknown {kind} `{name}`.{hint} Known: {known}."),
     }
 }

@@ -342,7 +342,7 @@ fn a_config_file_sets_what_flags_do_and_flags_win() {
     let err = fails(
         &["train", "--config", "bad.toml", "--out", "n.safetensors"],
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("unknown setting `epoch`") && err.contains("epochs"),
@@ -596,13 +596,14 @@ fn sgd_with_a_multistep_schedule_records_each_epochs_rate() {
         (lrs[0] - 0.05).abs() < 1e-12 && (lrs[1] - 0.005).abs() < 1e-12,
         "{lrs:?}"
     );
-    for (flags, says) in [
-        (&["--optimizer", "sgdd"][..], "Did you mean `sgd`?"),
-        (&["--lr-schedule", "multistep"][..], "--milestones"),
-        (&["--optimizer", "sgd", "--nesterov"][..], "Nesterov"),
+    // An unknown name is a usage error (2); settings that contradict, a failure (1).
+    for (flags, says, code) in [
+        (&["--optimizer", "sgdd"][..], "Did you mean `sgd`?", 2),
+        (&["--lr-schedule", "multistep"][..], "--milestones", 1),
+        (&["--optimizer", "sgd", "--nesterov"][..], "Nesterov", 1),
     ] {
         let args = train_args(&[flags, &["--out", "x.safetensors"]].concat());
-        let err = fails(&args, dir.path(), 1);
+        let err = fails(&args, dir.path(), code);
         assert!(err.contains(says), "{flags:?}: {err}");
     }
     assert!(!dir.path().join("x.safetensors").exists());
@@ -858,7 +859,7 @@ fn the_cifar100_recipe_lists_its_pairs_and_runs_one_with_mdistillers_settings() 
             "s",
         ],
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("resnet32x4-resnet8x4"),

@@ -9,7 +9,7 @@ fn unknown_method_and_architecture_list_the_known_and_suggest_the_nearest() {
     let err = fails(
         &train_args(&["--method", "fitnet", "--out", "s.safetensors"]),
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("unknown method `fitnet`")
@@ -20,7 +20,7 @@ fn unknown_method_and_architecture_list_the_known_and_suggest_the_nearest() {
     let err = fails(
         &["train", "--arch", "lite_nn", "--out", "s.safetensors"],
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("unknown architecture `lite_nn`") && err.contains("light_nn"),
@@ -79,14 +79,14 @@ fn absurd_hyper_parameters_are_refused_before_training() {
     let err = fails(
         &["train", "--config", "c.toml", "--out", "s.safetensors"],
         dir.path(),
-        1,
+        2,
     );
     assert!(err.contains("c.toml, line 3: `lr`"), "{err}");
     std::fs::write(dir.path().join("c.toml"), "epochs = \"ten\"\n").unwrap();
     let err = fails(
         &["train", "--config", "c.toml", "--out", "s.safetensors"],
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("line 1: `epochs`") && err.contains("not a whole number"),
@@ -419,7 +419,7 @@ fn missing_data_folder_says_which_files_were_expected() {
             "s.safetensors",
         ],
         dir.path(),
-        1,
+        2,
     );
     assert!(
         err.contains("unknown data set `imagenet`") && err.contains("cifar10"),

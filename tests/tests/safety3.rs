@@ -117,6 +117,47 @@ fn a_model_records_only_what_it_was_made_with() {
         "{err}"
     );
     assert!(!dir.path().join("s.safetensors").exists());
+
+    // Each phase's file records its own seed; on --resume, a file at a
+    // phase's place that is another phase's model (here the teacher copied
+    // over the KD student) is refused instead of being reported as the student.
+    let d = dir.path();
+    let mut args = vec![
+        "reproduce",
+        "--seeds",
+        "3,4",
+        "--epochs",
+        "1",
+        "--out",
+        "run",
+        "-q",
+    ];
+    args.extend(DATA);
+    ok(&args, d);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["seeds"],
+        serde_json::json!([3, 4]),
+        "--seeds 3,4 alone means seeds 3 and 4"
+    );
+    let meta = tensors(&d.join("run/seed-4/kd.safetensors")).1;
+    assert!(
+        meta["kd.run_config"].contains("seed = 4"),
+        "{}",
+        meta["kd.run_config"]
+    );
+    std::fs::copy(
+        d.join("run/seed-3/teacher.safetensors"),
+        d.join("run/seed-3/kd.safetensors"),
+    )
+    .unwrap();
+    let err = fails(&["reproduce", "--resume", "run", "-q"], d, 1);
+    assert!(
+        err.contains("kd.safetensors is not this run's finished phase"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -272,7 +313,7 @@ fn hub_names_stay_inside_the_cache_and_metadata_cannot_drive_the_terminal() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_seeds_lists_need_no_seed() {
+fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (flag, value) in [
@@ -292,21 +333,4 @@ fn usage_errors_exit_2_and_seeds_lists_need_no_seed() {
         d,
         2,
     );
-
-    let mut args = vec![
-        "reproduce",
-        "--seeds",
-        "3,4",
-        "--epochs",
-        "1",
-        "--out",
-        "run",
-        "-q",
-    ];
-    args.extend(DATA);
-    ok(&args, d);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("run/summary.json")).unwrap())
-            .unwrap();
-    assert_eq!(summary["seeds"], serde_json::json!([3, 4]));
 }

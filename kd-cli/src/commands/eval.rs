@@ -25,11 +25,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     )?;
     if model.config.input_shape != data.test.shape {
         anyhow::bail!(
-            "{} takes images of {:?} but `{}` has {:?}: evaluate on the data set it was trained for",
+            "{} takes images of {:?} but `{}` has {:?}: evaluate on the data set it was trained for (--dataset NAME; for a generated one, --synthetic-shape {})",
             args.model.display(),
             model.config.input_shape,
             data.test.name,
-            data.test.shape
+            data.test.shape,
+            model.config.input_shape.map(|d| d.to_string()).join(",")
         );
     }
     // Evaluate with the normalisation the model was trained with.
@@ -48,7 +49,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     println!("\nPer class:");
     let width = e.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
     for (c, a) in e.classes.iter().zip(&e.per_class) {
-        println!("  {c:<width$}  {a:6.2}%");
+        match a {
+            Some(a) => println!("  {c:<width$}  {a:6.2}%"),
+            None => println!("  {c:<width$}     n/a (no test image)"),
+        }
     }
     println!("\nConfusion matrix (rows: true class, columns: predicted):");
     let labels: Vec<String> = e

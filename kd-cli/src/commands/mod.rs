@@ -72,14 +72,17 @@ pub fn load_model(
         }
         None => None,
     };
+    // Where the data set gives the shape, the command has no --input-shape to name.
+    let shape = match default_shape {
+        Some(_) => "",
+        None => " and --input-shape C,H,W",
+    };
     weights::model_from_file(file, fallback, device).map_err(|e| match e {
         kd_core::Error::NoMetadata { .. } => {
-            anyhow::anyhow!("{e}: pass {arch_flag} NAME (and --input-shape C,H,W)")
+            anyhow::anyhow!("{e}: pass {arch_flag} NAME{shape}")
         }
         kd_core::Error::WeightsMismatch { .. } => {
-            anyhow::anyhow!(
-                "{e} ({arch_flag} NAME and --input-shape C,H,W say what a plain state_dict holds)"
-            )
+            anyhow::anyhow!("{e} ({arch_flag} NAME{shape} say what a plain state_dict holds)")
         }
         other => other.into(),
     })

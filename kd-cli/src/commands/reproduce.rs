@@ -351,6 +351,40 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The test accuracy a finished phase's model file records, after checking
+/// that the file is that phase's model of this run: its architecture,
+/// method, seed and epochs (a file copied in from elsewhere is refused).
+fn kept_accuracy(
+    path: &Path,
+    info: &kd_core::weights::ModelInfo,
+    (arch, method, seed, epochs): (&str, &str, u64, usize),
+) -> Result<f64> {
+    let run: toml::Table = info
+        .run_config
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    let recorded = (
+        info.arch.as_deref(),
+        info.method.as_deref(),
+        run.get("seed").and_then(|v| v.as_integer()),
+        run.get("epochs").and_then(|v| v.as_integer()),
+    );
+    let expected = (
+        Some(arch),
+        Some(method),
+        Some(seed as i64),
+        Some(epochs as i64),
+    );
+    match (recorded == expected, info.accuracy) {
+        (true, Some(a)) => Ok(a),
+        _ => bail!(
+            "{} is not this run's finished phase: it records arch {:?}, method {:?}, seed {:?}, epochs {:?} and accuracy {:?}, where the run expects {arch}, {method}, seed {seed}, {epochs} epochs. Move it away (the phase is then trained again) or resume the run it belongs to",
+            path.display(), recorded.0, recorded.1, recorded.2, recorded.3, info.accuracy
+        ),
+    }
+}
+
 /// Records what `model` costs to run under `phase`, timing each architecture once.
 fn measure_once(costs: &mut BTreeMap<String, Cost>, phase: &str, model: &Model) -> Result<()> {
     if costs.contains_key(phase) {
@@ -402,10 +436,16 @@ fn phase(
             epochs: plan.base.epochs * run.epoch_scale.max(1),
         }
     };
+    let arch = match run.trains_teacher {
+        true => plan.pair.teacher,
+        false => plan.pair.student,
+    };
     if plan.resuming && path.exists() {
-        // Finished before the interruption: keep it, and its curve.
+        // Finished before the interruption: keep it, and its curve, once
+        // its record says it is this phase's model of this run.
         let (model, info) = kd_core::weights::load_model(&path, None, device)?;
-        let accuracy = info.accuracy.unwrap_or(0.0);
+        let epochs = plan.base.epochs * run.epoch_scale.max(1);
+        let accuracy = kept_accuracy(&path, &info, (arch, run.method, seed, epochs))?;
         if !quiet {
             eprintln!(
                 "{label}: finished before, test accuracy {accuracy:.2}% (kept {})",
@@ -416,11 +456,6 @@ fn phase(
     }
     let params = run_params(&plan.hyper, plan.pair, run, method);
     let config = run_config(&plan.cfg, &plan.base, run, seed);
-    let arch = if run.trains_teacher {
-        plan.pair.teacher
-    } else {
-        plan.pair.student
-    };
     let run_dir = dir.join("checkpoints").join(run.name);
     let resume = if plan.resuming {
         kd_core::checkpoint::latest(&run_dir)?
@@ -431,7 +466,7 @@ fn phase(
         dir: run_dir,
         every_batches: plan.checkpoint_every,
         keep_last: 2,
-        run_config: plan.settings.clone(),
+        run_config: phase_settings(plan, &config, arch, run.method)?,
         best_model: None,
         teacher_hash: None,
     };
@@ -542,6 +577,18 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
 
 /// The trainer's settings for one run of the recipe: flags and config override
 /// the recipe's loss weights.
+/// What a phase's model file records as its settings: the run's, with this
+/// phase's own seed, epochs, architecture and method, so that the record is
+/// true of the file it is in (and a resumed run can tell its files apart).
+fn phase_settings(plan: &Plan, config: &TrainConfig, arch: &str, method: &str) -> Result<String> {
+    let mut t: toml::Table = plan.settings.parse().context("own settings parse")?;
+    t.insert("seed".into(), toml::Value::Integer(config.seed as i64));
+    t.insert("epochs".into(), toml::Value::Integer(config.epochs as i64));
+    t.insert("arch".into(), arch.into());
+    t.insert("method".into(), method.into());
+    Ok(toml::to_string(&t)?)
+}
+
 fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs: base.epochs * run.epoch_scale.max(1),
