@@ -50,7 +50,7 @@ pub enum Command {
     )]
     Convert(ConvertArgs),
     /// Write a model as an ONNX file (opset 17, dynamic batch, BatchNorm folded) for
-    /// ONNX Runtime, TensorRT, OpenVINO or tract; --check runs it before writing.
+    /// ONNX Runtime, TensorRT, OpenVINO or tract, checked in tract before it is written.
     #[command(
         after_help = "The graph takes N x C x H x W float32 images named `input` (normalised as the model \
 was trained, or scaled to [0, 1] with --normalize-inside) and gives `logits`; the model's \
@@ -262,8 +262,9 @@ pub struct ExportArgs {
     #[arg(long)]
     pub normalize_inside: bool,
     /// Run the graph with tract (an ONNX evaluator in Rust) on a probe batch and
-    /// compare its logits with kd's before writing; nothing is written if they differ.
-    #[arg(long)]
+    /// compare its logits with kd's before writing; nothing is written if they
+    /// differ. `--check false` skips it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub check: bool,
     /// Replace an existing --onnx file.
     #[arg(long)]

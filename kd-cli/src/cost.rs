@@ -66,6 +66,9 @@ fn speed(
     runs: usize,
     mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<Speed> {
+    let [c, h, w] = shape;
+    let bytes = kd_core::limits::product(&[batch, c, h, w, 4]);
+    kd_core::limits::check_fits(format!("a batch of {batch} images of {c}x{h}x{w}"), bytes)?;
     let mut timed = |n: usize, runs: usize| -> Result<Latency> {
         let images = kd_export::probe_images(n, shape)?;
         time(runs, || {
@@ -96,6 +99,7 @@ pub fn cost(model: &Model, batch: usize, runs: usize, onnx: bool) -> Result<Cost
                 ..Default::default()
             };
             let file = kd_export::export(model, &options)?;
+            kd_export::check_within(model, &file, &options)?;
             let [c, h, w] = shape;
             let one = kd_export::Runner::new(&file, &[1, c, h, w])?;
             let many = kd_export::Runner::new(&file, &[batch, c, h, w])?;

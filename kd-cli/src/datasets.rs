@@ -110,6 +110,10 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
             );
         }
     }
+    if let (None, Some(_)) = (plugin.generate, args.synthetic_shape) {
+        let [c, h, w] = plugin.shape;
+        crate::usage!("--synthetic-shape sets the images of a generated data set, and `{}` has its own ({c},{h},{w}): leave it out (a model must not record a setting that had no effect)", plugin.name);
+    }
     let splits = if let Some(generate) = plugin.generate {
         generate(args.synthetic_shape)?
     } else if let Some(d) = dir {
@@ -160,8 +164,10 @@ fn decoded_path(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> PathBu
     let revision = args.revision.as_deref().unwrap_or("main");
     cache_dir().join(src.name).join(format!(
         "{}@{}.safetensors",
+        // Hub repository names cannot hold `--`; revisions can, so theirs
+        // is escaped as a URL would be (one file name per revision).
         repo.replace('/', "--"),
-        revision.replace('/', "--")
+        revision.replace('%', "%25").replace('/', "%2F")
     ))
 }
 

@@ -83,14 +83,18 @@ pub(crate) fn explain_stop(e: anyhow::Error, resume: Option<&str>) -> anyhow::Er
         }
         // A new --lr changes the result, so resuming with one needs --force.
         Some(kd_core::Error::Numerical(_)) if has_checkpoint => anyhow::anyhow!(
-            "training stopped: {e}. The last good checkpoint is kept: resume with `{resume} --lr SMALLER --force` (--force, since a new --lr changes the run's result), or without flags to retry as it was"
+            "training stopped: {e}. {NAN_CAUSES} The last good checkpoint is kept: resume with the setting changed and --force (a change of --lr or a --param changes the run's result), e.g. `{resume} --lr SMALLER --force`, or without flags to retry as it was"
         ),
         Some(kd_core::Error::Numerical(_)) => anyhow::anyhow!(
-            "training stopped: {e}. No checkpoint was written yet: run the command again with a smaller --lr"
+            "training stopped: {e}. {NAN_CAUSES} No checkpoint was written yet: run the command again with the setting changed"
         ),
         _ => e,
     }
 }
+
+/// What makes a loss NaN or infinite, said whenever one stops a run: the
+/// learning rate is the usual cause but not the only one.
+const NAN_CAUSES: &str = "Usual causes: a learning rate too large for the optimizer (--lr), an extreme method parameter (a temperature near 0, a huge loss weight: --param), or NaN in the data or the teacher.";
 
 /// A run stopped on request; exit code 128 + the signal, as a shell reports
 /// it (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
@@ -120,7 +124,12 @@ pub fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Paths are written into settings, metadata and reports as text: a name
     // that is not UTF-8 is refused here, cleanly, rather than half-way.
-    if let Some((i, a)) = args.iter().enumerate().find(|(_, a)| a.to_str().is_none()) {
+    if let Some((i, a)) = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, a)| a.to_str().is_none())
+    {
         eprintln!(
             "error: argument {i} ({}) is not valid UTF-8: kd takes UTF-8 paths and names. Rename the file, or give a link to it with a UTF-8 name",
             a.to_string_lossy()

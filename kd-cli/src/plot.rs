@@ -63,7 +63,8 @@ fn spread(series: &[(&String, Vec<(f64, f64, f64, f64)>)]) -> f64 {
 
 /// A band point with its values on a log10 scale.
 fn log10((x, mid, lo, hi): (f64, f64, f64, f64)) -> (f64, f64, f64, f64) {
-    let l = |v: f64| v.max(1e-12).log10();
+    // A NaN loss stays NaN (a gap), not a tiny value that stretches the axis.
+    let l = |v: f64| if v.is_nan() { v } else { v.max(1e-12).log10() };
     (x, l(mid), l(lo), l(hi))
 }
 

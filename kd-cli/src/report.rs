@@ -451,6 +451,18 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
+/// `text` with control characters (but line breaks) shown as escapes: a
+/// file's metadata must not drive the terminal (colours, cursor, title).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

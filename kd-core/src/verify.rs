@@ -133,12 +133,44 @@ impl Fixture {
     }
 }
 
+/// The fixture's labels, refused (naming the file) unless they are one per
+/// row of `student.logits`, at least one, each a class index below its width:
+/// a bad fixture is the fixture's fault, not the method's.
+fn fixture_labels(fixture: &Fixture) -> Result<Tensor> {
+    let bad = |why: String| Error::bad_file(&fixture.source, why);
+    let logits = fixture.tensor("student.logits")?;
+    let (n, k) = logits.dims2().map_err(|_| {
+        bad(format!(
+            "`student.logits` has shape {:?}, not N x K",
+            logits.dims()
+        ))
+    })?;
+    let labels = fixture.tensor("labels")?;
+    if n == 0 || labels.dims() != [n] {
+        return Err(bad(format!(
+            "`labels` has shape {:?} for {n} rows of logits: give one label per row, and at least one row",
+            labels.dims()
+        )));
+    }
+    let values = labels.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    if let Some(v) = values
+        .iter()
+        .find(|v| !(v.fract() == 0.0 && **v >= 0.0 && **v < k as f64))
+    {
+        return Err(bad(format!(
+            "`labels` holds {v}, not a class index from 0 to {}",
+            k.saturating_sub(1)
+        )));
+    }
+    Ok(labels.to_dtype(DType::U32)?)
+}
+
 /// Checks `fixture` against the registered method it names, or against
 /// `method` (a method under development held to another's reference).
 pub fn check_fixture(fixture: &Fixture, method: Option<&str>) -> Result<Report> {
     let method = registry::method(method.unwrap_or(&fixture.method))?;
     let params = method.resolve_params(&fixture.params)?;
-    let labels = fixture.tensor("labels")?.to_dtype(DType::U32)?;
+    let labels = fixture_labels(fixture)?;
     let student = Leaves::new(fixture.outputs("student")?)?;
     let teacher = outputs_of(fixture.outputs("teacher")?)?.only(method.taps)?;
     let adapters = VarMap::new();

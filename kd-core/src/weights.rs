@@ -118,10 +118,10 @@ impl ModelInfo {
         };
         if n.std
             .iter()
-            .any(|s| !(s.is_finite() && *s > 1e-6 && *s <= 1e3))
+            .any(|s| !(s.is_finite() && *s > 0.0 && *s <= 1e3))
         {
             return bad(format!(
-                "has a std of {:?} (each must be above 1e-6 and at most 1000)",
+                "has a std of {:?} (each must be above 0 and at most 1000)",
                 n.std
             ));
         }
@@ -575,7 +575,16 @@ pub fn model_from_file(
     let info = ModelInfo::from_metadata(path, &file.metadata)?;
     let (arch, config) = match (&info.arch, &info.config, fallback) {
         (_, _, Some((a, c))) => (a.to_string(), c),
-        (Some(a), Some(c), None) => (a.clone(), c.clone()),
+        (Some(a), Some(c), None) => {
+            // A name the file gives is the file's problem, not a usage error.
+            crate::registry::arch(a).map_err(|e| {
+                Error::bad_file(
+                    path,
+                    format!("its metadata names an architecture this kd does not carry: {e}"),
+                )
+            })?;
+            (a.clone(), c.clone())
+        }
         _ => {
             return Err(Error::NoMetadata {
                 path: path.to_path_buf(),

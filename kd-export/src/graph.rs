@@ -16,6 +16,8 @@ pub struct Graph {
     values: HashMap<TensorId, String>,
     /// The model's variables by tensor: initialisers keep their `state_dict` names.
     names: HashMap<TensorId, String>,
+    /// The initialiser written for each tensor.
+    written: HashMap<TensorId, String>,
     fold_bn: bool,
 }
 
@@ -26,6 +28,7 @@ impl Graph {
             initializers: Vec::new(),
             values: HashMap::new(),
             names,
+            written: HashMap::new(),
             fold_bn,
         }
     }
@@ -47,14 +50,26 @@ impl Graph {
     }
 
     /// An initialiser for `t`, named after the model's variable when it is one.
+    /// One tensor is written once; two tensors never share a name (a second
+    /// one under a taken name gets a suffix).
     pub fn constant(&mut self, t: &Tensor, fallback: &str) -> Result<String> {
-        let name = match self.names.get(&t.id()) {
+        if let Some(name) = self.written.get(&t.id()) {
+            return Ok(name.clone());
+        }
+        let base = match self.names.get(&t.id()) {
             Some(n) => n.clone(),
             None => format!("{fallback}.{}", self.initializers.len()),
         };
-        if !self.initializers.iter().any(|i| i.name == name) {
-            self.initializers.push(proto::tensor(&name, t)?);
-        }
+        let taken = |n: &str| self.initializers.iter().any(|i| i.name == n);
+        let name = (0..)
+            .map(|k| match k {
+                0 => base.clone(),
+                k => format!("{base}.{k}"),
+            })
+            .find(|n| !taken(n))
+            .expect("a free name");
+        self.initializers.push(proto::tensor(&name, t)?);
+        self.written.insert(t.id(), name.clone());
         Ok(name)
     }
 
@@ -233,7 +248,9 @@ fn needed(nodes: &[Node], output: TensorId) -> HashSet<usize> {
     let mut wanted = HashSet::from([output]);
     let mut needed = HashSet::new();
     for (i, node) in nodes.iter().enumerate().rev() {
-        if wanted.contains(&node.output) {
+        // The last node that made a tensor is its producer (a layer that
+        // records itself once around an inner one that also records).
+        if wanted.remove(&node.output) {
             needed.insert(i);
             wanted.extend(node.inputs.iter().copied());
         }

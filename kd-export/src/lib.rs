@@ -210,7 +210,8 @@ pub fn evaluate(file: &[u8], images: &Tensor) -> Result<Tensor> {
 }
 
 /// The largest absolute difference between two sets of logits over the
-/// largest magnitude of `reference`: NaN anywhere gives NaN.
+/// largest magnitude of `reference`: a NaN or infinite logit on either side
+/// gives NaN (no tolerance accepts it).
 pub fn relative_error(ours: &Tensor, reference: &Tensor) -> Result<f32> {
     if ours.dims() != reference.dims() {
         bail!(
@@ -223,7 +224,7 @@ pub fn relative_error(ours: &Tensor, reference: &Tensor) -> Result<f32> {
     let b = reference.flatten_all()?.to_vec1::<f32>()?;
     let (mut diff, mut scale) = (0f32, f32::MIN_POSITIVE);
     for (x, y) in a.iter().zip(&b) {
-        if x.is_nan() || y.is_nan() {
+        if !x.is_finite() || !y.is_finite() {
             return Ok(f32::NAN);
         }
         diff = diff.max((x - y).abs());
@@ -238,6 +239,19 @@ pub fn probe_images(batch: usize, shape: [usize; 3]) -> Result<Tensor> {
     let n = batch * c * h * w;
     let values = (0..n).map(|i| ((i * 7919) % 257) as f32 / 256.0).collect();
     Ok(Tensor::from_vec(values, (batch, c, h, w), &Device::Cpu)?)
+}
+
+/// [`check`], failing unless the error is within the options' tolerance
+/// (NaN fails too); returns the error.
+pub fn check_within(model: &Model, onnx: &[u8], options: &Options) -> Result<f32> {
+    let error = check(model, onnx, options)?;
+    if !(error <= options.tolerance()) {
+        bail!(
+            "the exported graph's logits differ from kd's by {error:.2e} (relative; at most {:.0e} expected). This is a bug in kd's export: please report it with the model",
+            options.tolerance()
+        );
+    }
+    Ok(error)
 }
 
 /// Runs `onnx` with tract on a probe batch and compares its logits with

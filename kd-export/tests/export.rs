@@ -1,7 +1,7 @@
 //! Every registered architecture, exported and run by tract, gives kd's logits.
-use kd_core::candle::Device;
+use kd_core::candle::{Device, Tensor};
 use kd_core::data::Normalization;
-use kd_core::{ArchConfig, Mode, Model};
+use kd_core::{ArchConfig, Mode, Model, Student};
 use kd_export::{check, export, model_proto, probe_images, Options};
 use kd_plugins as _;
 
@@ -10,15 +10,35 @@ const CONFIG: ArchConfig = ArchConfig {
     num_classes: 10,
 };
 
-/// A model whose BatchNorm statistics have moved away from (0, 1), so that
-/// folding them is not a no-op.
+/// A model whose BatchNorm statistics have moved away from (0, 1) and whose
+/// vectors (BatchNorm's scale and shift, the biases) are random, so that
+/// folding them is not a no-op and a fold that forgets a term shows.
 fn model(arch: &str) -> Model {
     let model = Model::new(arch, CONFIG.clone(), 7, &Device::Cpu).unwrap();
     let images = probe_images(4, CONFIG.input_shape).unwrap();
     for seed in 0..2 {
         model.forward(&images, Mode::Train { seed }).unwrap();
     }
+    for (name, var) in model.params() {
+        if var.rank() == 1 {
+            let (lo, hi) = if name.ends_with("weight") {
+                (0.5, 1.5)
+            } else {
+                (-0.5, 0.5)
+            };
+            var.set(&Tensor::rand(lo as f32, hi as f32, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
     model
+}
+
+/// Images with negative values too: a stray ReLU on the input would show.
+fn signed_images(batch: usize) -> Tensor {
+    probe_images(batch, CONFIG.input_shape)
+        .unwrap()
+        .affine(2.0, -1.0)
+        .unwrap()
 }
 
 fn options(fold_bn: bool) -> Options {
@@ -36,6 +56,18 @@ fn every_architecture_exports_and_matches_kd_with_batchnorm_kept_and_folded() {
             let options = options(fold_bn);
             let onnx = export(&model, &options).unwrap();
             let error = check(&model, &onnx, &options).unwrap();
+            let images = signed_images(2);
+            let signed = kd_export::relative_error(
+                &kd_export::evaluate(&onnx, &images).unwrap(),
+                &model.forward(&images, Mode::Eval).unwrap().logits,
+            )
+            .unwrap();
+            // Both must hold: `f32::max` would hide a NaN.
+            assert!(
+                signed <= options.tolerance(),
+                "{} on signed images: {signed:e}",
+                arch.name
+            );
             println!(
                 "{:<12} fold_bn={fold_bn:<5} {:>9} bytes  error {error:.2e}",
                 arch.name,
@@ -76,9 +108,12 @@ fn the_batch_dimension_is_dynamic_and_weights_keep_their_state_dict_names() {
     let options = options(true);
     let onnx = export(&model, &options).unwrap();
     for batch in [1, 3] {
-        let images = probe_images(batch, CONFIG.input_shape).unwrap();
+        let images = signed_images(batch);
         let logits = kd_export::evaluate(&onnx, &images).unwrap();
         assert_eq!(logits.dims(), [batch, 10]);
+        let ours = model.forward(&images, Mode::Eval).unwrap().logits;
+        let error = kd_export::relative_error(&logits, &ours).unwrap();
+        assert!(error <= options.tolerance(), "batch {batch}: {error:e}");
     }
     let graph = model_proto(&model, &options).unwrap().graph.unwrap();
     let names: Vec<_> = graph.initializer.iter().map(|i| i.name.as_str()).collect();

@@ -448,7 +448,7 @@ fn a_distillation_method_without_teacher_says_how_to_get_one() {
     let err = fails(
         &train_args(&["--method", "cosine", "--out", "s.safetensors"]),
         dir.path(),
-        1,
+        2,
     );
     assert!(err.contains("--teacher"), "{err}");
 }

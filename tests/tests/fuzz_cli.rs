@@ -25,6 +25,9 @@ const COMMANDS: &[&str] = &[
     "verify",
     "report",
     "doctor",
+    "convert",
+    "export",
+    "bench",
 ];
 
 const FLAGS: &[&str] = &[
@@ -67,6 +70,14 @@ const FLAGS: &[&str] = &[
     "--fixture",
     "--properties",
     "--quiet",
+    "--onnx",
+    "--fold-bn",
+    "--normalize-inside",
+    "--check",
+    "--runs",
+    "--batch",
+    "--hub-repo",
+    "--revision",
 ];
 
 const VALUES: &[&str] = &[
@@ -105,6 +116,12 @@ const VALUES: &[&str] = &[
     "x",
     "42,42",
     "3",
+    "3,4",
+    "true",
+    "false",
+    "../../..",
+    "o/..",
+    "resnet8",
 ];
 
 /// Paths: the inputs next door (which must survive), files in the work
@@ -128,7 +145,26 @@ const PATHS: &[&str] = &[
     "hf://../x/y",
     "teacher.safetensors",
     "missing.safetensors",
+    "out.onnx",
+    "/dev/zero",
+    "../inputs/pipe",
+    "../inputs/link.safetensors",
+    "../inputs/dangling.safetensors",
+    "../inputs/lying.safetensors",
+    NON_UTF8,
 ];
+
+/// Stands for a path that is not UTF-8 (`bad\xff.safetensors`), which a
+/// `&str` cannot hold.
+const NON_UTF8: &str = "<non-utf8>";
+
+fn os_arg(token: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    match token {
+        NON_UTF8 => std::ffi::OsStr::from_bytes(b"bad\xff.safetensors").to_owned(),
+        t => t.into(),
+    }
+}
 
 /// The folder of inputs: a teacher, a config, an image, a tensor file, a note.
 fn inputs() -> &'static (tempfile::TempDir, BTreeMap<PathBuf, String>) {
@@ -162,6 +198,26 @@ fn inputs() -> &'static (tempfile::TempDir, BTreeMap<PathBuf, String>) {
             safetensors::serialize([("images", view)], None).unwrap(),
         )
         .unwrap();
+        // Inputs that are not plain files: a FIFO, a link, a dangling link,
+        // and a model whose metadata lies (a zero std).
+        Command::new("mkfifo")
+            .arg(dir.join("pipe"))
+            .status()
+            .unwrap();
+        std::os::unix::fs::symlink(
+            dir.join("teacher.safetensors"),
+            dir.join("link.safetensors"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.join("gone"), dir.join("dangling.safetensors")).unwrap();
+        let file = kd_core::weights::read(teacher).unwrap();
+        let mut meta: std::collections::HashMap<_, _> = file.metadata.clone().into_iter().collect();
+        meta.insert(
+            "kd.normalization".into(),
+            r#"{"mean":[0.5,0.5,0.5],"std":[0.0,0.0,0.0]}"#.into(),
+        );
+        let tensors: Vec<_> = file.tensors.into_iter().collect();
+        kd_core::weights::save(&dir.join("lying.safetensors"), &tensors, meta).unwrap();
         let hashes = snapshot(root.path());
         (root, hashes)
     })
@@ -179,10 +235,19 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
             {
                 continue;
             }
-            if p.is_dir() {
+            // Links are recorded by target and FIFOs by name: reading one would block.
+            let kind = std::fs::symlink_metadata(&p).unwrap().file_type();
+            if kind.is_symlink() {
+                out.insert(
+                    p.clone(),
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
+            } else if kind.is_dir() {
                 stack.push(p);
-            } else {
+            } else if kind.is_file() {
                 out.insert(p.clone(), common::sha(&p));
+            } else {
+                out.insert(p.clone(), "special".into());
             }
         }
     }
@@ -238,7 +303,7 @@ proptest! {
         }
         args.extend(tokens.into_iter().flatten());
         let mut child = Command::new(env!("CARGO_BIN_EXE_kd-e2e"))
-            .args(&args)
+            .args(args.iter().map(|a| os_arg(a)))
             .current_dir(work.path())
             .env("KD_CACHE", work.path().join("kd-cache"))
             .env("HF_HOME", work.path().join("hf-home"))

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `kd train` of the light student for one quiet epoch, plus `extra`.
-fn train<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = train_args(&["--epochs", "1", "--quiet"]);
-    v.extend(extra);
-    v
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     std::fs::write(dir.join(name), bytes).unwrap();
     sha(&dir.join(name))
@@ -837,7 +830,15 @@ fn a_run_that_fails_before_writing_anything_leaves_no_empty_folder() {
         "no empty runs/ folder left behind"
     );
     let err = fails(
-        &train_args(&["--dataset", "mnist", "--out", "s.safetensors"]),
+        &[
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "mnist",
+            "--out",
+            "s.safetensors",
+        ],
         d,
         1,
     );

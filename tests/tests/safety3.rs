@@ -9,13 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `kd train` of the light student for one quiet epoch, plus `extra`.
-fn train<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = train_args(&["--epochs", "1", "--quiet"]);
-    v.extend(extra);
-    v
-}
-
 /// Runs kd with a deadline: an input that blocks (a FIFO) fails the test
 /// instead of hanging it. Returns (exit code, stderr).
 fn kd_within(args: &[&str], dir: &Path, seconds: u64) -> (Option<i32>, String) {
@@ -148,6 +141,33 @@ fn a_model_records_only_what_it_was_made_with() {
         "{}",
         meta["kd.run_config"]
     );
+    // settings.toml edited between the stop and the resume is noticed.
+    let settings = std::fs::read_to_string(d.join("run/settings.toml")).unwrap();
+    assert!(settings.contains("lr = 0.001"), "{settings}");
+    std::fs::write(
+        d.join("run/settings.toml"),
+        settings.replace("lr = 0.001", "lr = 0.01"),
+    )
+    .unwrap();
+    let err = fails(&["reproduce", "--resume", "run", "-q"], d, 1);
+    assert!(
+        err.contains("`lr` = 0.001") && err.contains("edited"),
+        "{err}"
+    );
+    std::fs::write(d.join("run/settings.toml"), settings).unwrap();
+    // Another seed's model of the same phase is refused by its seed.
+    let kd4 = std::fs::read(d.join("run/seed-4/kd.safetensors")).unwrap();
+    std::fs::copy(
+        d.join("run/seed-3/kd.safetensors"),
+        d.join("run/seed-4/kd.safetensors"),
+    )
+    .unwrap();
+    let err = fails(&["reproduce", "--resume", "run", "-q"], d, 1);
+    assert!(
+        err.contains("seed-4/kd.safetensors is not this run's finished phase"),
+        "{err}"
+    );
+    std::fs::write(d.join("run/seed-4/kd.safetensors"), kd4).unwrap();
     std::fs::copy(
         d.join("run/seed-3/teacher.safetensors"),
         d.join("run/seed-3/kd.safetensors"),
@@ -242,7 +262,11 @@ fn rkd_trains_when_the_last_batch_holds_one_image() {
 fn fifos_and_devices_are_refused_as_inputs_before_they_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    Command::new("mkfifo").arg(d.join("pipe")).status().unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(d.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
     // A config file is read as flags: a bad one is a usage error.
     let cases: [(&[&str], i32); 4] = [
         (&["inspect", "/dev/zero"], 1),
@@ -333,4 +357,48 @@ fn usage_errors_exit_2() {
         d,
         2,
     );
+}
+
+/// A fixture with labels that are not class indices, or no rows, is refused
+/// as the fixture's fault (the method is not failed); a class without test
+/// images shows n/a, not 0.00 %.
+#[test]
+fn bad_fixtures_are_the_fixtures_fault_and_empty_classes_are_not_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/methods/kd.safetensors"
+    );
+    let file = kd_core::weights::read(Path::new(src)).unwrap();
+    let meta: std::collections::HashMap<_, _> = file.metadata.clone().into_iter().collect();
+    let n = file.tensors["labels"].dim(0).unwrap();
+    let dtype = file.tensors["labels"].dtype();
+    for (labels, says) in [(vec![999i64; n], "999"), (vec![-1; n], "-1")] {
+        let mut tensors = file.tensors.clone();
+        let t = kd_core::candle::Tensor::new(labels, &kd_core::candle::Device::Cpu).unwrap();
+        tensors.insert("labels".into(), t.to_dtype(dtype).unwrap());
+        let tensors: Vec<_> = tensors.into_iter().collect();
+        kd_core::weights::save(&d.join("f.safetensors"), &tensors, meta.clone()).unwrap();
+        let err = fails(&["verify", "--fixture", "f.safetensors"], d, 1);
+        assert!(
+            err.contains("`labels` holds") && err.contains(says),
+            "{err}"
+        );
+    }
+
+    let (_, teacher) = teacher();
+    let args = [
+        "eval",
+        "--model",
+        teacher.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+        "--synthetic-shape",
+        "3,16,16",
+        "--test-subset",
+        "3",
+    ];
+    let shown = stdout(&ok(&args, d));
+    assert!(shown.contains("n/a (no test image)"), "{shown}");
 }

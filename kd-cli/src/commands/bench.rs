@@ -9,10 +9,10 @@ use crate::report::thousands;
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for path in &args.models {
-        let (model, _) = super::export::load(path, &args.model_args)?;
+        let (model, _, local) = super::export::load(path, &args.model_args)?;
         eprintln!("timing {} ({}) ...", path.display(), model.arch.name);
         let cost = cost(&model, args.batch, args.runs, args.onnx)?;
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
         rows.push((path.display().to_string(), bytes, cost));
     }
     if args.json {

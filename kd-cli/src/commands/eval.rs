@@ -49,6 +49,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     println!("\nPer class:");
     let width = e.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
     for (c, a) in e.classes.iter().zip(&e.per_class) {
+        let c = crate::report::printable(c);
         match a {
             Some(a) => println!("  {c:<width$}  {a:6.2}%"),
             None => println!("  {c:<width$}     n/a (no test image)"),
@@ -59,7 +60,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .classes
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("{i} {c}"))
+        .map(|(i, c)| format!("{i} {}", crate::report::printable(c)))
         .collect();
     let width = labels.iter().map(|l| l.len()).max().unwrap_or(1);
     print!("  {:<width$}", "");

@@ -3,7 +3,7 @@ use kd_core::weights;
 use serde_json::json;
 
 use crate::cli::InspectArgs;
-use crate::report::thousands;
+use crate::report::{printable, thousands};
 
 pub fn run(args: &InspectArgs) -> Result<()> {
     let file = weights::read(&crate::hub::resolve(&args.file.to_string_lossy())?)?;
@@ -58,16 +58,4 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `text` with control characters (but line breaks) shown as escapes: a
-/// file's metadata must not drive the terminal (colours, cursor, title).
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' => c.to_string(),
-            c if c.is_control() => c.escape_unicode().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }

@@ -139,7 +139,7 @@ fn predict_images(
             println!(
                 "  {:>6.2}%  {}",
                 p * 100.0,
-                classes.get(k).map(String::as_str).unwrap_or("?")
+                crate::report::printable(classes.get(k).map(String::as_str).unwrap_or("?"))
             );
         }
     }

@@ -65,11 +65,16 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     method.resolve_params(&hyper.params)?;
+    // The flags given now (a checkpoint's settings hold the resolved weights).
+    let weights_given = flags.hyper.ce_weight.is_some() || flags.hyper.distill_weight.is_some();
+    if !method.needs_teacher() && weights_given {
+        crate::usage!("--ce-weight and --distill-weight weigh cross-entropy against a distillation loss, and method `{}` has none: leave them out (a model must not record a setting that had no effect)", method.name);
+    }
     if !method.needs_teacher() && cfg.teacher.is_some() {
         crate::usage!("--teacher is given, but method `{}` does not distil: pass --method NAME (`kd list` shows them; `kd` is Hinton's), or leave out --teacher to train with cross-entropy alone", method.name);
     }
     if method.needs_teacher() && cfg.teacher.is_none() {
-        bail!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
+        crate::usage!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
     }
     let run_dir = args
         .checkpoints

@@ -197,7 +197,8 @@ impl Conv2d {
         }
         let mut y = reference_conv2d(x, &self.weight, &self.bias, padding, stride)?;
         if relu {
-            y = self::relu(&y)?;
+            // The convolution records itself with its ReLU: not twice.
+            y = relu_values(&y)?;
         }
         match max_pool {
             Some(k) => reference_max_pool2d(&y, k),
@@ -215,10 +216,14 @@ fn on_cpu_f32(x: &Tensor) -> bool {
 /// `relu` uses `f32::max`, which turns NaN into 0 and so hides a broken
 /// input or weight). The gradient is zero where `x <= 0`, as PyTorch's.
 pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
-    // `le` is false for NaN, so NaN takes the `x` branch.
-    let y = x.le(0.0)?.where_cond(&x.zeros_like()?, x)?;
+    let y = relu_values(x)?;
     trace::record(|| trace::Op::Relu, &[x], &y);
     Ok(y)
+}
+
+fn relu_values(x: &Tensor) -> candle_core::Result<Tensor> {
+    // `le` is false for NaN, so NaN takes the `x` branch.
+    x.le(0.0)?.where_cond(&x.zeros_like()?, x)
 }
 
 /// `a + b` of one shape (a residual connection).

@@ -86,6 +86,13 @@ pub fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// `kd train` of the light student for one quiet epoch, plus `extra`.
+pub fn train<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = train_args(&["--epochs", "1", "--quiet"]);
+    v.extend(extra);
+    v
+}
+
 /// One teacher, trained once and shared by the tests of this binary.
 pub fn teacher() -> &'static (tempfile::TempDir, PathBuf) {
     static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
