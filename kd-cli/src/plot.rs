@@ -23,11 +23,11 @@ fn register_font() {
 /// One run's epochs: (training loss, test accuracy where the epoch was tested).
 pub type Curve = Vec<(f64, Option<f64>)>;
 
+/// A band over the seeds, per epoch: (epoch, mean, min, max).
+type Band = Vec<(f64, f64, f64, f64)>;
+
 /// Per epoch (1-based): mean, min and max over the seeds that have a value.
-fn band(
-    seeds: &[Curve],
-    value: impl Fn(&(f64, Option<f64>)) -> Option<f64>,
-) -> Vec<(f64, f64, f64, f64)> {
+fn band(seeds: &[Curve], value: impl Fn(&(f64, Option<f64>)) -> Option<f64>) -> Band {
     let epochs = seeds.iter().map(Vec::len).max().unwrap_or(0);
     (0..epochs)
         .filter_map(|e| {
@@ -46,7 +46,7 @@ fn band(
 }
 
 /// The ratio of the largest to the smallest positive value in `series` (1 when none).
-fn spread(series: &[(&String, Vec<(f64, f64, f64, f64)>)]) -> f64 {
+fn spread(series: &[(&String, Band)]) -> f64 {
     let values = series
         .iter()
         .flat_map(|(_, b)| b.iter())

@@ -245,7 +245,8 @@ pub fn probe_images(batch: usize, shape: [usize; 3]) -> Result<Tensor> {
 /// (NaN fails too); returns the error.
 pub fn check_within(model: &Model, onnx: &[u8], options: &Options) -> Result<f32> {
     let error = check(model, onnx, options)?;
-    if !(error <= options.tolerance()) {
+    // A NaN error is never within the tolerance.
+    if error.is_nan() || error > options.tolerance() {
         bail!(
             "the exported graph's logits differ from kd's by {error:.2e} (relative; at most {:.0e} expected). This is a bug in kd's export: please report it with the model",
             options.tolerance()
