@@ -112,68 +112,82 @@ pub fn curves(path: &Path, phases: &[(String, Vec<Curve>)]) -> Result<()> {
             SeriesLabelPosition::LowerRight,
         ),
     ] {
-        let points = series.iter().flat_map(|(_, b)| b.iter());
-        let max_epoch = points.clone().map(|p| p.0).fold(2.0, f64::max);
-        // The axis spans the data (with a margin), so close curves stay apart.
-        let lo = points.clone().map(|p| p.2).fold(f64::INFINITY, f64::min);
-        let hi = points.map(|p| p.3).fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if lo.is_finite() {
-            (lo, hi.max(lo + 1e-3))
-        } else {
-            (0.0, 1.0)
-        };
-        let pad = (hi - lo) * 0.08;
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(1f64..max_epoch, (lo - pad)..(hi + pad))
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .x_labels(max_epoch as usize)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| match logged {
-                true => format!("{:.3}", 10f64.powf(*y)),
-                false => format!("{y:.2}"),
-            })
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (i, (name, points)) in series.iter().enumerate() {
-            // Twelve and more phases (the methods recipe) need more than the basic colours.
-            let color = Palette99::pick(i).to_rgba();
-            if points.iter().any(|p| p.3 > p.2) {
-                let mut outline: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
-                outline.extend(points.iter().rev().map(|p| (p.0, p.2)));
-                chart
-                    .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.15))))
-                    .map_err(|e| err(&e))?;
-            }
-            let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
-            chart
-                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| err(&e))?;
+        panel(area, title, series, logged, corner).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// One panel: each phase's mean line with its min–max band, the legend in
+/// `corner`; `logged` values are log10 and labelled as the values they stand for.
+fn panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    series: &[(&String, Band)],
+    logged: bool,
+    corner: SeriesLabelPosition,
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow!("{e}");
+    let points = series.iter().flat_map(|(_, b)| b.iter());
+    let max_epoch = points.clone().map(|p| p.0).fold(2.0, f64::max);
+    // The axis spans the data (with a margin), so close curves stay apart.
+    let lo = points.clone().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    let hi = points.map(|p| p.3).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() {
+        (lo, hi.max(lo + 1e-3))
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = (hi - lo) * 0.08;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(1f64..max_epoch, (lo - pad)..(hi + pad))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(max_epoch as usize)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| match logged {
+            true => format!("{:.3}", 10f64.powf(*y)),
+            false => format!("{y:.2}"),
+        })
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        // Twelve and more phases (the methods recipe) need more than the basic colours.
+        let color = Palette99::pick(i).to_rgba();
+        if points.iter().any(|p| p.3 > p.2) {
+            let mut outline: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
+            outline.extend(points.iter().rev().map(|p| (p.0, p.2)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.15))))
+                .map_err(|e| err(&e))?;
+        }
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
     Ok(())
 }
 
