@@ -354,6 +354,20 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// A phase finished before the interruption: its model, test accuracy and
+/// seconds, once its record says it is this phase's model of this run.
+fn keep_finished(
+    plan: &Plan,
+    path: &Path,
+    expected: (&str, &str, u64, usize),
+    device: &kd_core::candle::Device,
+) -> Result<(Model, f64, f64)> {
+    let (model, info) = kd_core::weights::load_model(path, None, device)?;
+    same_settings(info.run_config.as_deref().unwrap_or_default(), path, plan)?;
+    let accuracy = kept_accuracy(path, &info, expected)?;
+    Ok((model, accuracy, info.seconds.unwrap_or(0.0)))
+}
+
 /// Refuses to continue from a file made with other settings than the run's
 /// settings.toml now holds (edited after the run stopped), naming the first
 /// setting that changes the result; `--force` continues anyway.
@@ -484,19 +498,16 @@ fn phase(
         false => plan.pair.student,
     };
     if plan.resuming && path.exists() {
-        // Finished before the interruption: keep it, and its curve, once
-        // its record says it is this phase's model of this run.
-        let (model, info) = kd_core::weights::load_model(&path, None, device)?;
-        same_settings(info.run_config.as_deref().unwrap_or_default(), &path, plan)?;
         let epochs = plan.base.epochs * run.epoch_scale.max(1);
-        let accuracy = kept_accuracy(&path, &info, (arch, run.method, seed, epochs))?;
+        let (model, accuracy, seconds) =
+            keep_finished(plan, &path, (arch, run.method, seed, epochs), device)?;
         if !quiet {
             eprintln!(
                 "{label}: finished before, test accuracy {accuracy:.2}% (kept {})",
                 path.display()
             );
         }
-        return Ok((record(accuracy, info.seconds.unwrap_or(0.0)), model));
+        return Ok((record(accuracy, seconds), model));
     }
     let params = run_params(&plan.hyper, plan.pair, run, method);
     let config = run_config(&plan.cfg, &plan.base, run, seed);
