@@ -55,7 +55,7 @@ pub enum Command {
         after_help = "The graph takes N x C x H x W float32 images named `input` (normalised as the model \
 was trained, or scaled to [0, 1] with --normalize-inside) and gives `logits`; the model's \
 metadata (architecture, classes, normalisation) travels as ONNX metadata properties.\n\n\
-Examples:\n  kd export student.safetensors --onnx student.onnx --check\n  \
+Examples:\n  kd export student.safetensors --onnx student.onnx\n  \
 kd export student.safetensors --onnx student.onnx --normalize-inside\n  \
 kd export ckpt_epoch_240.pth --arch resnet32x4 --input-shape 3,32,32 --num-classes 100 --onnx teacher.onnx"
     )]
