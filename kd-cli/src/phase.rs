@@ -73,6 +73,7 @@ pub fn run(
     .with_context(|| format!("cannot start run `{name}`"))?
     .with_stop_flag(&crate::STOP);
     let run_config = spec.checkpoints.run_config.clone();
+    let checkpoints = spec.checkpoints.dir.clone();
     let info = model_info(&model, method.name, trainer.params(), data, &run_config);
     trainer = trainer.with_checkpoints(CheckpointPolicy {
         best_model: Some(info.clone()),
@@ -103,7 +104,13 @@ pub fn run(
         seconds: Some(seconds),
         ..info
     };
-    weights::save_model(spec.out, &model.tensors(), &adapters, &info)?;
+    weights::save_model(spec.out, &model.tensors(), &adapters, &info).with_context(|| {
+        format!(
+            "training finished (test accuracy {:.2}%), but the model could not be written. The last checkpoint in {} holds the trained weights: make room and resume the run (--resume) to test and write it without training again",
+            evaluation.accuracy,
+            checkpoints.display()
+        )
+    })?;
     Ok(Phase {
         model,
         has_adapters: !adapters.is_empty(),
