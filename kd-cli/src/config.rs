@@ -184,6 +184,10 @@ pub struct RunConfig {
     /// The teacher's architecture, for a teacher file without kd metadata.
     #[arg(long, value_name = "NAME")]
     pub teacher_arch: Option<String>,
+    /// The entry of a torch.save teacher checkpoint that holds its state_dict
+    /// (default: "model", "state_dict" or the top level, the first with tensors).
+    #[arg(long, value_name = "NAME")]
+    pub teacher_key: Option<String>,
     /// Where the weights go (the command's --out).
     #[arg(skip)]
     pub out: Option<PathBuf>,
@@ -256,6 +260,7 @@ pub const SETTINGS: &[(&str, bool)] = &[
     ("method", true),
     ("teacher", true),
     ("teacher_arch", true),
+    ("teacher_key", true),
     ("dataset", true),
     ("data_dir", true),
     ("train_subset", true),

@@ -141,10 +141,11 @@ fn model_info(
     }
 }
 
-/// Loads a teacher from a file (kd's metadata, or `--teacher-arch` for a plain state_dict).
+/// Loads a teacher from a file (kd's metadata, or `--teacher-arch` for a
+/// plain state_dict; `--teacher-key` picks a torch.save checkpoint's entry).
 pub fn load_teacher(
     spec: &str,
-    teacher_arch: Option<&str>,
+    (teacher_arch, teacher_key): (Option<&str>, Option<&str>),
     data: &Splits,
     device: &Device,
 ) -> Result<Model> {
@@ -155,7 +156,7 @@ pub fn load_teacher(
         num_classes: None,
         device: Default::default(),
     };
-    let file = kd_core::weights::read(&path)
+    let file = kd_core::weights::read_under(&path, teacher_key)
         .and_then(|f| f.check_finite().map(|()| f))
         .with_context(|| format!("cannot load teacher {}", path.display()))?;
     let (model, _) = crate::commands::load_model(
@@ -182,6 +183,12 @@ pub fn load_teacher(
 /// must be the run's own, unless `force`.
 pub fn check_resume(then: &RunConfig, now: &RunConfig, force: bool) -> Result<()> {
     let changed = changed_settings(then, now);
+    // A checkpoint holds one architecture's weights: no flag makes them another's.
+    if let Some(arch) = changed.iter().find(|c| c.starts_with("arch ")) {
+        bail!(
+            "resuming with another architecture: {arch}. A checkpoint holds the weights of the architecture it was trained as; start a new run (another --run-dir) for the new one"
+        );
+    }
     if !changed.is_empty() && !force {
         bail!(
             "resuming with settings that would change the result: {}. Drop those flags to continue the run as it was, or add --force.",

@@ -142,6 +142,21 @@ pub struct Checkpoint {
     pub teacher_hash: Option<String>,
 }
 
+impl Checkpoint {
+    /// Refuses a run of `epochs` epochs from this checkpoint when it has
+    /// trained more: the model would record fewer epochs than made it.
+    pub fn check_epochs(&self, epochs: usize) -> Result<()> {
+        let done = self.state.epochs_done;
+        if done > epochs {
+            return Err(Error::Config(format!(
+                "{} has trained {done} epochs, more than the {epochs} asked for: a resumed run cannot train fewer epochs than it has. Pass --epochs {done} (or more), or start a new run",
+                self.file.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn name(state: &RunState) -> String {
     format!(
         "{PREFIX}e{:04}-b{:06}.safetensors",

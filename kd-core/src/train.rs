@@ -567,6 +567,7 @@ impl<'a> Trainer<'a> {
     /// Continues from a checkpoint written by a run with the same settings.
     pub fn restore(&mut self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<()> {
         let file = &checkpoint.file;
+        checkpoint.check_epochs(self.config.epochs)?;
         for (prefix, varmap) in [
             ("student.", self.student.varmap()),
             ("adapter.", &self.adapters),

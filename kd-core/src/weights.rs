@@ -159,10 +159,22 @@ pub struct WeightsFile {
 /// `torch.save` format (see [`read_pth`]). A truncated or corrupt file, or one
 /// with dtypes kd cannot read, is an error naming the file and the problem.
 pub fn read(path: &Path) -> Result<WeightsFile> {
+    read_under(path, None)
+}
+
+/// [`read`], taking a `torch.save` file's state_dict from the entry `key`
+/// when one is given (a checkpoint that keeps it under another name).
+pub fn read_under(path: &Path, key: Option<&str>) -> Result<WeightsFile> {
     regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
     if bytes.starts_with(b"PK\x03\x04") {
-        return read_pth(path);
+        return read_pth(path, key);
+    }
+    if let Some(key) = key {
+        return Err(Error::bad_file(
+            path,
+            format!("a safetensors file holds one state_dict, with no entries to choose from: leave out the key `{key}` (it is for torch.save checkpoints)"),
+        ));
     }
     parse(path, &bytes)
 }
@@ -209,13 +221,18 @@ pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// Reads the state_dict of a `torch.save` file (the zip format, PyTorch's
-/// default since 1.6): a bare one, or one under `"model"` (mdistiller's
-/// checkpoints) or `"state_dict"`, the first that holds tensors. Candle's
+/// default since 1.6): the one under `key` when given, else a bare one or one
+/// under `"model"` (mdistiller's checkpoints) or `"state_dict"`, the first
+/// that holds tensors. Candle's
 /// pickle reader interprets the pickle without running any of it; entries
 /// that are not tensors (an epoch, an optimizer's settings) are left out.
-pub fn read_pth(path: &Path) -> Result<WeightsFile> {
+pub fn read_pth(path: &Path, key: Option<&str>) -> Result<WeightsFile> {
     let mut tensors = BTreeMap::new();
-    for key in [Some("model"), Some("state_dict"), None] {
+    let keys = match key {
+        Some(k) => vec![Some(k)],
+        None => vec![Some("model"), Some("state_dict"), None],
+    };
+    for key in keys {
         let Ok(pth) = candle_core::pickle::PthTensors::new(path, key) else {
             continue;
         };
@@ -236,6 +253,12 @@ pub fn read_pth(path: &Path) -> Result<WeightsFile> {
         if !tensors.is_empty() {
             break;
         }
+    }
+    if let (true, Some(key)) = (tensors.is_empty(), key) {
+        return Err(Error::bad_file(
+            path,
+            format!("holds no tensors under the entry `{key}`: name the entry of the saved dict that holds the state_dict (mdistiller's checkpoints keep it under \"model\"), or leave the key out to look under \"model\", \"state_dict\" and the top level"),
+        ));
     }
     if tensors.is_empty() {
         return Err(Error::bad_file(

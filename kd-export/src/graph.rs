@@ -73,6 +73,13 @@ impl Graph {
         Ok(name)
     }
 
+    /// An int64 initialiser of its own (a shape or an index), named `what.N`.
+    fn ints(&mut self, values: &[i64], what: &str) -> String {
+        let name = format!("{what}.{}", self.initializers.len());
+        self.initializers.push(proto::int64s(&name, values));
+        name
+    }
+
     /// Appends a node and returns its output's name.
     pub fn node(
         &mut self,
@@ -118,6 +125,15 @@ impl Graph {
                 Op::Add => {
                     let other = self.value(node.inputs[1], arch)?;
                     (node.output, self.node("Add", vec![input, other], vec![]))
+                }
+                Op::Concat => {
+                    let inputs = node
+                        .inputs
+                        .iter()
+                        .map(|id| self.value(*id, arch))
+                        .collect::<Result<Vec<_>>>()?;
+                    let attrs = vec![proto::int("axis", 1)];
+                    (node.output, self.node("Concat", inputs, attrs))
                 }
                 op => (node.output, self.op(op, input)?),
             };
@@ -181,6 +197,7 @@ impl Graph {
                 padding,
                 relu,
                 max_pool,
+                groups,
             } => {
                 let k = weight.dim(3)?;
                 let mut inputs = vec![input, self.constant(weight, "conv.weight")?];
@@ -191,6 +208,7 @@ impl Graph {
                     proto::ints("kernel_shape", &[k, k]),
                     proto::ints("pads", &[*padding; 4]),
                     proto::ints("strides", &[*stride, *stride]),
+                    proto::int("group", *groups as i64),
                 ];
                 let mut y = self.node("Conv", inputs, attrs);
                 if *relu {
@@ -238,7 +256,37 @@ impl Graph {
                 self.op(&Op::Flatten, pooled)?
             }
             Op::Flatten => self.node("Flatten", vec![input], vec![proto::int("axis", 1)]),
-            Op::Add => bail!("Add takes two inputs"),
+            Op::Narrow { start, len } => {
+                let (from, to) = (*start as i64, (start + len) as i64);
+                let inputs = vec![
+                    input,
+                    self.ints(&[from], "slice.starts"),
+                    self.ints(&[to], "slice.ends"),
+                    self.ints(&[1], "slice.axes"),
+                ];
+                self.node("Slice", inputs, vec![])
+            }
+            Op::ChannelShuffle { groups, shape } => {
+                let [c, h, w] = shape.map(|d| d as i64);
+                let g = *groups as i64;
+                // 0 keeps the batch dimension as it comes.
+                let split = self.ints(&[0, g, c / g, h, w], "shuffle.split");
+                let x = self.node("Reshape", vec![input, split], vec![]);
+                let perm = vec![proto::ints("perm", &[0, 2, 1, 3, 4])];
+                let x = self.node("Transpose", vec![x], perm);
+                let merge = self.ints(&[0, c, h, w], "shuffle.merge");
+                self.node("Reshape", vec![x, merge], vec![])
+            }
+            Op::AvgPool { k, stride, padding } => {
+                let attrs = vec![
+                    proto::ints("kernel_shape", &[*k, *k]),
+                    proto::ints("strides", &[*stride, *stride]),
+                    proto::ints("pads", &[*padding; 4]),
+                    proto::int("count_include_pad", 1),
+                ];
+                self.node("AveragePool", vec![input], attrs)
+            }
+            Op::Add | Op::Concat => bail!("{op:?} takes more than one input"),
         })
     }
 }
@@ -279,6 +327,7 @@ fn fold(conv: &Op, bn: &Op) -> Result<Op> {
             bias,
             stride,
             padding,
+            groups,
             ..
         },
         Op::BatchNorm {
@@ -307,5 +356,6 @@ fn fold(conv: &Op, bn: &Op) -> Result<Op> {
         padding: *padding,
         relu: false,
         max_pool: None,
+        groups: *groups,
     })
 }

@@ -20,6 +20,17 @@ pub fn tensor(name: &str, t: &Tensor) -> Result<TensorProto> {
     })
 }
 
+/// An int64 initialiser (the shapes and indices Reshape and Slice read).
+pub fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.to_string(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..TensorProto::default()
+    }
+}
+
 pub fn ints(name: &str, values: &[usize]) -> AttributeProto {
     AttributeProto {
         name: name.to_string(),

@@ -293,6 +293,140 @@ fn fifos_and_devices_are_refused_as_inputs_before_they_are_read() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("a FIFO"), "{err}");
+    // A data folder whose file is a FIFO is refused, not read until it blocks.
+    std::fs::create_dir(d.join("cifar")).unwrap();
+    for f in [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+    ] {
+        std::fs::write(d.join(format!("cifar/{f}.bin")), vec![0u8; 3073]).unwrap();
+    }
+    assert!(Command::new("mkfifo")
+        .arg(d.join("cifar/test_batch.bin"))
+        .status()
+        .unwrap()
+        .success());
+    let data = [
+        "train",
+        "--arch",
+        "light_nn",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        "cifar",
+        "--out",
+        "s.safetensors",
+        "--quiet",
+    ];
+    let (code, err) = kd_within(&data, d, 30);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("test_batch.bin"), "{err}");
+}
+
+/// A resumed run records what made it: it cannot train fewer epochs than its
+/// checkpoint holds, nor become another architecture, even with --force; and
+/// a final model that cannot be written says the run finished and how to
+/// write it without training again.
+#[test]
+fn a_resumed_run_is_the_run_it_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &train_args(&[
+            "--epochs",
+            "2",
+            "--quiet",
+            "--run-dir",
+            "r.run",
+            "--out",
+            "s.safetensors",
+        ]),
+        d,
+    );
+    for extra in [&["--epochs", "1"][..], &["--epochs", "1", "--force"]] {
+        let mut a = vec![
+            "train",
+            "--resume",
+            "r.run",
+            "--out",
+            "s.safetensors",
+            "--overwrite",
+            "-q",
+        ];
+        a.extend(extra);
+        let err = fails(&a, d, 1);
+        assert!(
+            err.contains("trained 2 epochs") && err.contains("--epochs 2"),
+            "{err}"
+        );
+    }
+    let err = fails(
+        &[
+            "train",
+            "--resume",
+            "r.run",
+            "--arch",
+            "deep_nn",
+            "--force",
+            "--out",
+            "s.safetensors",
+            "--overwrite",
+            "-q",
+        ],
+        d,
+        1,
+    );
+    assert!(
+        err.contains("another architecture") && err.contains("deep_nn"),
+        "{err}"
+    );
+
+    // The output's folder vanishes while the run trains: the run finishes,
+    // the write fails, and resuming writes the model from the last checkpoint.
+    std::fs::create_dir(d.join("out")).unwrap();
+    let args = train_args(&[
+        "--epochs",
+        "15",
+        "--quiet",
+        "--run-dir",
+        "w.run",
+        "--out",
+        "out/s.safetensors",
+    ]);
+    let child = Command::new(kd_bin())
+        .args(&args)
+        .current_dir(d)
+        .env("KD_CACHE", d.join("kd-cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !std::fs::read_dir(d.join("w.run"))
+        .map(|e| {
+            e.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir(d.join("out")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training finished") && err.contains("resume the run (--resume)"),
+        "{err}"
+    );
+    std::fs::create_dir(d.join("out")).unwrap();
+    ok(&["train", "--resume", "w.run", "-q"], d);
+    assert!(d.join("out/s.safetensors").is_file());
 }
 
 #[test]

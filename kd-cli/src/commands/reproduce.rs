@@ -519,6 +519,7 @@ fn phase(
     };
     if let Some(c) = &resume {
         same_settings(&c.run_config, &run_dir, plan)?;
+        c.check_epochs(config.epochs)?;
     }
     let policy = CheckpointPolicy {
         dir: run_dir,

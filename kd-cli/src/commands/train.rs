@@ -62,6 +62,9 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     let hyper = cfg.hyper.clone().resolved();
     let config = hyper.train_config();
     config.validate_for(method)?;
+    if let Some(c) = &resume {
+        c.check_epochs(config.epochs)?;
+    }
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     method.resolve_params(&hyper.params)?;
@@ -195,7 +198,12 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     let data = crate::datasets::load(&cfg.data)?;
     let teacher = match (&cfg.teacher, method.needs_teacher()) {
         (Some(spec), true) => {
-            let t = load_teacher(spec, cfg.teacher_arch.as_deref(), &data, &device)?;
+            let t = load_teacher(
+                spec,
+                (cfg.teacher_arch.as_deref(), cfg.teacher_key.as_deref()),
+                &data,
+                &device,
+            )?;
             t.arch.check_taps(method, &t.config)?;
             Some(t)
         }

@@ -260,5 +260,7 @@ pub fn channel_stats(images: &[u8], shape: [usize; 3]) -> Normalization {
 
 /// Reads a whole file, naming it in the error.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    // A FIFO would block and a device never end: a data file is a file.
+    crate::weights::regular_file(path)?;
     std::fs::read(path).map_err(|e| Error::io("read", path, e))
 }

@@ -23,6 +23,7 @@ pub fn read_parquet_images(
     mut on_row: impl FnMut(usize, usize),
 ) -> Result<Decoded> {
     let bad = |m: String| Error::bad_file(path, m);
+    crate::weights::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
         bad(format!(

@@ -32,6 +32,9 @@ pub struct Conv2dConfig {
     /// as the distillation zoo's classes initialise their convolutions, instead
     /// of `nn.Conv2d`'s default.
     pub kaiming_fan_out: bool,
+    /// `groups=`: input and output channels split into this many groups, each
+    /// convolved apart (`groups == in_channels` is a depthwise convolution).
+    pub groups: usize,
 }
 
 impl Conv2dConfig {
@@ -44,6 +47,7 @@ impl Conv2dConfig {
         max_pool: None,
         bias: true,
         kaiming_fan_out: false,
+        groups: 1,
     };
 
     /// `nn.Conv2d(in, out, kernel_size, stride, padding)`, with a bias.
@@ -77,6 +81,11 @@ impl Conv2dConfig {
         Self { relu: true, ..self }
     }
 
+    /// The same split into `groups` (see the field).
+    pub const fn with_groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
     /// The same followed by `nn.MaxPool2d(k)`, as [`max_pool2d`] computes it.
     pub const fn with_max_pool(self, k: usize) -> Self {
         Self {
@@ -103,15 +112,22 @@ impl Conv2d {
         config: Conv2dConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let k = config.kernel;
+        let (k, groups) = (config.kernel, config.groups.max(1));
+        if !in_channels.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
+            return Err(crate::Error::config(format!(
+                "{}: a convolution of {in_channels} to {out_channels} channels cannot be split into {groups} groups",
+                vb.prefix()
+            )));
+        }
+        let per_group = in_channels / groups;
         let (weight_init, bias_init) = match config.kaiming_fan_out {
             true => (seeded::KAIMING_FAN_OUT, candle_nn::Init::Const(0.0)),
             false => {
-                let init = seeded::torch_default(in_channels * k * k);
+                let init = seeded::torch_default(per_group * k * k);
                 (init, init)
             }
         };
-        let weight = vb.get_with_hints((out_channels, in_channels, k, k), "weight", weight_init)?;
+        let weight = vb.get_with_hints((out_channels, per_group, k, k), "weight", weight_init)?;
         // A bias-free convolution adds zeros: one kernel serves both.
         let bias = match config.bias {
             true => vb.get_with_hints(out_channels, "bias", bias_init)?,
@@ -148,7 +164,7 @@ impl Conv2d {
         let Some(total) = MACS.with(|m| m.get()) else {
             return;
         };
-        let (Ok((n, c, h, w)), Ok((co, _, k, _))) = (x.dims4(), self.weight.dims4()) else {
+        let (Ok((n, _, h, w)), Ok((co, c, k, _))) = (x.dims4(), self.weight.dims4()) else {
             return;
         };
         let Conv2dConfig {
@@ -172,6 +188,7 @@ impl Module for Conv2d {
             padding: c.padding,
             relu: c.relu,
             max_pool: c.max_pool,
+            groups: c.groups.max(1),
         };
         trace::record(op, &[x], &y);
         Ok(y)
@@ -185,8 +202,21 @@ impl Conv2d {
             stride,
             relu,
             max_pool,
+            groups,
             ..
         } = self.config;
+        if groups > 1 {
+            // Candle's grouped convolution: one per group, put together.
+            let y = x.conv2d(&self.weight, padding, stride, 1, groups)?;
+            let mut y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+            if relu {
+                y = relu_values(&y)?;
+            }
+            return match max_pool {
+                Some(k) => reference_max_pool2d(&y, k),
+                None => Ok(y),
+            };
+        }
         if on_cpu_f32(x) {
             let op = Conv2dOp::new(padding, stride, relu);
             let op = match max_pool {
@@ -245,6 +275,47 @@ pub fn flatten(x: &Tensor) -> Result<Tensor> {
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let y = x.mean((2, 3))?;
     trace::record(|| trace::Op::GlobalAvgPool, &[x], &y);
+    Ok(y)
+}
+
+/// `torch.cat(xs, 1)`: feature maps side by side along the channels.
+pub fn cat_channels(xs: &[&Tensor]) -> Result<Tensor> {
+    let y = Tensor::cat(xs, 1)?;
+    trace::record(|| trace::Op::Concat, xs, &y);
+    Ok(y)
+}
+
+/// `x[:, start:start + len]`: a run of channels.
+pub fn narrow_channels(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let y = x.narrow(1, start, len)?;
+    trace::record(|| trace::Op::Narrow { start, len }, &[x], &y);
+    Ok(y)
+}
+
+/// ShuffleNet's channel shuffle: the channels, read as `groups` x (C / groups),
+/// are written out as (C / groups) x `groups`.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let y = x
+        .reshape((n, groups, c / groups, h, w))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((n, c, h, w))?;
+    let shape = [c, h, w];
+    trace::record(|| trace::Op::ChannelShuffle { groups, shape }, &[x], &y);
+    Ok(y)
+}
+
+/// `nn.AvgPool2d(k, stride, padding)` with PyTorch's default
+/// `count_include_pad=True`: the padding's zeros count in every mean. A
+/// depthwise convolution with weights 1/k² computes it, because Candle's own
+/// average pool has no gradient when the stride is not the kernel.
+pub fn avg_pool2d(x: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let weight =
+        Tensor::full(1.0 / (k * k) as f32, (c, 1, k, k), x.device())?.to_dtype(x.dtype())?;
+    let y = x.conv2d(&weight, padding, stride, 1, c)?;
+    trace::record(|| trace::Op::AvgPool { k, stride, padding }, &[x], &y);
     Ok(y)
 }
 

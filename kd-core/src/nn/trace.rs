@@ -21,6 +21,8 @@ pub enum Op {
         padding: usize,
         relu: bool,
         max_pool: Option<usize>,
+        /// ONNX's `group`: 1, or the groups of a grouped convolution.
+        groups: usize,
     },
     /// BatchNorm in evaluation mode: `(x - mean) / sqrt(var + eps) * weight + bias`
     /// per channel (dimension 1).
@@ -47,6 +49,24 @@ pub enum Op {
     Flatten,
     /// Element-wise sum of two tensors of one shape.
     Add,
+    /// The inputs side by side along the channels.
+    Concat,
+    /// Channels `start..start + len`.
+    Narrow {
+        start: usize,
+        len: usize,
+    },
+    /// ShuffleNet's channel shuffle over `groups` of a sample of `shape` (C, H, W).
+    ChannelShuffle {
+        groups: usize,
+        shape: [usize; 3],
+    },
+    /// `AvgPool2d(k, stride, padding)`, the padding counted in each mean.
+    AvgPool {
+        k: usize,
+        stride: usize,
+        padding: usize,
+    },
 }
 
 /// One recorded layer: its op, the tensors it read and the one it made.

@@ -1,13 +1,18 @@
+pub mod mobilenet;
 pub mod resnet;
+pub mod resnetv2;
+pub mod shufflenet;
 pub mod tutorial;
 pub mod vgg;
 pub mod wrn;
 
 use std::collections::BTreeMap;
 
-use kd_core::candle::Tensor;
+use kd_core::candle::{Module, Tensor};
+use kd_core::candle_nn::VarBuilder;
+use kd_core::nn::{BatchNorm2d, Conv2d, Conv2dConfig};
 use kd_core::registry::TapShapes;
-use kd_core::Outputs;
+use kd_core::{Mode, Outputs, Result};
 
 const FEAT: [&str; 5] = ["feat0", "feat1", "feat2", "feat3", "feat4"];
 const PREACT: [&str; 5] = ["preact0", "preact1", "preact2", "preact3", "preact4"];
@@ -70,4 +75,35 @@ fn zoo_taps(feats: &[[usize; 3]], preacts: bool, pooled: usize) -> TapShapes {
 /// The side of a feature map after a 3x3 convolution with padding 1 and this stride.
 fn strided(side: usize, stride: usize) -> usize {
     (side - 1) / stride + 1
+}
+
+/// A bias-free convolution and the BatchNorm after it, initialised as the
+/// zoo's classes do (kaiming normal, fan out).
+pub(crate) struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    pub(crate) fn new(
+        cin: usize,
+        cout: usize,
+        config: Conv2dConfig,
+        conv: VarBuilder,
+        bn: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(
+                cin,
+                cout,
+                config.without_bias().with_kaiming_fan_out(),
+                conv,
+            )?,
+            bn: BatchNorm2d::new(cout, bn)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.bn.forward(&self.conv.forward(x)?, mode)
+    }
 }

@@ -6,41 +6,11 @@
 //! (each stage's last sum before its ReLU), `pooled`.
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::VarBuilder;
-use kd_core::nn::{add, global_avg_pool, linear, relu, BatchNorm2d, Conv2d, Conv2dConfig, Linear};
+use kd_core::nn::{add, global_avg_pool, linear, relu, Conv2dConfig, Linear};
 use kd_core::registry::{ArchPlugin, TapShapes};
 use kd_core::{ArchConfig, Error, Mode, Network, Outputs, Result};
 
-use super::{strided, zoo_taps, ZooOutputs};
-
-/// A bias-free 3x3 convolution and the BatchNorm after it.
-struct ConvBn {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
-impl ConvBn {
-    fn new(
-        cin: usize,
-        cout: usize,
-        config: Conv2dConfig,
-        conv: VarBuilder,
-        bn: VarBuilder,
-    ) -> Result<Self> {
-        Ok(Self {
-            conv: Conv2d::new(
-                cin,
-                cout,
-                config.without_bias().with_kaiming_fan_out(),
-                conv,
-            )?,
-            bn: BatchNorm2d::new(cout, bn)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(x)?, mode)
-    }
-}
+use super::{strided, zoo_taps, ConvBn, ZooOutputs};
 
 struct BasicBlock {
     first: ConvBn,
