@@ -355,6 +355,12 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub shared_teacher: bool,
 
+    /// The student phases' learning rate. Default: the pair's own where the recipe's
+    /// sources give one (cifar100: 0.01 for MobileNetV2 and ShuffleNet students),
+    /// unless --lr is given; else --lr.
+    #[arg(long, value_name = "LR")]
+    pub student_lr: Option<f64>,
+
     /// Start over in an --out folder that holds files: kd's files of an earlier run
     /// there (models, checkpoints, metrics, report) are replaced. Without it kd
     /// refuses a folder that is not empty.

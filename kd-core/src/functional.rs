@@ -34,6 +34,34 @@ pub fn same_spatial_size<'a>(
     Ok((s, t))
 }
 
+/// Feature maps brought to one H x W, for methods that compare them position
+/// by position: where one side is a whole multiple of the other, the larger
+/// map is average-pooled by that factor (RepDistiller's attention loss pools
+/// the larger map to the smaller's size the same way). Other sizes are
+/// refused, naming both shapes.
+pub fn common_spatial_size(student: &Tensor, teacher: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (s, t) = (student.dims(), teacher.dims());
+    let refuse = || {
+        Error::config(format!(
+            "the student's features {s:?} and the teacher's {t:?} must be N x C x H x W, with one H x W a whole multiple of the other"
+        ))
+    };
+    if s.len() != 4 || t.len() != 4 {
+        return Err(refuse());
+    }
+    // The factor by which `a` is larger than `b`, if it is a whole one on both sides.
+    let factor = |a: &[usize], b: &[usize]| {
+        let (fh, fw) = (a[2] / b[2].max(1), a[3] / b[3].max(1));
+        (fh >= 1 && fh == fw && a[2] == fh * b[2] && a[3] == fw * b[3]).then_some(fh)
+    };
+    match (factor(s, t), factor(t, s)) {
+        (Some(1), _) => Ok((student.clone(), teacher.clone())),
+        (Some(k), _) => Ok((student.avg_pool2d(k)?, teacher.clone())),
+        (_, Some(k)) => Ok((student.clone(), teacher.avg_pool2d(k)?)),
+        _ => Err(refuse()),
+    }
+}
+
 /// Hinton's soft-target term: sum(p_t * (log p_t - log p_s)) / N * T², with
 /// p = softmax(logits / T) over the last dimension. Both logs come from
 /// `log_softmax`, so a teacher probability that underflows to 0 adds 0, not NaN.

@@ -161,6 +161,9 @@ pub struct RecipePair {
     pub params: &'static [(&'static str, &'static str, f64)],
     /// Published test accuracies (%) by phase, from the sources the recipe names.
     pub published: &'static [(&'static str, f64)],
+    /// The learning rate of the student phases, where the sources give the
+    /// student its own (`kd reproduce --student-lr` overrides it, `--lr` drops it).
+    pub student_lr: Option<f64>,
 }
 
 impl RecipePair {
@@ -171,6 +174,7 @@ impl RecipePair {
             student,
             params: &[],
             published: &[],
+            student_lr: None,
         }
     }
 

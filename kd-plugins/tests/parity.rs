@@ -396,38 +396,64 @@ fn cosine_rejects_widths_that_do_not_divide() {
     assert!(err.contains("1500") && err.contains("1024"), "{err}");
 }
 
-/// Attention transfer compares maps of equal spatial size; other sizes are
-/// refused when the method is built, naming both shapes.
+/// Where the feature maps' sizes differ by a whole factor, AT and FitNets
+/// pool the larger to the smaller's size (as RepDistiller's AT does): the loss
+/// is the one of the pooled map; other sizes are refused, naming both shapes.
 #[test]
-fn attention_transfer_refuses_different_spatial_sizes() {
+fn feature_methods_pool_the_larger_map_and_refuse_other_sizes() {
     use kd_core::candle_nn::{VarBuilder, VarMap};
-    use kd_core::loss::{MethodContext, Params};
+    use kd_core::loss::{MethodContext, Params, Step};
     let f = read("methods/at.safetensors");
-    let side = |prefix: &str, size: usize| kd_core::Outputs {
+    let side = |prefix: &str, features: Tensor| kd_core::Outputs {
         logits: f[&format!("{prefix}.logits")].clone(),
-        taps: BTreeMap::from([(
-            "features".to_string(),
-            f[&format!("{prefix}.features")]
-                .narrow(2, 0, size)
-                .unwrap()
-                .narrow(3, 0, size)
-                .unwrap(),
-        )]),
+        taps: BTreeMap::from([("features".to_string(), features)]),
     };
-    let (student, teacher) = (side("student", 8), side("teacher", 4));
+    let crop = |prefix: &str, size: usize| {
+        f[&format!("{prefix}.features")]
+            .narrow(2, 0, size)
+            .unwrap()
+            .narrow(3, 0, size)
+            .unwrap()
+    };
+    let labels = f["labels"].to_dtype(DType::U32).unwrap();
     let params = Params::from([("p".to_string(), 2.0)]);
-    let ctx = MethodContext {
-        params: &params,
-        vb: VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
-        student: &student,
-        teacher: &teacher,
+    let loss = |method: &str, student: &kd_core::Outputs, teacher: &kd_core::Outputs| {
+        let varmap = VarMap::new();
+        let ctx = MethodContext {
+            params: &params,
+            vb: kd_core::nn::seeded::var_builder(&varmap, 0, DType::F32, &Device::Cpu),
+            student,
+            teacher,
+        };
+        let build = kd_core::registry::method(method).unwrap().build.unwrap();
+        build(&ctx).map(|m| {
+            m.loss(&Step::new(student, teacher, &labels))
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
     };
-    let build = kd_core::registry::method("at").unwrap().build.unwrap();
-    let err = build(&ctx).err().expect("8x8 against 4x4").to_string();
-    assert!(
-        err.contains("[8, 16, 8, 8]") && err.contains("[8, 32, 4, 4]"),
-        "{err}"
-    );
+    let teacher = side("teacher", crop("teacher", 4));
+    let big = side("student", crop("student", 8));
+    let pooled = side("student", crop("student", 8).avg_pool2d(2).unwrap());
+    for method in ["at", "fitnets"] {
+        let (got, want) = (
+            loss(method, &big, &teacher).unwrap(),
+            loss(method, &pooled, &teacher).unwrap(),
+        );
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "{method}: {got} vs {want}"
+        );
+        let err = loss(method, &side("student", crop("student", 6)), &teacher)
+            .err()
+            .expect("6x6 against 4x4")
+            .to_string();
+        assert!(
+            err.contains("[8, 16, 6, 6]") && err.contains("[8, 32, 4, 4]"),
+            "{method}: {err}"
+        );
+    }
 }
 
 /// The trainer's settings a fixture names in its `kd.settings` metadata (a JSON

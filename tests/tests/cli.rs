@@ -867,6 +867,60 @@ fn the_cifar100_recipe_lists_its_pairs_and_runs_one_with_mdistillers_settings() 
     );
 }
 
+/// A pair of two families (vgg13 -> MobileNetV2): the students train at the
+/// pair's own learning rate (mdistiller's 0.01) while the teacher keeps the
+/// recipe's, every phase records the rate it trained with, and the feature
+/// methods (FitNets, AT) run across the two nets' different map sizes.
+#[test]
+fn a_cross_family_pair_trains_its_students_at_their_own_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let listing = stdout(&ok(
+        &["reproduce", "--recipe", "cifar100", "--list-pairs"],
+        d,
+    ));
+    assert!(
+        listing.contains("vgg13-MobileNetV2") && listing.contains("dkd 69.71"),
+        "{listing}"
+    );
+    write_cifar100(&d.join("c100"), 16);
+    let args = [
+        "reproduce",
+        "--recipe",
+        "cifar100",
+        "--pair",
+        "vgg13-MobileNetV2",
+        "--data-dir",
+        "c100",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        "r",
+        "--quiet",
+    ];
+    ok(&args, d);
+    let settings = std::fs::read_to_string(d.join("r/settings.toml")).unwrap();
+    assert!(settings.contains("student_lr = 0.01"), "{settings}");
+    let lr = |phase: &str| {
+        let meta = tensors(&d.join(format!("r/seed-42/{phase}.safetensors"))).1;
+        let value = |key: &str| {
+            let line = meta["kd.run_config"]
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("{phase}: no {key}"))
+                .to_string();
+            line[key.len() + 3..].trim_matches('"').to_string()
+        };
+        (value("lr").parse::<f64>().unwrap(), value("arch"))
+    };
+    assert_eq!(lr("teacher"), (0.05, "vgg13".into()));
+    for phase in ["ce", "kd", "fitnets", "at"] {
+        assert_eq!(lr(phase), (0.01, "MobileNetV2".into()), "{phase}");
+    }
+}
+
 /// `kd export` writes an ONNX file whose logits, run by tract, are `kd
 /// predict`'s; it refuses to replace a file or to write over its input; `kd
 /// bench` times the teacher and a student and says what the student buys.

@@ -30,6 +30,9 @@ struct RunSettings {
     seeds: Vec<u64>,
     #[serde(default)]
     shared_teacher: bool,
+    /// The student phases' learning rate, where it is not `lr`.
+    #[serde(default)]
+    student_lr: Option<f64>,
     /// The recipe's pair (`TEACHER-STUDENT`); absent in folders written before pairs.
     #[serde(default)]
     pair: Option<String>,
@@ -49,6 +52,7 @@ struct Plan {
     settings: String,
     seeds: Vec<u64>,
     shared_teacher: bool,
+    student_lr: Option<f64>,
     out: PathBuf,
     resuming: bool,
     /// `--force`: resume even where settings that change the result differ.
@@ -88,10 +92,16 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
     let hyper = cfg.hyper.clone().resolved();
     let base = hyper.train_config();
     base.validate()?;
+    let student_lr = match &stored {
+        Some(then) => args.student_lr.or(then.student_lr),
+        None => args
+            .student_lr
+            .or(pair.student_lr.filter(|_| args.hyper.lr.is_none())),
+    };
     let runs = (recipe.runs)();
     for run in &runs {
         let method = registry::method(run.method)?;
-        run_config(&cfg, &base, run, base.seed).validate_for(method)?;
+        run_config(&cfg, &base, (run, student_lr), base.seed).validate_for(method)?;
         method
             .resolve_params(&run_params(&hyper, pair, run, method))
             .with_context(|| format!("phase `{}` of recipe `{}`", run.name, recipe.name))?;
@@ -155,6 +165,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
         settings,
         seeds,
         shared_teacher,
+        student_lr,
         out,
         resuming,
         force: args.force,
@@ -191,6 +202,11 @@ fn check_resumable(args: &ReproduceArgs, then: &RunSettings, cfg: &RunConfig) ->
     }
     if args.shared_teacher && !then.shared_teacher {
         bail!("the run was started without --shared-teacher; resume it without that flag, or start a new run");
+    }
+    if let (Some(now), false) = (args.student_lr, args.force) {
+        if Some(now) != then.student_lr {
+            bail!("the run's students were trained with learning rate {}; --student-lr {now} would change the result. Resume without it, or add --force", then.student_lr.map_or("--lr".into(), |v| v.to_string()));
+        }
     }
     Ok(())
 }
@@ -266,7 +282,10 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             data.train.shape,
             base.epochs,
             base.batch_size,
-            base.lr,
+            match plan.student_lr {
+                Some(s) => format!("{} (students {s})", base.lr),
+                None => base.lr.to_string(),
+            },
             plan.seeds,
             if plan.shared_teacher { " (one shared teacher)" } else { "" },
             kd_core::device::name(&device)
@@ -277,6 +296,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         pair: Some(plan.pair.name()),
         seeds: plan.seeds.clone(),
         shared_teacher: plan.shared_teacher,
+        student_lr: plan.student_lr,
         run: toml::from_str(&plan.settings).context("own settings parse")?,
     };
     kd_core::weights::write_atomic(
@@ -359,24 +379,30 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
 fn keep_finished(
     plan: &Plan,
     path: &Path,
-    expected: (&str, &str, u64, usize),
+    (expected, made_for): ((&str, &str, u64, usize), &str),
     device: &kd_core::candle::Device,
 ) -> Result<(Model, f64, f64)> {
     let (model, info) = kd_core::weights::load_model(path, None, device)?;
-    same_settings(info.run_config.as_deref().unwrap_or_default(), path, plan)?;
+    same_settings(
+        info.run_config.as_deref().unwrap_or_default(),
+        path,
+        plan,
+        made_for,
+    )?;
     let accuracy = kept_accuracy(path, &info, expected)?;
     Ok((model, accuracy, info.seconds.unwrap_or(0.0)))
 }
 
 /// Refuses to continue from a file made with other settings than the run's
-/// settings.toml now holds (edited after the run stopped), naming the first
-/// setting that changes the result; `--force` continues anyway.
-fn same_settings(made_with: &str, what: &Path, plan: &Plan) -> Result<()> {
+/// settings.toml now gives its phase (`expected`: settings.toml edited after
+/// the run stopped), naming the first setting that changes the result;
+/// `--force` continues anyway.
+fn same_settings(made_with: &str, what: &Path, plan: &Plan, expected: &str) -> Result<()> {
     if plan.force {
         return Ok(());
     }
     let parse = |t: &str| t.parse::<toml::Table>().unwrap_or_default();
-    let (then, now) = (parse(made_with), parse(&plan.settings));
+    let (then, now) = (parse(made_with), parse(expected));
     // Each phase records its own seed, epochs, architecture and method.
     let per_phase = ["seed", "epochs", "arch", "method"];
     for (key, changes_result) in crate::config::SETTINGS {
@@ -497,10 +523,11 @@ fn phase(
         true => plan.pair.teacher,
         false => plan.pair.student,
     };
+    let config = run_config(&plan.cfg, &plan.base, (run, plan.student_lr), seed);
+    let made_for = phase_settings(plan, &config, arch, run.method)?;
     if plan.resuming && path.exists() {
-        let epochs = plan.base.epochs * run.epoch_scale.max(1);
-        let (model, accuracy, seconds) =
-            keep_finished(plan, &path, (arch, run.method, seed, epochs), device)?;
+        let expected = (arch, run.method, seed, config.epochs);
+        let (model, accuracy, seconds) = keep_finished(plan, &path, (expected, &made_for), device)?;
         if !quiet {
             eprintln!(
                 "{label}: finished before, test accuracy {accuracy:.2}% (kept {})",
@@ -510,7 +537,6 @@ fn phase(
         return Ok((record(accuracy, seconds), model));
     }
     let params = run_params(&plan.hyper, plan.pair, run, method);
-    let config = run_config(&plan.cfg, &plan.base, run, seed);
     let run_dir = dir.join("checkpoints").join(run.name);
     let resume = if plan.resuming {
         kd_core::checkpoint::latest(&run_dir)?
@@ -518,14 +544,14 @@ fn phase(
         None
     };
     if let Some(c) = &resume {
-        same_settings(&c.run_config, &run_dir, plan)?;
+        same_settings(&c.run_config, &run_dir, plan, &made_for)?;
         c.check_epochs(config.epochs)?;
     }
     let policy = CheckpointPolicy {
         dir: run_dir,
         every_batches: plan.checkpoint_every,
         keep_last: 2,
-        run_config: phase_settings(plan, &config, arch, run.method)?,
+        run_config: made_for,
         best_model: None,
         teacher_hash: None,
     };
@@ -643,13 +669,26 @@ fn phase_settings(plan: &Plan, config: &TrainConfig, arch: &str, method: &str) -
     let mut t: toml::Table = plan.settings.parse().context("own settings parse")?;
     t.insert("seed".into(), toml::Value::Integer(config.seed as i64));
     t.insert("epochs".into(), toml::Value::Integer(config.epochs as i64));
+    t.insert("lr".into(), toml::Value::Float(config.lr));
     t.insert("arch".into(), arch.into());
     t.insert("method".into(), method.into());
     Ok(toml::to_string(&t)?)
 }
 
-fn run_config(cfg: &RunConfig, base: &TrainConfig, run: &RecipeRun, seed: u64) -> TrainConfig {
+/// A phase's training settings: the run's, with the phase's epochs and loss
+/// weights, and `student_lr` (when set) for a student.
+fn run_config(
+    cfg: &RunConfig,
+    base: &TrainConfig,
+    (run, student_lr): (&RecipeRun, Option<f64>),
+    seed: u64,
+) -> TrainConfig {
+    let lr = match run.trains_teacher {
+        true => base.lr,
+        false => student_lr.unwrap_or(base.lr),
+    };
     TrainConfig {
+        lr,
         epochs: base.epochs * run.epoch_scale.max(1),
         ce_weight: cfg.hyper.ce_weight.unwrap_or(run.ce_weight),
         distill_weight: cfg.hyper.distill_weight.unwrap_or(run.distill_weight),

@@ -5,10 +5,10 @@
 //! a(f) = normalize(mean_c(f^p)),  loss = mean((a(f_s) − a(f_t))²)
 //!
 //! on the `features` tap, as RepDistiller's `Attention.at_loss`. The channel
-//! counts may differ; the spatial sizes must be equal (RepDistiller pools the
-//! larger map; kd refuses, naming both shapes).
+//! counts may differ; where the spatial sizes differ by a whole factor, the
+//! larger map is average-pooled to the smaller's, as RepDistiller does.
 use kd_core::candle::Tensor;
-use kd_core::functional::{l2_normalize, rows, same_spatial_size};
+use kd_core::functional::{common_spatial_size, l2_normalize, rows};
 use kd_core::loss::{MethodContext, Step};
 use kd_core::registry::{MethodPlugin, ParamSpec};
 use kd_core::{DistillLoss, Result};
@@ -30,14 +30,15 @@ impl Attention {
 
 impl DistillLoss for Attention {
     fn loss(&self, step: &Step) -> Result<Tensor> {
-        let s = self.map(step.student.tap("features")?)?;
-        let t = self.map(step.teacher.tap("features")?)?;
+        let (s, t) =
+            common_spatial_size(step.student.tap("features")?, step.teacher.tap("features")?)?;
+        let (s, t) = (self.map(&s)?, self.map(&t)?);
         Ok((s - t)?.sqr()?.mean_all()?)
     }
 }
 
 fn build(ctx: &MethodContext) -> Result<Box<dyn DistillLoss>> {
-    same_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
+    common_spatial_size(ctx.student.tap("features")?, ctx.teacher.tap("features")?)?;
     Ok(Box::new(Attention { p: ctx.param("p")? }))
 }
 

@@ -12,9 +12,14 @@
 //!   (distance 25, angle 50), PKT 1 + 30000. FitNets differs: mdistiller hints
 //!   the middle stage (`HINT_LAYER = 2`) through conv + BatchNorm with weight
 //!   100, kd the last stage (`features`) through a plain conv, here with 1.
-//! - published accuracies: RepDistiller's README (0eb3a95), table 1 (teacher,
-//!   student, KD, FitNet, AT, SP, RKD, PKT), and mdistiller's README (a08d46f)
-//!   for DKD.
+//! - published accuracies: RepDistiller's README (0eb3a95), tables 1 and 2
+//!   (teacher, student, KD, FitNet, AT, SP, RKD, PKT), and mdistiller's README
+//!   (a08d46f) for DKD (its table's last column is headed "ResNet32x4
+//!   MobileNet-V2" but holds the ShuffleNet-V2 pair's KD number, 74.45).
+//! - students of other families: mdistiller's `configs/cifar100/dkd/{vgg13_mv2,
+//!   res50_mv2, res32x4_shuv1, res32x4_shuv2, wrn40_2_shuv1}.yaml` train
+//!   MobileNetV2 and ShuffleNet students at learning rate 0.01, with DKD's
+//!   beta at its default 8 (6 for vgg13 -> MobileNetV2).
 use kd_core::registry::{RecipePair, RecipePlugin, RecipeRun};
 
 use super::tutorial::run;
@@ -59,13 +64,15 @@ fn runs() -> Vec<RecipeRun> {
     ]
 }
 
-/// A pair with its DKD beta and its published accuracies, in the order
+/// A pair with its DKD beta (and its students' learning rate where
+/// mdistiller's configs give one) and its published accuracies, in the order
 /// teacher, ce, kd, dkd, fitnets, at, sp, rkd, pkt (DKD absent where
 /// mdistiller publishes none).
 macro_rules! pair {
-    ($t:literal, $s:literal, beta $beta:literal, [$teacher:literal, $ce:literal, $kd:literal, $($dkd:literal)?, $fitnets:literal, $at:literal, $sp:literal, $rkd:literal, $pkt:literal]) => {
+    ($t:literal, $s:literal, beta $beta:literal, $(lr $lr:literal,)? [$teacher:literal, $ce:literal, $kd:literal, $($dkd:literal)?, $fitnets:literal, $at:literal, $sp:literal, $rkd:literal, $pkt:literal]) => {
         RecipePair {
             params: &[("dkd", "beta", $beta)],
+            $(student_lr: Some($lr),)?
             published: &[
                 ("teacher", $teacher),
                 ("ce", $ce),
@@ -90,6 +97,13 @@ const PAIRS: &[RecipePair] = &[
     pair!("resnet110", "resnet32", beta 2.0, [74.31, 71.14, 73.08, 74.11, 71.06, 72.31, 72.69, 71.82, 72.61]),
     pair!("resnet110", "resnet20", beta 2.0, [74.31, 69.06, 70.67, , 68.99, 70.22, 70.04, 69.25, 70.25]),
     pair!("vgg13", "vgg8", beta 6.0, [74.64, 70.36, 72.98, 74.68, 71.02, 71.43, 72.68, 71.48, 72.88]),
+    // Teacher and student of different families (RepDistiller's table 2).
+    pair!("vgg13", "MobileNetV2", beta 6.0, lr 0.01, [74.64, 64.60, 67.37, 69.71, 64.14, 59.40, 66.30, 64.52, 67.13]),
+    pair!("ResNet50", "MobileNetV2", beta 8.0, lr 0.01, [79.34, 64.60, 67.35, 70.35, 63.16, 58.58, 68.08, 64.43, 66.52]),
+    pair!("ResNet50", "vgg8", beta 8.0, [79.34, 70.36, 73.81, , 70.69, 71.84, 73.34, 71.50, 73.01]),
+    pair!("resnet32x4", "ShuffleV1", beta 8.0, lr 0.01, [79.42, 70.50, 74.07, 76.45, 73.59, 71.73, 73.48, 72.28, 74.10]),
+    pair!("resnet32x4", "ShuffleV2", beta 8.0, lr 0.01, [79.42, 71.82, 74.45, 77.07, 73.54, 72.73, 74.56, 73.21, 74.69]),
+    pair!("wrn_40_2", "ShuffleV1", beta 8.0, lr 0.01, [75.61, 70.50, 74.83, 76.70, 73.73, 73.32, 74.52, 72.21, 73.89]),
 ];
 
 kd_core::inventory::submit! {
