@@ -37,6 +37,7 @@ macro_rules! avx2_and_baseline {
 }
 
 mod conv;
+mod depthwise;
 mod direct;
 mod pool;
 #[cfg(test)]
@@ -44,6 +45,7 @@ mod testing;
 mod winograd;
 
 pub use conv::Conv2dOp;
+pub use depthwise::DepthwiseConv2dOp;
 pub use pool::MaxPool2dOp;
 
 /// Candle's own convolution plus a bias: what runs on CUDA, and the reference

@@ -401,7 +401,7 @@ fn cosine_rejects_widths_that_do_not_divide() {
 /// is the one of the pooled map; other sizes are refused, naming both shapes.
 #[test]
 fn feature_methods_pool_the_larger_map_and_refuse_other_sizes() {
-    use kd_core::candle_nn::{VarBuilder, VarMap};
+    use kd_core::candle_nn::VarMap;
     use kd_core::loss::{MethodContext, Params, Step};
     let f = read("methods/at.safetensors");
     let side = |prefix: &str, features: Tensor| kd_core::Outputs {

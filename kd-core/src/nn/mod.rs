@@ -4,7 +4,9 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
 
-use kd_kernels::{reference_conv2d, reference_max_pool2d, Conv2dOp, MaxPool2dOp};
+use kd_kernels::{
+    reference_conv2d, reference_max_pool2d, Conv2dOp, DepthwiseConv2dOp, MaxPool2dOp,
+};
 
 use crate::network::Mode;
 use crate::Result;
@@ -206,9 +208,18 @@ impl Conv2d {
             ..
         } = self.config;
         if groups > 1 {
-            // Candle's grouped convolution: one per group, put together.
-            let y = x.conv2d(&self.weight, padding, stride, 1, groups)?;
-            let mut y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+            let depthwise = self.weight.dim(1)? == 1 && groups == self.out_channels();
+            let y = match depthwise && on_cpu_f32(x) {
+                true => x
+                    .contiguous()?
+                    .apply_op2(&self.weight, DepthwiseConv2dOp { stride, padding })?,
+                // Candle's grouped convolution: one per group, put together.
+                false => x.conv2d(&self.weight, padding, stride, 1, groups)?,
+            };
+            let mut y = match self.config.bias {
+                true => y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?,
+                false => y,
+            };
             if relu {
                 y = relu_values(&y)?;
             }
