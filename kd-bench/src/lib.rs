@@ -213,3 +213,36 @@ impl ConvShape {
         }
     }
 }
+
+/// The zoo's timed steps at batch [`ZOO_BATCH`] of 3x32x32 with 100 classes:
+/// (name, architecture, whether a training step or an evaluation forward).
+/// `kd-bench/compare --zoo` times the same in PyTorch.
+pub const ZOO_STEPS: [(&str, &str, bool); 5] = [
+    ("resnet8x4_train_step", "resnet8x4", true),
+    ("resnet32x4_forward", "resnet32x4", false),
+    ("wrn_16_2_train_step", "wrn_16_2", true),
+    ("MobileNetV2_train_step", "MobileNetV2", true),
+    ("ShuffleV2_train_step", "ShuffleV2", true),
+];
+pub const ZOO_BATCH: usize = 64;
+
+/// Network `arch` of the zoo for 3x32x32 images and 100 classes.
+pub fn zoo_model(arch: &str) -> Model {
+    let config = ArchConfig {
+        input_shape: CIFAR,
+        num_classes: 100,
+    };
+    Model::new(arch, config, 42, &Device::Cpu).unwrap()
+}
+
+/// The CIFAR recipes' optimizer: SGD, momentum 0.9, weight decay 5e-4.
+pub fn zoo_sgd(model: &Model) -> kd_core::optim::Sgd {
+    let settings = kd_core::optim::OptimizerSettings {
+        lr: 0.05,
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: false,
+        weight_decay: Some(5e-4),
+    };
+    kd_core::optim::Sgd::new(model.params(), &settings).unwrap()
+}

@@ -40,6 +40,21 @@ pub struct DataArgs {
     /// Image shape C,H,W of a generated data set such as `synthetic` [default: its own].
     #[arg(long = "synthetic-shape", value_name = "C,H,W", value_parser = parse_shape)]
     pub synthetic_shape: Option<[usize; 3]>,
+    /// The side, in pixels, that a folder of images (`--dataset folder`) is
+    /// resized and centre-cropped to [default: the training images' median].
+    #[arg(long, value_name = "PIXELS", value_parser = image_size)]
+    pub image_size: Option<usize>,
+    /// Leave out (and count in one line) the images of a folder that cannot be
+    /// decoded, instead of stopping at the first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub skip_bad_images: Option<bool>,
+    /// Per-channel means (0 to 1) to normalise images with, one per channel or
+    /// one for all [default: the data set's own, or a folder's training images'].
+    #[arg(long, value_name = "M,M,M", value_delimiter = ',', value_parser = channel_value, requires = "std")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviations to normalise images with (greater than 0).
+    #[arg(long, value_name = "S,S,S", value_delimiter = ',', value_parser = channel_value, requires = "mean")]
+    pub std: Option<Vec<f32>>,
 }
 
 impl DataArgs {
@@ -268,6 +283,10 @@ pub const SETTINGS: &[(&str, bool)] = &[
     ("hub_repo", true),
     ("revision", true),
     ("synthetic_shape", true),
+    ("image_size", true),
+    ("skip_bad_images", true),
+    ("mean", true),
+    ("std", true),
     ("batch_size", true),
     ("lr", true),
     ("seed", true),
@@ -486,6 +505,24 @@ pub fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
 }
 
 /// `--epochs`, `--batch-size`, subsets and the like: a whole number of at least 1.
+/// `--image-size`: a side from 1 to [`kd_core::data::MAX_IMAGE_SIZE`].
+pub fn image_size(s: &str) -> std::result::Result<usize, String> {
+    let max = kd_core::data::MAX_IMAGE_SIZE;
+    match positive(s)? {
+        n if n > max => Err(format!("must be at most {max} pixels")),
+        n => Ok(n),
+    }
+}
+
+/// One value of `--mean` or `--std`: a number from 0 to 1000.
+pub fn channel_value(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(x) if x.is_finite() && (0.0..=1000.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("{x} is not a number from 0 to 1000")),
+        Err(_) => Err(format!("`{s}` is not a number: write e.g. 0.5,0.5,0.5")),
+    }
+}
+
 pub fn positive(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kd_core::data::{self, Dataset, Splits};
-use kd_core::registry::{self, DatasetPlugin, HubSource};
+use kd_core::data::{self, decoded, Dataset, Splits};
+use kd_core::registry::{self, DatasetPlugin, HubSource, ImageFiles};
 
 use crate::hub::HubFile;
 
@@ -114,8 +114,14 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
         let [c, h, w] = plugin.shape;
         crate::usage!("--synthetic-shape sets the images of a generated data set, and `{}` has its own ({c},{h},{w}): leave it out (a model must not record a setting that had no effect)", plugin.name);
     }
+    let image_flags = args.image_size.is_some() || args.skip_bad_images.is_some();
+    if plugin.images.is_none() && image_flags {
+        crate::usage!("--image-size and --skip-bad-images are for a folder of images (--dataset folder), and `{}` has its own images: leave them out", plugin.name);
+    }
     let splits = if let Some(generate) = plugin.generate {
         generate(args.synthetic_shape)?
+    } else if let (Some(images), Some(d)) = (&plugin.images, dir) {
+        image_folder(plugin, images, d, args)?
     } else if let Some(d) = dir {
         let Some(read_dir) = plugin.read_dir else {
             bail!(
@@ -155,7 +161,75 @@ pub fn load(args: &DataArgs) -> Result<Splits> {
         "training",
     )?;
     let test = subset(splits.test, args.test_subset, "--test-subset", "test")?;
-    Ok(Splits { train, test })
+    normalized(Splits { train, test }, args)
+}
+
+/// `splits` normalised with `--mean` and `--std` when they are given.
+fn normalized(mut splits: Splits, args: &DataArgs) -> Result<Splits> {
+    let (Some(mean), Some(std)) = (&args.mean, &args.std) else {
+        return Ok(splits);
+    };
+    let channels = splits.train.shape[0];
+    for (flag, v) in [("--mean", mean), ("--std", std)] {
+        if v.len() != 1 && v.len() != channels {
+            crate::usage!("{flag} has {} values and `{}` has {channels} channel(s): give one value per channel, or one for all", v.len(), splits.train.name);
+        }
+    }
+    if std.iter().any(|s| *s <= 0.0) {
+        crate::usage!(
+            "--std must be greater than 0 for every channel (an image would be divided by it)"
+        );
+    }
+    let per_channel = |v: &Vec<f32>| (0..channels).map(|c| v[c.min(v.len() - 1)]).collect();
+    let norm = data::Normalization {
+        mean: per_channel(mean),
+        std: per_channel(std),
+    };
+    splits.train.normalization = norm.clone();
+    splits.test.normalization = norm;
+    Ok(splits)
+}
+
+/// A folder of images: from kd's decoded copy when its files are the ones it
+/// was decoded from, else decoded (on every core) and kept for next time.
+fn image_folder(
+    plugin: &DatasetPlugin,
+    images: &ImageFiles,
+    dir: &Path,
+    args: &DataArgs,
+) -> Result<Splits> {
+    let options = data::ImageOptions {
+        image_size: args.image_size,
+        skip_bad_images: args.skip_bad_images.unwrap_or(false),
+    };
+    let files = (images.files)(dir)?;
+    let key = decoded::key(dir, &files, &format!("{options:?}"))?;
+    let cached = cache_dir()
+        .join(plugin.name)
+        .join(format!("{key}.safetensors"));
+    if let Some(splits) = decoded::read_splits(&cached) {
+        tracing::info!(
+            "{} images of {} from kd's decoded copy {}",
+            files.len(),
+            dir.display(),
+            cached.display()
+        );
+        return Ok(splits);
+    }
+    let started = std::time::Instant::now();
+    let splits = (images.read)(dir, &options)?;
+    let n = splits.train.len() + splits.test.len();
+    tracing::info!(
+        "decoded {n} images of {} in {:.1} s; kept a copy in {}",
+        dir.display(),
+        started.elapsed().as_secs_f64(),
+        cached.display()
+    );
+    if let Err(e) = decoded::write_splits(&cached, &splits) {
+        // The copy only saves time: a full cache disk must not stop a run.
+        tracing::warn!("cannot keep a decoded copy of {}: {e}", dir.display());
+    }
+    Ok(splits)
 }
 
 /// Where kd keeps its decoded copy of a Hub data set.
@@ -194,8 +268,8 @@ fn hub_file(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs, path: &str) -
 /// else by downloading its parquet files through hf-hub and decoding them once.
 fn from_hub(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> Result<Splits> {
     let cached = decoded_path(src, hub, args);
-    let (train, test) = match read_decoded(&cached) {
-        Some(d) => d,
+    let (train, test) = match decoded::read(&cached) {
+        Some((train, test, _)) => (train, test),
         None => {
             let fetch = |path: &str| hub_file(src, hub, args, path);
             let (train_path, test_path) = (fetch(hub.train)?, fetch(hub.test)?);
@@ -222,7 +296,7 @@ fn from_hub(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> Result<Spl
                 Ok(d)
             };
             let (train, test) = (decode(&train_path, "train")?, decode(&test_path, "test")?);
-            write_decoded(&cached, &train, &test)?;
+            decoded::write(&cached, &train, &test, None)?;
             tracing::info!("kept a decoded copy in {}", cached.display());
             (train, test)
         }
@@ -250,80 +324,4 @@ fn from_hub(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> Result<Spl
             normalization,
         )?,
     })
-}
-
-/// kd's decoded copy: four u8/u32 tensors in one safetensors file.
-fn write_decoded(path: &Path, train: &data::Decoded, test: &data::Decoded) -> Result<()> {
-    std::fs::create_dir_all(path.parent().expect("a cache file has a folder"))
-        .with_context(|| format!("cannot create kd's cache folder for {}", path.display()))?;
-    let labels = |d: &data::Decoded| {
-        d.labels
-            .iter()
-            .flat_map(|l| l.to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
-    let (train_labels, test_labels) = (labels(train), labels(test));
-    let tensors = [
-        (
-            "train.images",
-            safetensors::Dtype::U8,
-            train.images.as_slice(),
-        ),
-        (
-            "train.labels",
-            safetensors::Dtype::U32,
-            train_labels.as_slice(),
-        ),
-        (
-            "test.images",
-            safetensors::Dtype::U8,
-            test.images.as_slice(),
-        ),
-        (
-            "test.labels",
-            safetensors::Dtype::U32,
-            test_labels.as_slice(),
-        ),
-    ];
-    let views = tensors
-        .iter()
-        .map(|(n, dtype, bytes)| {
-            let count = bytes.len()
-                / if *dtype == safetensors::Dtype::U8 {
-                    1
-                } else {
-                    4
-                };
-            Ok((
-                *n,
-                safetensors::tensor::TensorView::new(*dtype, vec![count], bytes)?,
-            ))
-        })
-        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| anyhow::anyhow!("cannot encode the decoded data set: {e:?}"))?;
-    let bytes = safetensors::serialize(views, None)
-        .map_err(|e| anyhow::anyhow!("cannot encode the decoded data set: {e:?}"))?;
-    kd_core::weights::write_atomic(path, &bytes)?;
-    Ok(())
-}
-
-fn read_decoded(path: &Path) -> Option<(data::Decoded, data::Decoded)> {
-    let bytes = std::fs::read(path).ok()?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).ok()?;
-    let get = |n: &str| st.tensor(n).ok().map(|t| t.data().to_vec());
-    let labels = |b: Vec<u8>| {
-        b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
-    Some((
-        data::Decoded {
-            images: get("train.images")?,
-            labels: labels(get("train.labels")?),
-        },
-        data::Decoded {
-            images: get("test.images")?,
-            labels: labels(get("test.labels")?),
-        },
-    ))
 }

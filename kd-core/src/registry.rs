@@ -247,6 +247,16 @@ pub struct HubSource {
 
 /// Reads a data set's files in a folder.
 pub type ReadDir = fn(&std::path::Path) -> Result<crate::data::Splits>;
+/// A data set of image files of any size and kind (a folder of images).
+#[derive(Clone, Copy)]
+pub struct ImageFiles {
+    /// Decodes the folder's images as the user's options say.
+    pub read: fn(&std::path::Path, &crate::data::ImageOptions) -> Result<crate::data::Splits>,
+    /// The files `read` reads: kd keeps the decoded splits in its cache
+    /// under a hash of their names, sizes and contents.
+    pub files: fn(&std::path::Path) -> Result<Vec<std::path::PathBuf>>,
+}
+
 /// Makes a data set in memory, at an image shape the user may choose.
 pub type Generate = fn(Option<[usize; 3]>) -> Result<crate::data::Splits>;
 
@@ -264,6 +274,9 @@ pub struct DatasetPlugin {
     pub normalization: Option<fn() -> crate::data::Normalization>,
     /// Reads the data set's files in a folder.
     pub read_dir: Option<ReadDir>,
+    /// Reads a folder of image files instead (`--image-size`,
+    /// `--skip-bad-images`; decoded once into kd's cache).
+    pub images: Option<ImageFiles>,
     /// Folders searched, in order, when the user names none.
     pub local: &'static [&'static str],
     pub hub: Option<HubSource>,

@@ -254,11 +254,14 @@ fn cifar100_binary_records_load_with_fine_or_coarse_labels() {
 }
 
 /// A folder of images as torchvision's `ImageFolder` reads it: PNG and JPEG,
-/// greyscale, RGB and RGBA, odd sizes; a truncated file is named.
+/// greyscale, RGB and RGBA, odd sizes, at the median size or the one asked
+/// for; a truncated file is named, or skipped and left out when asked.
 #[test]
 fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
     use image::{GrayImage, RgbImage, RgbaImage};
-    use kd_core::data::load_image_folder;
+    use kd_core::data::{image_folder_files, ImageOptions};
+    let load_image_folder =
+        |d: &std::path::Path| kd_core::data::load_image_folder(d, &ImageOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for sub in ["train/cat", "train/dog", "val/cat", "val/dog"] {
@@ -292,6 +295,20 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
     let plane = 32 * 32;
     let b = &s.train.images[3 * plane..3 * plane * 2];
     assert_eq!(&b[..plane], &b[plane..2 * plane]);
+    let sized = |image_size, skip_bad_images| ImageOptions {
+        image_size,
+        skip_bad_images,
+    };
+    let big = kd_core::data::load_image_folder(d, &sized(Some(48), false)).unwrap();
+    assert_eq!(
+        (big.train.shape, big.test.shape),
+        ([3, 48, 48], [3, 48, 48])
+    );
+    let err = kd_core::data::load_image_folder(d, &sized(Some(5000), false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--image-size 5000"), "{err}");
+    assert_eq!(image_folder_files(d).unwrap().len(), 5);
 
     let bytes = std::fs::read(d.join("train/dog/c.png")).unwrap();
     std::fs::write(d.join("train/dog/c.png"), &bytes[..bytes.len() / 2]).unwrap();
@@ -300,6 +317,8 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
         err.contains("c.png") && err.contains("cannot be read as an image"),
         "{err}"
     );
+    let skipped = kd_core::data::load_image_folder(d, &sized(None, true)).unwrap();
+    assert_eq!(skipped.train.labels, vec![0, 0], "c.png left out");
     std::fs::remove_file(d.join("train/dog/c.png")).unwrap();
     std::fs::remove_file(d.join("train/cat/a.png")).unwrap();
     std::fs::remove_file(d.join("val/cat/d.png")).unwrap();

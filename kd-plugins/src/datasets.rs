@@ -5,7 +5,7 @@ use std::path::Path;
 
 use kd_core::data::transform::Augment;
 use kd_core::data::{self, Splits, SyntheticSpec};
-use kd_core::registry::{DatasetPlugin, HubSource};
+use kd_core::registry::{DatasetPlugin, HubSource, ImageFiles};
 use kd_core::Result;
 
 const FASHION_CLASSES: &[&str] = &[
@@ -30,6 +30,7 @@ kd_core::inventory::submit! {
         classes: &data::CIFAR10_CLASSES,
         normalization: Some(data::tutorial_normalization),
         read_dir: Some(data::load_cifar10_dir),
+        images: None,
         local: &[],
         hub: Some(HubSource {
             repo: "uoft-cs/cifar10",
@@ -48,12 +49,16 @@ kd_core::inventory::submit! {
 kd_core::inventory::submit! {
     DatasetPlugin {
         name: "folder",
-        summary: "your own images: --data-dir DIR with DIR/train/CLASS/* and DIR/val/CLASS/* (or test/), PNG or JPEG, any size (resized and centre-cropped to the median), normalised by the training images' statistics",
+        summary: "your own images: --data-dir DIR with DIR/train/CLASS/* and DIR/val/CLASS/* (or test/), PNG or JPEG, any size (resized and centre-cropped to --image-size, default the median), normalised by the training images' statistics or --mean/--std, decoded once into kd's cache",
         // Known only once the folder is read.
         shape: [0, 0, 0],
         classes: &[],
         normalization: None,
-        read_dir: Some(data::load_image_folder),
+        read_dir: None,
+        images: Some(ImageFiles {
+            read: data::load_image_folder,
+            files: data::image_folder_files,
+        }),
         local: &[],
         hub: None,
         generate: None,
@@ -76,6 +81,7 @@ macro_rules! cifar100 {
                 classes: &$classes,
                 normalization: Some(data::cifar100_normalization),
                 read_dir: Some(|dir| data::load_cifar100_dir(dir, $name, data::Cifar100Labels::$labels)),
+                images: None,
                 local: &[],
                 hub: Some(HubSource {
                     repo: "uoft-cs/cifar100",
@@ -120,6 +126,7 @@ kd_core::inventory::submit! {
         classes: FASHION_CLASSES,
         normalization: None,
         read_dir: Some(fashion_dir),
+        images: None,
         // Debian's `dataset-fashion-mnist` package.
         local: &["/usr/share/datasets/fashion-mnist"],
         hub: Some(HubSource {
@@ -144,6 +151,7 @@ kd_core::inventory::submit! {
         classes: DIGITS,
         normalization: None,
         read_dir: Some(|dir| data::load_idx_dir(dir, "mnist", DIGITS)),
+        images: None,
         local: &[],
         hub: None,
         generate: None,
@@ -161,6 +169,7 @@ kd_core::inventory::submit! {
         classes: data::SYNTHETIC_CLASSES,
         normalization: None,
         read_dir: None,
+        images: None,
         local: &[],
         hub: None,
         generate: Some(|shape| data::synthetic(&SyntheticSpec {
@@ -217,6 +226,7 @@ mod sample {
             classes: FASHION_CLASSES,
             normalization: None,
             read_dir: None,
+            images: None,
             local: &[],
             hub: None,
             generate: Some(load),

@@ -446,8 +446,7 @@ fn feature_methods_pool_the_larger_map_and_refuse_other_sizes() {
             "{method}: {got} vs {want}"
         );
         let err = loss(method, &side("student", crop("student", 6)), &teacher)
-            .err()
-            .expect("6x6 against 4x4")
+            .expect_err("6x6 against 4x4")
             .to_string();
         assert!(
             err.contains("[8, 16, 6, 6]") && err.contains("[8, 32, 4, 4]"),

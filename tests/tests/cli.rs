@@ -1003,3 +1003,98 @@ fn export_writes_an_onnx_file_that_gives_kds_logits_and_bench_times_models() {
         "the student answers faster than the teacher: {table}"
     );
 }
+
+/// A folder of images trains at the size and normalisation asked for and
+/// records both; the second run reads kd's decoded copy instead of decoding;
+/// a bad image stops the run naming the file, or is skipped and counted;
+/// image flags on a data set with fixed images, and bad means and stds, are
+/// refused before anything is read.
+#[test]
+fn a_folder_of_images_is_decoded_once_and_read_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (split, n) in [("train", 12), ("val", 4)] {
+        for (c, class) in ["ants", "bees"].iter().enumerate() {
+            let folder = d.join("imgs").join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..n {
+                let colour = [200 * c as u8, 40 + i as u8, 90];
+                let png = png(20 + i as u32, 24, colour);
+                std::fs::write(folder.join(format!("{i}.png")), png).unwrap();
+            }
+        }
+    }
+    let args = |extra: &[&'static str]| {
+        let mut v = vec![
+            "train",
+            "--arch",
+            "light_nn",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            "imgs",
+            "--image-size",
+            "16",
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25",
+            "--epochs",
+            "1",
+        ];
+        v.extend(extra);
+        v
+    };
+    let first = stderr(&ok(&args(&["--out", "a.safetensors"]), d));
+    assert!(first.contains("decoded 32 images"), "{first}");
+    let meta = tensors(&d.join("a.safetensors")).1;
+    assert!(meta["kd.arch_config"].contains("[3,16,16]"), "{meta:?}");
+    assert!(
+        meta["kd.normalization"].contains("0.25") && meta["kd.classes"].contains("bees"),
+        "{meta:?}"
+    );
+    let second = stderr(&ok(&args(&["--out", "b.safetensors"]), d));
+    assert!(second.contains("from kd's decoded copy"), "{second}");
+    // Evaluation cuts the folder to the size the model was trained at.
+    let eval = stdout(&ok(
+        &["eval", "--model", "a.safetensors", "--data-dir", "imgs"],
+        d,
+    ));
+    assert!(eval.contains("(8 images of folder)"), "{eval}");
+
+    let bad = d.join("imgs/train/bees/3.png");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let err = fails(&args(&["--out", "c.safetensors"]), d, 1);
+    assert!(
+        err.contains("3.png") && err.contains("--skip-bad-images"),
+        "{err}"
+    );
+    let skipped = stderr(&ok(
+        &args(&["--skip-bad-images", "--out", "c.safetensors"]),
+        d,
+    ));
+    assert!(skipped.contains("skipped 1 of 24 images"), "{skipped}");
+
+    for (extra, want) in [
+        (
+            &["--dataset", "synthetic", "--image-size", "16"][..],
+            "--image-size",
+        ),
+        (
+            &["--dataset", "synthetic", "--mean", "0.5,0.5", "--std", "1"][..],
+            "has 2 values",
+        ),
+        (
+            &["--dataset", "synthetic", "--mean", "0.5", "--std", "0"][..],
+            "greater than 0",
+        ),
+    ] {
+        let mut v = vec!["train", "--arch", "light_nn", "--epochs", "1"];
+        v.extend(extra);
+        v.extend(["--out", "d.safetensors"]);
+        let err = fails(&v, d, 2);
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    assert!(!d.join("d.safetensors").exists());
+}

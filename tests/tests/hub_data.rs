@@ -14,21 +14,6 @@ use parquet::schema::parser::parse_message_type;
 
 const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
 
-fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let pixels: Vec<u8> = (0..width * height)
-        .flat_map(|i| [rgb[0], rgb[1].wrapping_add((i % 7) as u8), rgb[2]])
-        .collect();
-    enc.write_header()
-        .unwrap()
-        .write_image_data(&pixels)
-        .unwrap();
-    out
-}
-
 /// Writes a parquet file in the Hub's layout: `img` {bytes, path} and `label`.
 fn write_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
     write_parquet_columns(path, images, &[("label", labels)]);

@@ -10,10 +10,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let file = kd_core::weights::read(&path)?;
     // The data set defaults to the one the model was trained on.
     let info = kd_core::weights::ModelInfo::from_metadata(&path, &file.metadata)?;
-    let data_args = DataArgs {
+    let mut data_args = DataArgs {
         dataset: args.data.dataset.clone().or(info.dataset.clone()),
         ..args.data.clone()
     };
+    // A folder of images is cut to the size the model was trained at.
+    let folder = data_args
+        .dataset
+        .as_deref()
+        .and_then(|d| kd_core::registry::dataset(d).ok())
+        .is_some_and(|p| p.images.is_some());
+    if folder && data_args.image_size.is_none() {
+        data_args.image_size = info.config.as_ref().map(|c| c.input_shape[1]);
+    }
     let mut data = crate::datasets::load(&data_args)?;
     let (model, info) = super::load_model(
         &file,

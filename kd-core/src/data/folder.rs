@@ -2,9 +2,9 @@
 //! and `DIR/val/CLASS/*` (or `DIR/test/`), classes sorted by name. PNG and
 //! JPEG, greyscale or colour (RGBA loses its alpha, as torchvision's loader
 //! converts to RGB), any size: each image is resized on its shorter side
-//! and centre-cropped to a square, the median shorter side of the training
-//! images rounded to a multiple of 4. One channel when every training image
-//! is greyscale, else three. Decoding runs on every core.
+//! and centre-cropped to a square, `--image-size` or else the median shorter
+//! side of the training images rounded to a multiple of 4. One channel when
+//! every training image is greyscale, else three. Decoding runs on every core.
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
@@ -14,8 +14,73 @@ use rayon::prelude::*;
 use super::{channel_stats, Dataset, Splits};
 use crate::{Error, Result};
 
+/// The largest `--image-size`: a 20,000-image set of that size already
+/// takes 60 GB of memory.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// How a folder of images is read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageOptions {
+    /// The side every image is resized and cropped to; `None`: the median.
+    pub image_size: Option<usize>,
+    /// Skip (and count) images that cannot be decoded instead of stopping.
+    pub skip_bad_images: bool,
+}
+
 /// Reads `dir` as described in the module's documentation.
-pub fn load_image_folder(dir: &Path) -> Result<Splits> {
+pub fn load_image_folder(dir: &Path, options: &ImageOptions) -> Result<Splits> {
+    let (classes, train_files, test_files) = layout(dir)?;
+    let train = decode(&train_files, options.skip_bad_images)?;
+    let side = match options.image_size {
+        Some(s) if s == 0 || s > MAX_IMAGE_SIZE => {
+            return Err(Error::config(format!(
+                "--image-size {s}: use a side from 1 to {MAX_IMAGE_SIZE} pixels"
+            )))
+        }
+        Some(s) => s as u32,
+        None => median_side(&train),
+    };
+    let grey = train.iter().all(|(img, _)| !img.color().has_color());
+    let shape = [if grey { 1 } else { 3 }, side as usize, side as usize];
+    let name = "folder";
+    let to_split = |images: Vec<(DynamicImage, u32)>| -> Result<Dataset> {
+        let (pixels, labels): (Vec<Vec<u8>>, Vec<u32>) = images
+            .into_par_iter()
+            .map(|(img, label)| (square(&img, side, grey), label))
+            .unzip();
+        let norm = super::Normalization {
+            mean: vec![0.5; shape[0]],
+            std: vec![0.5; shape[0]],
+        };
+        Dataset::new(name, pixels.concat(), labels, shape, classes.clone(), norm)
+    };
+    let mut train = to_split(train)?;
+    let mut test = to_split(decode(&test_files, options.skip_bad_images)?)?;
+    let norm = channel_stats(&train.images, shape);
+    (train.normalization, test.normalization) = (norm.clone(), norm);
+    Ok(Splits { train, test })
+}
+
+/// Every file [`load_image_folder`] reads, training split first.
+pub fn image_folder_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (_, train, test) = layout(dir)?;
+    Ok(train.into_iter().chain(test).map(|(p, _)| p).collect())
+}
+
+/// The median shorter side of `images`, rounded to a multiple of 4.
+fn median_side(images: &[(DynamicImage, u32)]) -> u32 {
+    let mut sides: Vec<u32> = images
+        .iter()
+        .map(|(img, _)| img.width().min(img.height()))
+        .collect();
+    sides.sort_unstable();
+    ((sides[sides.len() / 2] as f64 / 4.0).round() as u32).max(1) * 4
+}
+
+type Files = Vec<(PathBuf, u32)>;
+
+/// The classes and the training and test files (with their class indices).
+fn layout(dir: &Path) -> Result<(Vec<String>, Files, Files)> {
     let train_dir = dir.join("train");
     let test_dir = ["val", "test"]
         .iter()
@@ -44,33 +109,8 @@ pub fn load_image_folder(dir: &Path) -> Result<Splits> {
             train_dir.display()
         )));
     }
-    let (train_files, test_files) = (files(&train_dir, &classes)?, files(&test_dir, &classes)?);
-    let train = decode(&train_files)?;
-    let mut sides: Vec<u32> = train
-        .iter()
-        .map(|(img, _)| img.width().min(img.height()))
-        .collect();
-    sides.sort_unstable();
-    let side = ((sides[sides.len() / 2] as f64 / 4.0).round() as u32).max(1) * 4;
-    let grey = train.iter().all(|(img, _)| !img.color().has_color());
-    let shape = [if grey { 1 } else { 3 }, side as usize, side as usize];
-    let name = "folder";
-    let to_split = |images: Vec<(DynamicImage, u32)>| -> Result<Dataset> {
-        let (pixels, labels): (Vec<Vec<u8>>, Vec<u32>) = images
-            .into_par_iter()
-            .map(|(img, label)| (square(&img, side, grey), label))
-            .unzip();
-        let norm = super::Normalization {
-            mean: vec![0.5; shape[0]],
-            std: vec![0.5; shape[0]],
-        };
-        Dataset::new(name, pixels.concat(), labels, shape, classes.clone(), norm)
-    };
-    let mut train = to_split(train)?;
-    let mut test = to_split(decode(&test_files)?)?;
-    let norm = channel_stats(&train.images, shape);
-    (train.normalization, test.normalization) = (norm.clone(), norm);
-    Ok(Splits { train, test })
+    let (train, test) = (files(&train_dir, &classes)?, files(&test_dir, &classes)?);
+    Ok((classes, train, test))
 }
 
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
@@ -115,20 +155,45 @@ fn files(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>> {
     Ok(out)
 }
 
-/// Decodes every file in parallel; the first that cannot be read is named.
-fn decode(files: &[(PathBuf, u32)]) -> Result<Vec<(DynamicImage, u32)>> {
-    files
+/// Decodes every file in parallel. The first that cannot be read is named,
+/// or with `skip_bad` every such file is left out and counted in one line.
+fn decode(files: &[(PathBuf, u32)], skip_bad: bool) -> Result<Vec<(DynamicImage, u32)>> {
+    let decoded: Vec<Result<(DynamicImage, u32)>> = files
         .par_iter()
         .map(|(path, label)| {
             let img = image::open(path).map_err(|e| {
                 Error::bad_file(
                     path,
-                    format!("cannot be read as an image ({e}): replace or remove it"),
+                    format!("cannot be read as an image ({e}): replace or remove it, or pass --skip-bad-images"),
                 )
             })?;
             Ok((img, *label))
         })
-        .collect()
+        .collect();
+    if !skip_bad {
+        return decoded.into_iter().collect();
+    }
+    let (good, bad): (Vec<_>, Vec<_>) = decoded.into_iter().partition(|r| r.is_ok());
+    if let Some(Err(first)) = bad.first() {
+        tracing::warn!(
+            "skipped {} of {} images that cannot be read (the first: {first})",
+            bad.len(),
+            files.len()
+        );
+    }
+    if good.is_empty() {
+        return Err(Error::config(format!(
+            "none of the {} images in {} can be read",
+            files.len(),
+            files[0]
+                .0
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new(""))
+                .display()
+        )));
+    }
+    Ok(good.into_iter().map(|r| r.expect("partitioned")).collect())
 }
 
 /// Resized so its shorter side is `side`, centre-cropped to `side` x `side`,

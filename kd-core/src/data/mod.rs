@@ -2,6 +2,7 @@
 //! names and the normalisation applied when a batch is assembled.
 mod cifar10;
 mod cifar100;
+pub mod decoded;
 mod folder;
 mod idx;
 mod parquet;
@@ -13,7 +14,7 @@ pub use cifar100::{
     cifar100_normalization, load_cifar100_dir, Labels as Cifar100Labels,
     COARSE_CLASSES as CIFAR100_COARSE_CLASSES, FINE_CLASSES as CIFAR100_CLASSES,
 };
-pub use folder::load_image_folder;
+pub use folder::{image_folder_files, load_image_folder, ImageOptions, MAX_IMAGE_SIZE};
 pub use idx::{idx_splits, load_idx_dir, read_idx_images, read_idx_labels};
 pub use parquet::{read_parquet_images, Decoded};
 pub use synthetic::{synthetic, SyntheticSpec, CLASS_NAMES as SYNTHETIC_CLASSES};

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
+use rayon::prelude::*;
 
 use crate::{Error, Result};
 
@@ -13,8 +14,9 @@ pub struct Decoded {
     pub labels: Vec<u32>,
 }
 
-/// Reads `path`, decoding the PNG in column `image_column` of every row and
-/// checking that it is `shape` (C, H, W). The first bad row is named by index.
+/// Reads `path`, decoding the PNG in column `image_column` of every row (on
+/// every core) and checking that it is `shape` (C, H, W). A bad row is
+/// named by index; `on_row` hears of the rows decoded so far.
 pub fn read_parquet_images(
     path: &Path,
     image_column: &str,
@@ -31,10 +33,7 @@ pub fn read_parquet_images(
         ))
     })?;
     let rows = reader.metadata().file_metadata().num_rows().max(0) as usize;
-    let (mut images, mut labels) = (
-        Vec::with_capacity(rows * shape.iter().product::<usize>()),
-        Vec::with_capacity(rows),
-    );
+    let (mut pngs, mut labels) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
     for (i, row) in reader.into_iter().enumerate() {
         let row = row.map_err(|e| bad(format!("row {i} cannot be read ({e})")))?;
         let (mut png_bytes, mut label) = (None, None);
@@ -72,21 +71,37 @@ pub fn read_parquet_images(
         if label < 0 {
             return Err(bad(format!("row {i} has label {label}")));
         }
-        decode_png(&png_bytes, shape, &mut images).map_err(|m| bad(format!("row {i}: {m}")))?;
+        pngs.push(png_bytes);
         labels.push(label as u32);
-        on_row(i + 1, rows);
     }
     if labels.is_empty() {
         return Err(bad("holds no rows".into()));
     }
+    let per_image: usize = shape.iter().product();
+    let mut images = vec![0u8; pngs.len() * per_image];
+    // Chunks of rows, each decoded in parallel, so progress can be shown.
+    let chunk = 4096;
+    for (c, (out, pngs)) in images
+        .chunks_mut(chunk * per_image)
+        .zip(pngs.chunks(chunk))
+        .enumerate()
+    {
+        out.par_chunks_mut(per_image)
+            .zip(pngs)
+            .enumerate()
+            .try_for_each(|(j, (out, png))| {
+                decode_png(png, shape, out).map_err(|m| bad(format!("row {}: {m}", c * chunk + j)))
+            })?;
+        on_row((c * chunk + pngs.len()).min(labels.len()), labels.len());
+    }
     Ok(Decoded { images, labels })
 }
 
-/// Appends the planes (C x H x W) of a PNG of exactly `shape` to `out`.
+/// Writes the planes (C x H x W) of a PNG of exactly `shape` into `out`.
 fn decode_png(
     bytes: &[u8],
     [c, h, w]: [usize; 3],
-    out: &mut Vec<u8>,
+    out: &mut [u8],
 ) -> std::result::Result<(), String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -106,8 +121,10 @@ fn decode_png(
             "the image is {fw}x{fh} with {channels} channel(s), expected {w}x{h} with {c}"
         ));
     }
-    for ch in 0..c {
-        out.extend((0..h * w).map(|p| buf[p * samples + ch]));
+    for (ch, plane) in out.chunks_exact_mut(h * w).enumerate() {
+        for (p, v) in plane.iter_mut().enumerate() {
+            *v = buf[p * samples + ch];
+        }
     }
     Ok(())
 }

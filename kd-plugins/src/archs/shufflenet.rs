@@ -146,7 +146,7 @@ impl V2Down {
 /// One stage: V1's units, or V2's strided unit and then its units.
 enum Stage {
     V1(Vec<V1Unit>),
-    V2(V2Down, Vec<V2Unit>),
+    V2(Box<V2Down>, Vec<V2Unit>),
 }
 
 impl Stage {
@@ -219,7 +219,7 @@ impl ShuffleNet {
                         .collect::<Result<_>>()?,
                 ),
                 Version::V2 { .. } => Stage::V2(
-                    V2Down::new(cin, w, layer.pp(0))?,
+                    Box::new(V2Down::new(cin, w, layer.pp(0))?),
                     (1..=n)
                         .map(|i| V2Unit::new(w, layer.pp(i)))
                         .collect::<Result<_>>()?,

@@ -113,6 +113,7 @@ kd_core::inventory::submit! {
         classes: &["horizontal", "vertical"],
         normalization: None,
         read_dir: None,
+        images: None,
         local: &[],
         hub: None,
         generate: Some(stripes),

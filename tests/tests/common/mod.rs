@@ -164,3 +164,19 @@ pub fn weights_bits(path: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// A `width` x `height` RGB PNG of colour `rgb` with a faint pattern.
+pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| [rgb[0], rgb[1].wrapping_add((i % 7) as u8), rgb[2]])
+        .collect();
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+    out
+}
