@@ -36,6 +36,7 @@ macro_rules! avx2_and_baseline {
     };
 }
 
+mod batch_norm;
 mod conv;
 mod depthwise;
 mod direct;
@@ -44,6 +45,7 @@ mod pool;
 mod testing;
 mod winograd;
 
+pub use batch_norm::{batch_norm_train, BatchStats};
 pub use conv::Conv2dOp;
 pub use depthwise::DepthwiseConv2dOp;
 pub use pool::MaxPool2dOp;

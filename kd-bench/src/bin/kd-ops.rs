@@ -40,6 +40,17 @@ fn main() {
         let y = kd_kernels::reference_conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, 1);
         backward(y.unwrap().relu().unwrap())
     });
+    // The zoo's BatchNorm in training, at resnet8x4's first stage (batch 64).
+    let varmap = kd_core::candle_nn::VarMap::new();
+    let vb = kd_core::candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let bn = kd_core::nn::BatchNorm2d::new(64, vb.pp("bn")).unwrap();
+    let z = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 64, 32, 32), &dev).unwrap()).unwrap();
+    report("batchnorm_64x64x32_train_fwd_bwd", &mut || {
+        backward(
+            bn.forward(z.as_tensor(), kd_core::Mode::Train { seed: 0 })
+                .unwrap(),
+        )
+    });
     let big = Tensor::randn(0f32, 1., (1024, 1024), &dev).unwrap();
     report("matmul_1024", &mut || {
         big.matmul(&big).unwrap();

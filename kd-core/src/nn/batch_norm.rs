@@ -62,6 +62,9 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode != Mode::Eval && super::on_cpu_f32(x) {
+            return self.train_fused(x);
+        }
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
         let (mean, var) = match mode {
@@ -90,10 +93,32 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// Training on the CPU: kd-kernels' fused BatchNorm, then the running
+    /// statistics moved with the batch's.
+    fn train_fused(&self, x: &Tensor) -> Result<Tensor> {
+        let count = self.values_per_channel(x)?;
+        let (y, stats) = kd_kernels::batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        let c = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean, c, x.device())?;
+        let var = Tensor::from_vec(stats.var, c, x.device())?;
+        self.track(&mean, &var, count)?;
+        Ok(y)
+    }
+
     /// The batch's mean and biased variance (as the normalisation uses them),
     /// after moving the running statistics.
     fn batch_statistics(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (n, c, h, w) = x.dims4()?;
+        let count = self.values_per_channel(x)?;
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+        let c = mean.elem_count();
+        self.track(&mean.detach().reshape(c)?, &var.detach().reshape(c)?, count)?;
+        Ok((mean, var))
+    }
+
+    /// How many values each channel's statistics are taken over: at least 2.
+    fn values_per_channel(&self, x: &Tensor) -> Result<usize> {
+        let (n, _, h, w) = x.dims4()?;
         let count = n * h * w;
         if count < 2 {
             return Err(Error::config(format!(
@@ -101,18 +126,21 @@ impl BatchNorm2d {
                 self.name
             )));
         }
-        let mean = x.mean_keepdim((0, 2, 3))?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-        let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
+        Ok(count)
+    }
+
+    /// Moves the running statistics towards a batch's mean and (biased)
+    /// variance over `count` values, as PyTorch does: with the unbiased one.
+    fn track(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        let unbiased = (var * (count as f64 / (count - 1) as f64))?;
         let update = |stat: &Var, batch: &Tensor| -> Result<()> {
-            let moved = ((stat.as_tensor() * (1.0 - MOMENTUM))?
-                + (batch.detach().reshape(c)? * MOMENTUM)?)?;
+            let moved = ((stat.as_tensor() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?;
             Ok(stat.set(&moved)?)
         };
-        update(&self.running_mean, &mean)?;
+        update(&self.running_mean, mean)?;
         update(&self.running_var, &unbiased)?;
         let tracked = (self.num_batches_tracked.as_tensor() + 1.0)?;
         self.num_batches_tracked.set(&tracked)?;
-        Ok((mean, var))
+        Ok(())
     }
 }
