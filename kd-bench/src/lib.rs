@@ -2,11 +2,11 @@
 //! shape (and Fashion-MNIST's, where issue 16's targets are measured), a
 //! batch of 128, and one optimizer step as the trainer takes it.
 use kd_core::candle::{Device, Tensor};
-use kd_core::data::{synthetic, Batch, Splits, SyntheticSpec};
 use kd_core::loss::cross_entropy;
 use kd_core::optim::{Adam, Optimizer};
 use kd_core::{ArchConfig, Mode, Model, Student};
 use kd_plugins as _;
+use kd_train::data::{synthetic, Batch, Splits, SyntheticSpec};
 
 pub const BATCH: usize = 128;
 

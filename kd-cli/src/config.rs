@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory};
 use kd_core::device::DeviceSpec;
-use kd_core::train::TrainConfig;
+use kd_train::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::teacher_cache::CacheMode;
+
+/// The name `--dataset auto` and no `--dataset` stand for: the default data
+/// set when it can be had, else the offline fallback (`datasets::resolve`).
+pub const AUTO: &str = "auto";
 
 /// Which data, and how much of it.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -58,11 +62,9 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The data set's name: the one given, else `auto` (see [`crate::datasets::resolve`]).
+    /// The data set's name: the one given, else [`AUTO`].
     pub fn dataset(&self) -> String {
-        self.dataset
-            .clone()
-            .unwrap_or_else(|| crate::datasets::AUTO.into())
+        self.dataset.clone().unwrap_or_else(|| AUTO.into())
     }
 }
 
@@ -122,7 +124,7 @@ pub struct HyperArgs {
     /// transform turns the teacher cache off: the teacher must see the student's view
     /// [default: the data set's own: crop-flip for CIFAR-100, none for the others].
     #[arg(long, value_name = "NAME", value_parser = augment)]
-    pub augment: Option<kd_core::data::transform::Augment>,
+    pub augment: Option<kd_train::data::transform::Augment>,
     /// Seed for initialisation, data order and dropout, 0 to 2^63-1 [default: 42].
     #[arg(long, value_parser = seed)]
     pub seed: Option<u64>,
@@ -505,9 +507,9 @@ pub fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
 }
 
 /// `--epochs`, `--batch-size`, subsets and the like: a whole number of at least 1.
-/// `--image-size`: a side from 1 to [`kd_core::data::MAX_IMAGE_SIZE`].
+/// `--image-size`: a side from 1 to [`kd_train::data::MAX_IMAGE_SIZE`].
 pub fn image_size(s: &str) -> std::result::Result<usize, String> {
-    let max = kd_core::data::MAX_IMAGE_SIZE;
+    let max = kd_train::data::MAX_IMAGE_SIZE;
     match positive(s)? {
         n if n > max => Err(format!("must be at most {max} pixels")),
         n => Ok(n),
@@ -551,8 +553,8 @@ pub fn fraction(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// `--augment`: a name of [`Augment`](kd_core::data::transform::Augment).
-pub fn augment(s: &str) -> std::result::Result<kd_core::data::transform::Augment, String> {
+/// `--augment`: a name of [`Augment`](kd_train::data::transform::Augment).
+pub fn augment(s: &str) -> std::result::Result<kd_train::data::transform::Augment, String> {
     s.trim().parse()
 }
 
@@ -595,7 +597,7 @@ mod tests {
     /// key), and comes back from the flags it was given as.
     #[test]
     fn every_trainer_setting_is_a_flag() {
-        let defaults = toml::Table::try_from(kd_core::train::TrainConfig::default()).unwrap();
+        let defaults = toml::Table::try_from(kd_train::train::TrainConfig::default()).unwrap();
         let hyper = super::HyperArgs::default().resolved();
         let keys = toml::Table::try_from(&hyper).unwrap();
         for key in defaults.keys() {
@@ -604,7 +606,10 @@ mod tests {
                 "TrainConfig::{key} has no HyperArgs field"
             );
         }
-        assert_eq!(hyper.train_config(), kd_core::train::TrainConfig::default());
+        assert_eq!(
+            hyper.train_config(),
+            kd_train::train::TrainConfig::default()
+        );
         let changed = super::HyperArgs {
             lr: Some(0.5),
             eval_every: Some(3),

@@ -3,25 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kd_core::data::{self, decoded, Dataset, Splits};
 use kd_core::registry::{self, DatasetPlugin, HubSource, ImageFiles};
+use kd_train::data::{self, decoded, Dataset, Splits};
 
 use crate::hub::HubFile;
 
-use crate::config::DataArgs;
-
-/// kd's cache folder: `$KD_CACHE` (an empty value counts as unset), else the
-/// platform cache folder + `kd`.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("KD_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("kd")))
-        .unwrap_or_else(|| PathBuf::from(".kd-cache"))
-}
-
-/// The name `--dataset auto` and no `--dataset` stand for.
-pub const AUTO: &str = "auto";
+use crate::config::{DataArgs, AUTO};
 
 /// `args` with `auto` (or no data set) made concrete: the default data set
 /// when it is on this machine or can be downloaded (which fills the Hub cache
@@ -204,7 +191,7 @@ fn image_folder(
     };
     let files = (images.files)(dir)?;
     let key = decoded::key(dir, &files, &format!("{options:?}"))?;
-    let cached = cache_dir()
+    let cached = kd_train::cache_dir()
         .join(plugin.name)
         .join(format!("{key}.safetensors"));
     if let Some(splits) = decoded::read_splits(&cached) {
@@ -236,7 +223,7 @@ fn image_folder(
 fn decoded_path(src: &DatasetPlugin, hub: &HubSource, args: &DataArgs) -> PathBuf {
     let repo = args.hub_repo.as_deref().unwrap_or(hub.repo);
     let revision = args.revision.as_deref().unwrap_or("main");
-    cache_dir().join(src.name).join(format!(
+    kd_train::cache_dir().join(src.name).join(format!(
         "{}@{}.safetensors",
         // Hub repository names cannot hold `--`; revisions can, so theirs
         // is escaped as a URL would be (one file name per revision).

@@ -14,6 +14,7 @@ mod config;
 mod cost;
 mod datasets;
 mod hub;
+mod models;
 mod outputs;
 mod phase;
 mod plot;

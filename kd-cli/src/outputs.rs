@@ -167,7 +167,7 @@ pub fn check_folder(what: &str, dir: &Path, overwrite: bool) -> Result<bool> {
     let entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {what} {}", dir.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != kd_core::checkpoint::LOCK)
+        .filter(|e| e.file_name() != kd_train::checkpoint::LOCK)
         .collect();
     if entries.is_empty() {
         return Ok(false);

@@ -5,15 +5,15 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use kd_core::candle::Device;
-use kd_core::checkpoint::{Checkpoint, CheckpointPolicy};
-use kd_core::data::Splits;
-use kd_core::eval::Evaluation;
 use kd_core::loss::Params;
 use kd_core::model::sorted_tensors;
 use kd_core::registry::MethodPlugin;
-use kd_core::train::{TrainConfig, Trainer};
 use kd_core::weights::{self, ModelInfo};
 use kd_core::{ArchConfig, Model, Teacher};
+use kd_train::checkpoint::{Checkpoint, CheckpointPolicy};
+use kd_train::data::Splits;
+use kd_train::eval::Evaluation;
+use kd_train::train::{TrainConfig, Trainer};
 
 use crate::cli::ModelArgs;
 use crate::config::RunConfig;
@@ -159,7 +159,7 @@ pub fn load_teacher(
     let file = kd_core::weights::read_under(&path, teacher_key)
         .and_then(|f| f.check_finite().map(|()| f))
         .with_context(|| format!("cannot load teacher {}", path.display()))?;
-    let (model, _) = crate::commands::load_model(
+    let (model, _) = crate::models::load_model(
         &file,
         &args,
         Some(data.train.shape),

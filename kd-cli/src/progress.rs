@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kd_core::train::{BatchUpdate, EpochSummary, Observer};
+use kd_train::train::{BatchUpdate, EpochSummary, Observer};
 use serde_json::json;
 
 pub struct Progress {

@@ -1,10 +1,10 @@
 //! `--teacher-cache`: where a frozen teacher's outputs are kept between epochs
 //! (and between runs), and what the run log says about it.
 use anyhow::Result;
-use kd_core::cache::{cache_key, CachedTeacher, Placement};
 use kd_core::candle::Device;
-use kd_core::data::Splits;
 use kd_core::{Model, Teacher};
+use kd_train::cache::{cache_key, CachedTeacher, Placement};
+use kd_train::data::Splits;
 use serde::{Deserialize, Serialize};
 
 /// Where the teacher's outputs are kept: `--teacher-cache`, and the
@@ -25,7 +25,7 @@ pub enum CacheMode {
 
 /// The cache mode a run uses: `mode`, unless a random transform shows the
 /// student a new view of each image every epoch, which the teacher must see too.
-pub fn mode_for(mode: CacheMode, augment: kd_core::data::transform::Augment) -> CacheMode {
+pub fn mode_for(mode: CacheMode, augment: kd_train::data::transform::Augment) -> CacheMode {
     if augment.is_random() && mode != CacheMode::Off {
         tracing::info!("teacher cache off: with --augment {augment} the teacher runs on each batch, to see the student's view of it");
         return CacheMode::Off;
@@ -73,7 +73,7 @@ pub fn build(
         CacheMode::Auto | CacheMode::Disk => {}
     }
     let key = cache_key(teacher_sha256, &data.train, taps)?;
-    let path = crate::datasets::cache_dir()
+    let path = kd_train::cache_dir()
         .join("teacher-outputs")
         .join(format!("{}.safetensors", &key[..32]));
     if let Some(dir) = path.parent() {

@@ -36,12 +36,9 @@
 //! ([`verify`]). Architectures ([`registry::ArchPlugin`]: a builder from a
 //! `VarBuilder` and the taps it provides) and recipes register the same way.
 
-pub mod cache;
-pub mod checkpoint;
 pub mod data;
 pub mod device;
 mod error;
-pub mod eval;
 pub mod functional;
 /// kd's seeded generators.
 #[doc(hidden)]
@@ -56,7 +53,6 @@ pub mod network;
 pub mod nn;
 pub mod optim;
 pub mod registry;
-pub mod train;
 pub mod verify;
 pub mod weights;
 

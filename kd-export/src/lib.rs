@@ -13,9 +13,9 @@ mod proto;
 
 use anyhow::{bail, Context, Result};
 use kd_core::candle::{DType, Device, Tensor};
-use kd_core::data::Normalization;
 use kd_core::nn::trace::trace;
 use kd_core::{Mode, Model};
+use kd_train::data::Normalization;
 use prost::Message;
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::output_vec;
+use crate::im2col::output_vec;
 
 /// A batch's per-channel mean and biased variance, and what [`batch_norm_train`]
 /// normalised with.

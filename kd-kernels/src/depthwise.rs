@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::output_vec;
+use crate::im2col::output_vec;
 
 /// `nn.Conv2d(C, C, k, stride, padding, groups=C, bias=False)` on N x C x H x W
 /// with a weight of C x 1 x k x k.

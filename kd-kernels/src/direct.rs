@@ -13,7 +13,7 @@
 //! columns past each output row are computed too and dropped.
 use rayon::prelude::*;
 
-use crate::conv::{output_vec, relu_in_place, with_scratch, Geometry};
+use crate::im2col::{output_vec, relu_in_place, with_scratch, Geometry};
 use crate::winograd::all_finite;
 
 /// Floats per vector step of the portable code: AVX2's eight (the AVX-512

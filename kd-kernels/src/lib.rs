@@ -40,6 +40,7 @@ mod batch_norm;
 mod conv;
 mod depthwise;
 mod direct;
+mod im2col;
 mod pool;
 #[cfg(test)]
 mod testing;

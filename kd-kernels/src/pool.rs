@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::output_vec;
+use crate::im2col::output_vec;
 
 /// `nn.MaxPool2d(k, stride=k)` on N x C x H x W; trailing rows and columns
 /// that do not fill a window are dropped.

@@ -2,7 +2,7 @@
 //! kernel gradient in `f64`, written as the definition reads, to test each
 //! fast path on its own (the integration tests reach only the path a
 //! layer's shape and the CPU pick).
-use crate::conv::Geometry;
+use crate::im2col::Geometry;
 
 /// Random values in -1..1, a fixed sequence per seed.
 pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -25,7 +25,7 @@ use std::ops::{Add, Mul, Neg, Sub};
 
 use rayon::prelude::*;
 
-use crate::conv::{direct_image, matmul, output_vec, relu_in_place, with_scratch, Geometry};
+use crate::im2col::{direct_image, matmul, output_vec, relu_in_place, with_scratch, Geometry};
 
 /// Fewer channels than this and the products per tile position are too thin
 /// to pay for the transforms: the student's 16->16 layer took 4.8-6.0 ms

@@ -3,10 +3,10 @@
 //! a plugin crate adds a data set the same way.
 use std::path::Path;
 
-use kd_core::data::transform::Augment;
-use kd_core::data::{self, Splits, SyntheticSpec};
 use kd_core::registry::{DatasetPlugin, HubSource, ImageFiles};
 use kd_core::Result;
+use kd_train::data::transform::Augment;
+use kd_train::data::{self, Splits, SyntheticSpec};
 
 const FASHION_CLASSES: &[&str] = &[
     "T-shirt/top",
@@ -191,10 +191,10 @@ mod sample {
     use std::path::PathBuf;
 
     use super::FASHION_CLASSES;
-    use kd_core::data::transform::Augment;
-    use kd_core::data::{self, Splits};
     use kd_core::registry::DatasetPlugin;
     use kd_core::Result;
+    use kd_train::data::transform::Augment;
+    use kd_train::data::{self, Splits};
 
     const NAME: &str = "fashion-mnist-sample";
 

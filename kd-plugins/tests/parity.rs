@@ -457,8 +457,8 @@ fn feature_methods_pool_the_larger_map_and_refuse_other_sizes() {
 
 /// The trainer's settings a fixture names in its `kd.settings` metadata (a JSON
 /// object of `TrainConfig` keys), the rest at their defaults.
-fn settings_of(file: &weights::WeightsFile) -> kd_core::train::TrainConfig {
-    let mut config = serde_json::to_value(kd_core::train::TrainConfig::default()).unwrap();
+fn settings_of(file: &weights::WeightsFile) -> kd_train::train::TrainConfig {
+    let mut config = serde_json::to_value(kd_train::train::TrainConfig::default()).unwrap();
     let given: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&file.metadata["kd.settings"]).unwrap();
     config.as_object_mut().unwrap().extend(given);
@@ -563,7 +563,7 @@ fn every_schedule_matches_pytorch_over_a_run() {
 /// torchvision's definition (zero padding, crop at top/left, flip of the width).
 #[test]
 fn crop_and_flip_match_torchvision() {
-    use kd_core::data::transform::{Image, RandomCrop, RandomHorizontalFlip};
+    use kd_train::data::transform::{Image, RandomCrop, RandomHorizontalFlip};
     let f = read("transforms.safetensors");
     let images = f["images"].to_dtype(DType::U8).unwrap();
     let [n, c, h, w] = images.dims4().map(|(n, c, h, w)| [n, c, h, w]).unwrap();

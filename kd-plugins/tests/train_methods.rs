@@ -1,11 +1,11 @@
 //! Each method trains a student on the synthetic set through the generic
 //! trainer: the loss falls and the student beats chance clearly.
 use kd_core::candle::Device;
-use kd_core::data::{synthetic, Splits, SyntheticSpec};
 use kd_core::loss::Params;
-use kd_core::train::{Silent, TrainConfig, Trainer};
 use kd_core::{registry, ArchConfig, Model};
 use kd_plugins as _;
+use kd_train::data::{synthetic, Splits, SyntheticSpec};
+use kd_train::train::{Silent, TrainConfig, Trainer};
 
 fn data() -> Splits {
     synthetic(&SyntheticSpec {

@@ -1098,3 +1098,45 @@ fn a_folder_of_images_is_decoded_once_and_read_as_asked() {
     }
     assert!(!d.join("d.safetensors").exists());
 }
+
+/// `--teacher-key` names the entry of a torch.save checkpoint that holds the
+/// state_dict; an entry the file lacks is refused, naming it, before any
+/// training.
+#[test]
+fn the_teacher_key_picks_a_checkpoints_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_cifar100(&d.join("c100"), 16);
+    let ckpt = resnet8_checkpoint();
+    let args = |key| {
+        vec![
+            "train",
+            "--arch",
+            "resnet8",
+            "--method",
+            "kd",
+            "--teacher",
+            ckpt.to_str().unwrap(),
+            "--teacher-arch",
+            "resnet8",
+            "--teacher-key",
+            key,
+            "--dataset",
+            "cifar100",
+            "--data-dir",
+            "c100",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--quiet",
+            "--out",
+            "s.safetensors",
+        ]
+    };
+    let err = fails(&args("state_dict"), d, 1);
+    assert!(err.contains("`state_dict`"), "{err}");
+    assert!(!d.join("s.safetensors").exists());
+    ok(&args("model"), d);
+    assert_eq!(tensors(&d.join("s.safetensors")).1["kd.method"], "kd");
+}

@@ -50,17 +50,17 @@ proptest! {
     #[test]
     fn idx_loaders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), pos in 0usize..34, value in any::<u8>()) {
         let dir = tempfile::tempdir().unwrap();
-        let _ = kd_core::data::read_idx_images(&write(dir.path(), "a", &bytes));
-        let _ = kd_core::data::read_idx_labels(&write(dir.path(), "b", &bytes));
+        let _ = kd_train::data::read_idx_images(&write(dir.path(), "a", &bytes));
+        let _ = kd_train::data::read_idx_labels(&write(dir.path(), "b", &bytes));
         let mut idx = valid_idx();
         let p = pos % idx.len();
         idx[p] = value;
-        let _ = kd_core::data::read_idx_images(&write(dir.path(), "c", &idx));
+        let _ = kd_train::data::read_idx_images(&write(dir.path(), "c", &idx));
         // Huge dimensions in a header must not allocate or overflow.
         let mut huge = valid_idx();
         huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
-        prop_assert!(kd_core::data::read_idx_images(&write(dir.path(), "d", &huge)).is_err());
+        prop_assert!(kd_train::data::read_idx_images(&write(dir.path(), "d", &huge)).is_err());
     }
 
     #[test]
@@ -69,7 +69,7 @@ proptest! {
         for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
             write(dir.path(), f, &bytes);
         }
-        let _ = kd_core::data::load_cifar10_dir(dir.path());
+        let _ = kd_train::data::load_cifar10_dir(dir.path());
     }
 
     #[test]
@@ -79,7 +79,7 @@ proptest! {
         file.extend(&bytes);
         file.extend(b"PAR1");
         for (name, b) in [("a.parquet", &bytes), ("b.parquet", &file)] {
-            let _ = kd_core::data::read_parquet_images(&write(dir.path(), name, b), "img", "label", [3, 32, 32], |_, _| {});
+            let _ = kd_train::data::read_parquet_images(&write(dir.path(), name, b), "img", "label", [3, 32, 32], |_, _| {});
         }
     }
 }

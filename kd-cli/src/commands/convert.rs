@@ -21,7 +21,7 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         // records what it holds, as a model kd trained does.
         Some(_) => {
             let (model, _) =
-                super::load_model(&file, &args.model, None, None, &Device::Cpu, "--arch")?;
+                crate::models::load_model(&file, &args.model, None, None, &Device::Cpu, "--arch")?;
             let info = ModelInfo {
                 arch: Some(model.arch.name.to_string()),
                 config: Some(model.config.clone()),

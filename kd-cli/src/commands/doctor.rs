@@ -28,7 +28,7 @@ pub fn run() -> Result<()> {
     println!("cpu kernels:     {}", cpu_features());
     println!(
         "kd cache:        {} ($KD_CACHE)",
-        crate::datasets::cache_dir().display()
+        kd_train::cache_dir().display()
     );
     let hf = std::env::var_os("HF_HOME")
         .map(std::path::PathBuf::from)

@@ -4,7 +4,7 @@ use crate::cli::EvalArgs;
 use crate::config::DataArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let device = super::device(args.model_args.device)?;
+    let device = crate::models::device(args.model_args.device)?;
     let path = crate::hub::resolve(&args.model.to_string_lossy())?;
     // Read the model first: a bad file is reported before any data is loaded.
     let file = kd_core::weights::read(&path)?;
@@ -24,7 +24,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         data_args.image_size = info.config.as_ref().map(|c| c.input_shape[1]);
     }
     let mut data = crate::datasets::load(&data_args)?;
-    let (model, info) = super::load_model(
+    let (model, info) = crate::models::load_model(
         &file,
         &args.model_args,
         Some(data.test.shape),
@@ -46,7 +46,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(n) = info.normalization {
         data.test.normalization = n;
     }
-    let e = kd_core::eval::evaluate(&model, &data.test, kd_core::eval::EVAL_BATCH, &device)?;
+    let e = kd_train::eval::evaluate(&model, &data.test, kd_train::eval::EVAL_BATCH, &device)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(());

@@ -60,12 +60,12 @@ pub fn load(
     path: &std::path::Path,
     args: &crate::cli::ModelArgs,
 ) -> Result<(Model, ModelInfo, std::path::PathBuf)> {
-    let device = super::device(args.device)?;
+    let device = crate::models::device(args.device)?;
     let local = crate::hub::resolve(&path.to_string_lossy())?;
     let file = weights::read(&local)?;
     file.check_finite()
         .with_context(|| format!("cannot use {}", path.display()))?;
-    let (model, info) = super::load_model(&file, args, None, None, &device, "--arch")?;
+    let (model, info) = crate::models::load_model(&file, args, None, None, &device, "--arch")?;
     Ok((model, info, local))
 }
 

@@ -32,10 +32,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         files.output("--out", out);
     }
     files.check()?;
-    let device = super::device(args.model_args.device)?;
+    let device = crate::models::device(args.model_args.device)?;
     let model_path = crate::hub::resolve(&model_spec)?;
     let file = kd_core::weights::read(&model_path)?;
-    let (model, info) = super::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
+    let (model, info) =
+        crate::models::load_model(&file, &args.model_args, None, None, &device, "--arch")?;
     match &args.out {
         Some(out) if is_tensor_file => {
             predict_tensors(&model, &args.input[0], out, args.taps, &device)

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kd_core::cache::CachedTeacher;
-use kd_core::checkpoint::CheckpointPolicy;
 use kd_core::loss::Params;
 use kd_core::registry::{self, MethodPlugin, RecipePair, RecipePlugin, RecipeRun};
-use kd_core::train::{EpochSummary, TrainConfig};
 use kd_core::Model;
+use kd_train::cache::CachedTeacher;
+use kd_train::checkpoint::CheckpointPolicy;
+use kd_train::train::{EpochSummary, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ReproduceArgs, Seeds};
@@ -59,7 +59,7 @@ struct Plan {
     force: bool,
     checkpoint_every: Option<usize>,
     /// Keeps a second `kd reproduce` out of the folder while this one runs.
-    _lock: kd_core::checkpoint::RunLock,
+    _lock: kd_train::checkpoint::RunLock,
 }
 
 /// The run folder's record of how the run was made (read back on `--resume`).
@@ -138,7 +138,7 @@ fn plan(args: &ReproduceArgs) -> Result<Plan> {
             }
         })?;
     // Taking the lock creates the folder (removed again if nothing is written).
-    let lock = kd_core::checkpoint::RunLock::acquire(&out)?;
+    let lock = kd_train::checkpoint::RunLock::acquire(&out)?;
     files.check()?;
     if earlier {
         clear_earlier_run(&out, &runs)?;
@@ -267,7 +267,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         return list_pairs(args.recipe.as_deref());
     }
     let plan = plan(&args)?;
-    let device = super::device(plan.hyper.device.unwrap_or_default())?;
+    let device = crate::models::device(plan.hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&plan.cfg.data)?;
     let base = &plan.base;
     if !quiet {
@@ -491,7 +491,7 @@ fn phase(
     label: &str,
     teacher: &Option<Model>,
     cache: &mut Option<Option<CachedTeacher>>,
-    data: &kd_core::data::Splits,
+    data: &kd_train::data::Splits,
     device: &kd_core::candle::Device,
     quiet: bool,
 ) -> Result<(PhaseRun, Model)> {
@@ -539,7 +539,7 @@ fn phase(
     let params = run_params(&plan.hyper, plan.pair, run, method);
     let run_dir = dir.join("checkpoints").join(run.name);
     let resume = if plan.resuming {
-        kd_core::checkpoint::latest(&run_dir)?
+        kd_train::checkpoint::latest(&run_dir)?
     } else {
         None
     };
@@ -598,7 +598,7 @@ fn phase(
         crate::teacher_cache::serving(cache.as_ref().and_then(Option::as_ref), teacher.as_ref());
     // The first N images keep their indices, so a teacher cache serves them too.
     let subset = match run.train_subset {
-        Some(n) if n < data.train.len() => Some(kd_core::data::Splits {
+        Some(n) if n < data.train.len() => Some(kd_train::data::Splits {
             train: data.train.first(n)?,
             test: data.test.clone(),
         }),
@@ -654,7 +654,7 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
             let model = dir.join(format!("{}.safetensors", run.name));
             remove(kd_core::weights::adapters_path(&model))?;
             remove(model)?;
-            kd_core::checkpoint::clear(&dir.join("checkpoints").join(run.name))?;
+            kd_train::checkpoint::clear(&dir.join("checkpoints").join(run.name))?;
         }
     }
     Ok(())

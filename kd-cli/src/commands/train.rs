@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
-use kd_core::checkpoint::{self, Checkpoint, CheckpointPolicy};
 use kd_core::registry::{self, MethodPlugin};
-use kd_core::train::TrainConfig;
 use kd_core::weights;
+use kd_train::checkpoint::{self, Checkpoint, CheckpointPolicy};
+use kd_train::train::TrainConfig;
 
 use crate::cli::{Cli, TrainArgs};
 use crate::config::{HyperArgs, RunConfig};
@@ -194,7 +194,7 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
         toml,
         ..
     } = &plan(&args)?;
-    let device = super::device(hyper.device.unwrap_or_default())?;
+    let device = crate::models::device(hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&cfg.data)?;
     let teacher = match (&cfg.teacher, method.needs_teacher()) {
         (Some(spec), true) => {

@@ -1,23 +1,7 @@
 //! In-memory image-classification data: u8 NCHW images, u32 labels, class
-//! names and the normalisation applied when a batch is assembled.
-mod cifar10;
-mod cifar100;
-pub mod decoded;
-mod folder;
-mod idx;
-mod parquet;
-mod synthetic;
+//! names and the normalisation applied when a batch is assembled. The file
+//! formats that fill it are kd-train's.
 pub mod transform;
-
-pub use cifar10::{load_cifar10_dir, tutorial_normalization, CLASSES as CIFAR10_CLASSES};
-pub use cifar100::{
-    cifar100_normalization, load_cifar100_dir, Labels as Cifar100Labels,
-    COARSE_CLASSES as CIFAR100_COARSE_CLASSES, FINE_CLASSES as CIFAR100_CLASSES,
-};
-pub use folder::{image_folder_files, load_image_folder, ImageOptions, MAX_IMAGE_SIZE};
-pub use idx::{idx_splits, load_idx_dir, read_idx_images, read_idx_labels};
-pub use parquet::{read_parquet_images, Decoded};
-pub use synthetic::{synthetic, SyntheticSpec, CLASS_NAMES as SYNTHETIC_CLASSES};
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -259,9 +243,15 @@ pub fn channel_stats(images: &[u8], shape: [usize; 3]) -> Normalization {
     Normalization { mean, std }
 }
 
-/// Reads a whole file, naming it in the error.
-pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    // A FIFO would block and a device never end: a data file is a file.
-    crate::weights::regular_file(path)?;
-    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+/// The largest `--image-size`: a 20,000-image set of that size already
+/// takes 60 GB of memory.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// How a folder of image files of any size is read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageOptions {
+    /// The side every image is resized and cropped to; `None`: the median.
+    pub image_size: Option<usize>,
+    /// Skip (and count) images that cannot be decoded instead of stopping.
+    pub skip_bad_images: bool,
 }

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::{Module, Tensor};
 use kd_core::candle_nn::VarBuilder;
-use kd_core::data::{Dataset, Normalization, Splits};
 use kd_core::functional::soft_kl;
 use kd_core::loss::{MethodContext, Step};
 use kd_core::nn::{linear, Linear};
 use kd_core::registry::{ArchPlugin, DatasetPlugin, MethodPlugin, ParamSpec};
 use kd_core::{ArchConfig, DistillLoss, Mode, Network, Outputs, Result};
 use kd_plugins as _;
+use kd_train::data::{Dataset, Normalization, Splits};
 
 /// Hinton's loss with a classic mistake: the T² factor left out. `kd verify`
 /// must catch it against the real method's fixture.
@@ -103,7 +103,7 @@ fn stripes(shape: Option<[usize; 3]>) -> Result<Splits> {
     })
 }
 
-use kd_core::data::transform::Augment;
+use kd_train::data::transform::Augment;
 
 kd_core::inventory::submit! {
     DatasetPlugin {

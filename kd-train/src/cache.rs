@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Dataset;
 use crate::eval::EVAL_BATCH;
-use crate::network::{Outputs, Teacher};
-use crate::{Error, Result};
+use kd_core::network::{Outputs, Teacher};
+use kd_core::{Error, Result};
 
 /// The name of the logits in a cache file; taps are stored under their own names.
 const LOGITS: &str = "logits";
@@ -74,7 +74,7 @@ pub struct CachedTeacher {
 }
 
 /// A hex SHA-256 of what the teacher's outputs depend on: its tensors (names,
-/// shapes, values: `teacher_sha256` is its [`crate::Model::fingerprint`], which the
+/// shapes, values: `teacher_sha256` is its [`kd_core::Model::fingerprint`], which the
 /// caller has already computed for its checkpoints), the data set's images,
 /// shape and normalisation, and the taps kept. Labels and class names do not
 /// change outputs and are left out.
@@ -201,7 +201,7 @@ impl CachedTeacher {
                 .and_then(|_| file.write_all(bytes))
                 .map_err(|e| Error::io("write", path, e))
         };
-        crate::weights::write_atomic_with(path, |file| {
+        kd_core::weights::write_atomic_with(path, |file| {
             let seconds = run_teacher(teacher, data, taps, device, stop, &mut |first, outputs| {
                 if layout.is_empty() {
                     let mut offset = 0;

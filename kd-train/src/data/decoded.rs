@@ -12,8 +12,9 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::{Dataset, Decoded, Normalization, Splits};
-use crate::{Error, Result};
+use super::Decoded;
+use crate::data::{Dataset, Normalization, Splits};
+use kd_core::{Error, Result};
 
 /// Bumped whenever what a decoded copy holds changes meaning.
 const VERSION: &str = "kd-decoded-1";
@@ -79,10 +80,10 @@ pub fn write(
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(encode)?;
     let bytes = safetensors::serialize(views, metadata).map_err(encode)?;
-    crate::weights::write_atomic(path, &bytes)
+    kd_core::weights::write_atomic(path, &bytes)
 }
 
-/// Reads a copy [`write`] made, or `None` when there is none or it cannot
+/// Reads a copy [`write()`] made, or `None` when there is none or it cannot
 /// be read (the caller decodes again and replaces it).
 pub fn read(path: &Path) -> Option<(Decoded, Decoded, HashMap<String, String>)> {
     let file = std::fs::File::open(path).ok()?;

@@ -2,8 +2,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{channel_stats, read_file, Dataset, Splits};
-use crate::{Error, Result};
+use crate::data::{channel_stats, read_file, Dataset, Splits};
+use kd_core::{Error, Result};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;

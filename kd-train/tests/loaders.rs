@@ -2,7 +2,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use kd_core::data::{
+use kd_train::data::{
     load_cifar100_dir, load_cifar10_dir, load_idx_dir, read_idx_images, read_idx_labels,
     Cifar100Labels,
 };
@@ -177,7 +177,7 @@ fn idx_errors_name_file_and_problem() {
 
 #[test]
 fn subsets_and_shuffles_are_checked_and_seeded() {
-    let s = kd_core::data::synthetic(&kd_core::data::SyntheticSpec {
+    let s = kd_train::data::synthetic(&kd_train::data::SyntheticSpec {
         train: 50,
         test: 10,
         shape: [1, 8, 8],
@@ -259,9 +259,9 @@ fn cifar100_binary_records_load_with_fine_or_coarse_labels() {
 #[test]
 fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
     use image::{GrayImage, RgbImage, RgbaImage};
-    use kd_core::data::{image_folder_files, ImageOptions};
+    use kd_train::data::{image_folder_files, ImageOptions};
     let load_image_folder =
-        |d: &std::path::Path| kd_core::data::load_image_folder(d, &ImageOptions::default());
+        |d: &std::path::Path| kd_train::data::load_image_folder(d, &ImageOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for sub in ["train/cat", "train/dog", "val/cat", "val/dog"] {
@@ -299,12 +299,12 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
         image_size,
         skip_bad_images,
     };
-    let big = kd_core::data::load_image_folder(d, &sized(Some(48), false)).unwrap();
+    let big = kd_train::data::load_image_folder(d, &sized(Some(48), false)).unwrap();
     assert_eq!(
         (big.train.shape, big.test.shape),
         ([3, 48, 48], [3, 48, 48])
     );
-    let err = kd_core::data::load_image_folder(d, &sized(Some(5000), false))
+    let err = kd_train::data::load_image_folder(d, &sized(Some(5000), false))
         .unwrap_err()
         .to_string();
     assert!(err.contains("--image-size 5000"), "{err}");
@@ -317,7 +317,7 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
         err.contains("c.png") && err.contains("cannot be read as an image"),
         "{err}"
     );
-    let skipped = kd_core::data::load_image_folder(d, &sized(None, true)).unwrap();
+    let skipped = kd_train::data::load_image_folder(d, &sized(None, true)).unwrap();
     assert_eq!(skipped.train.labels, vec![0, 0], "c.png left out");
     std::fs::remove_file(d.join("train/dog/c.png")).unwrap();
     std::fs::remove_file(d.join("train/cat/a.png")).unwrap();

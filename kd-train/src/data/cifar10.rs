@@ -2,8 +2,8 @@
 //! (1024 red, 1024 green, 1024 blue), 10,000 to a file.
 use std::path::Path;
 
-use super::{read_file, Dataset, Normalization, Splits};
-use crate::{Error, Result};
+use crate::data::{read_file, Dataset, Normalization, Splits};
+use kd_core::{Error, Result};
 
 pub const CLASSES: [&str; 10] = [
     "airplane",

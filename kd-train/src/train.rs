@@ -19,12 +19,12 @@ use crate::checkpoint::{CheckpointPolicy, RunState};
 use crate::data::transform::{Augment, Transform};
 use crate::data::Dataset;
 use crate::eval::{evaluate, Evaluation};
-use crate::loss::{cross_entropy, DistillLoss, MethodContext, Params, Step};
-use crate::model::sorted_tensors;
-use crate::network::{Mode, Student, Teacher};
-use crate::optim::{LrSchedule, Optimizer, OptimizerSettings, ScheduleSettings};
-use crate::registry::MethodPlugin;
-use crate::{Error, Result};
+use kd_core::loss::{cross_entropy, DistillLoss, MethodContext, Params, Step};
+use kd_core::model::sorted_tensors;
+use kd_core::network::{Mode, Student, Teacher};
+use kd_core::optim::{LrSchedule, Optimizer, OptimizerSettings, ScheduleSettings};
+use kd_core::registry::MethodPlugin;
+use kd_core::{Error, Result};
 
 /// The settings of one run, with the tutorial's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ pub struct TrainConfig {
     /// Test the student after every Nth epoch (0: only after the last). Testing
     /// changes no weights; on a CPU a teacher's test pass costs a third of an epoch.
     pub eval_every: usize,
-    /// A registered optimizer ([`crate::optim::optimizers`]).
+    /// A registered optimizer ([`kd_core::optim::optimizers`]).
     #[serde(default = "defaults::optimizer")]
     pub optimizer: String,
     #[serde(default)]
@@ -50,7 +50,7 @@ pub struct TrainConfig {
     /// `None`: the optimizer's own default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
-    /// A registered schedule ([`crate::optim::schedules`]).
+    /// A registered schedule ([`kd_core::optim::schedules`]).
     #[serde(default = "defaults::lr_schedule")]
     pub lr_schedule: String,
     /// Epochs (counted after the warm-up) at which `multistep` multiplies the rate by `gamma`.
@@ -171,7 +171,7 @@ impl TrainConfig {
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
         };
-        (crate::optim::optimizer(&self.optimizer)?.build)(vars, &settings)
+        (kd_core::optim::optimizer(&self.optimizer)?.build)(vars, &settings)
     }
 
     /// The run's learning-rate schedule, warm-up included.
@@ -183,10 +183,10 @@ impl TrainConfig {
             gamma: self.gamma,
             min_lr: self.min_lr,
         };
-        let after = (crate::optim::schedule(&self.lr_schedule)?.build)(&settings)?;
+        let after = (kd_core::optim::schedule(&self.lr_schedule)?.build)(&settings)?;
         Ok(match self.warmup_epochs {
             0 => after,
-            epochs => Box::new(crate::optim::Warmup {
+            epochs => Box::new(kd_core::optim::Warmup {
                 epochs,
                 base_lr: self.lr,
                 after,
@@ -300,7 +300,12 @@ impl<'a> Trainer<'a> {
                     .map_err(|e| e.in_method(method.name))?;
                 let ctx = MethodContext {
                     params: &params,
-                    vb: crate::nn::seeded::var_builder(&adapters, config.seed, DType::F32, device),
+                    vb: kd_core::nn::seeded::var_builder(
+                        &adapters,
+                        config.seed,
+                        DType::F32,
+                        device,
+                    ),
                     student: &student_out,
                     teacher: &teacher_out,
                 };
@@ -468,8 +473,10 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimizer step on the samples at `indices` (batch `b` of `epoch`,
-    /// the run's step `global_step`); returns the total loss and each weighted term.
-    fn step(
+    /// the run's step `global_step`); returns the total loss and each weighted
+    /// term. [`Trainer::train_epoch`] calls it for each batch; a bench or
+    /// another front end may call it alone.
+    pub fn step(
         &mut self,
         train: &Dataset,
         indices: &[usize],
@@ -479,7 +486,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<(f64, Vec<(String, f64)>)> {
         let cfg = &self.config;
         let batch = train.batch_with(indices, &self.transforms, (cfg.seed, epoch), &self.device)?;
-        let seed = crate::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
+        let seed = kd_core::init::rng_for(cfg.seed, &format!("step/{epoch}/{b}")).gen();
         let out = self
             .student
             .forward_t(&batch.images, Mode::Train { seed })?;
@@ -515,7 +522,7 @@ impl<'a> Trainer<'a> {
             )));
         }
         let grads = total.backward()?;
-        if let Some(name) = crate::optim::non_finite_gradient(&self.vars, &grads)? {
+        if let Some(name) = kd_core::optim::non_finite_gradient(&self.vars, &grads)? {
             return Err(Error::Numerical(format!(
                 "the gradient of `{name}` became NaN or infinite at {} (loss {loss}). The step was not applied. A lower learning rate (now {}) may help; so may checking the inputs",
                 where_(),
@@ -550,11 +557,11 @@ impl<'a> Trainer<'a> {
         tensors.extend(self.optimizer.state());
         let path = crate::checkpoint::write(&policy, &self.state, &tensors)?;
         if let (true, Some(info)) = (is_best, &policy.best_model) {
-            let info = crate::weights::ModelInfo {
+            let info = kd_core::weights::ModelInfo {
                 accuracy,
                 ..info.clone()
             };
-            crate::weights::save_model(
+            kd_core::weights::save_model(
                 &policy.dir.join(crate::checkpoint::BEST),
                 &sorted_tensors(self.student.varmap()),
                 &sorted_tensors(&self.adapters),

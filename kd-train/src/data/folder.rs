@@ -11,21 +11,8 @@ use image::imageops::FilterType;
 use image::DynamicImage;
 use rayon::prelude::*;
 
-use super::{channel_stats, Dataset, Splits};
-use crate::{Error, Result};
-
-/// The largest `--image-size`: a 20,000-image set of that size already
-/// takes 60 GB of memory.
-pub const MAX_IMAGE_SIZE: usize = 1024;
-
-/// How a folder of images is read.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImageOptions {
-    /// The side every image is resized and cropped to; `None`: the median.
-    pub image_size: Option<usize>,
-    /// Skip (and count) images that cannot be decoded instead of stopping.
-    pub skip_bad_images: bool,
-}
+use crate::data::{channel_stats, Dataset, ImageOptions, Normalization, Splits, MAX_IMAGE_SIZE};
+use kd_core::{Error, Result};
 
 /// Reads `dir` as described in the module's documentation.
 pub fn load_image_folder(dir: &Path, options: &ImageOptions) -> Result<Splits> {
@@ -48,7 +35,7 @@ pub fn load_image_folder(dir: &Path, options: &ImageOptions) -> Result<Splits> {
             .into_par_iter()
             .map(|(img, label)| (square(&img, side, grey), label))
             .unzip();
-        let norm = super::Normalization {
+        let norm = Normalization {
             mean: vec![0.5; shape[0]],
             std: vec![0.5; shape[0]],
         };

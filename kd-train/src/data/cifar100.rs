@@ -3,8 +3,8 @@
 //! pixel bytes (1024 red, 1024 green, 1024 blue).
 use std::path::Path;
 
-use super::{read_file, Dataset, Normalization, Splits};
-use crate::{Error, Result};
+use crate::data::{read_file, Dataset, Normalization, Splits};
+use kd_core::{Error, Result};
 
 /// The 100 fine classes, in label order.
 pub const FINE_CLASSES: [&str; 100] = [

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use kd_core::candle::{Device, Module, Tensor};
 use kd_core::candle_nn::VarBuilder;
-use kd_core::data::{synthetic, SyntheticSpec};
 use kd_core::loss::Params;
 use kd_core::nn::{linear, max_pool2d, Conv2d, Conv2dConfig};
 use kd_core::registry::{ArchPlugin, MethodPlugin};
-use kd_core::train::{Silent, TrainConfig, Trainer};
 use kd_core::{ArchConfig, Mode, Model, Network, Outputs, Result};
+use kd_train::data::{synthetic, SyntheticSpec};
+use kd_train::train::{Silent, TrainConfig, Trainer};
 
 struct Tiny {
     conv: Conv2d,

@@ -2,10 +2,10 @@
 //! memory or from its file, and refuses files that are not its own.
 use std::collections::BTreeMap;
 
-use kd_core::cache::CachedTeacher;
 use kd_core::candle::Device;
-use kd_core::data::{synthetic, Batch, SyntheticSpec};
 use kd_core::{Outputs, Result, Teacher};
+use kd_train::cache::CachedTeacher;
+use kd_train::data::{synthetic, Batch, SyntheticSpec};
 
 /// A stand-in teacher: logits are the first pixels, the tap the whole image.
 struct Echo;

@@ -3,8 +3,8 @@ use candle_core::{Device, D};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::network::{Mode, Student};
-use crate::Result;
+use kd_core::network::{Mode, Student};
+use kd_core::Result;
 
 /// Evaluation always uses one batch size, so that an accuracy measured at the
 /// end of training and one measured later by `kd eval` agree to the image.

@@ -8,8 +8,8 @@ use candle_core::Tensor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::weights::{self, WeightsFile};
-use crate::{Error, Result};
+use kd_core::weights::{self, WeightsFile};
+use kd_core::{Error, Result};
 
 /// The model file of the student with the best test accuracy so far (a
 /// model, not a checkpoint: `kd eval`, `kd predict` and PyTorch load it).
@@ -126,8 +126,8 @@ pub struct CheckpointPolicy {
     /// with it, the best student so far is kept as a model file that
     /// `kd eval`, `kd predict`, `--teacher` and PyTorch load; without, no
     /// best file is written.
-    pub best_model: Option<crate::weights::ModelInfo>,
-    /// The teacher's [`fingerprint`](crate::Model::fingerprint), stored so a
+    pub best_model: Option<kd_core::weights::ModelInfo>,
+    /// The teacher's [`fingerprint`](kd_core::Model::fingerprint), stored so a
     /// resume can refuse a different teacher.
     pub teacher_hash: Option<String>,
 }
@@ -137,7 +137,7 @@ pub struct Checkpoint {
     pub state: RunState,
     /// The run's resolved settings (TOML), as given to the policy.
     pub run_config: String,
-    /// [`Model::fingerprint`](crate::Model::fingerprint) of the teacher the run
+    /// [`Model::fingerprint`](kd_core::Model::fingerprint) of the teacher the run
     /// started with, if it had one.
     pub teacher_hash: Option<String>,
 }
@@ -180,7 +180,7 @@ pub fn write(
     if let Some(h) = &policy.teacher_hash {
         meta.insert("kd.teacher_sha256".to_string(), h.clone());
     }
-    meta.insert("kd.version".to_string(), crate::VERSION.to_string());
+    meta.insert("kd.version".to_string(), kd_core::VERSION.to_string());
     let path = policy.dir.join(name(state));
     weights::save(&path, tensors, meta)?;
     let mut all = list(&policy.dir)?;
@@ -198,7 +198,7 @@ pub fn write(
 pub fn clear(dir: &Path) -> Result<()> {
     let best = dir.join(BEST);
     let mut old = list(dir)?;
-    old.extend([crate::weights::adapters_path(&best), best]);
+    old.extend([kd_core::weights::adapters_path(&best), best]);
     for path in old {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -3,8 +3,8 @@
 //! pixel or two and buried in noise.
 use rand::Rng;
 
-use super::{channel_stats, Dataset, Splits};
-use crate::Result;
+use crate::data::{channel_stats, Dataset, Splits};
+use kd_core::Result;
 
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
@@ -49,14 +49,14 @@ fn class_name(k: usize) -> String {
 pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
     let [c, h, w] = spec.shape;
     // Images as bytes, plus a float pattern per class.
-    let bytes = crate::limits::product(&[spec.train + spec.test, c, h, w])
-        .zip(crate::limits::product(&[spec.classes, c, h, w, 4]))
+    let bytes = kd_core::limits::product(&[spec.train + spec.test, c, h, w])
+        .zip(kd_core::limits::product(&[spec.classes, c, h, w, 4]))
         .and_then(|(a, b)| a.checked_add(b));
-    crate::limits::check_fits(
+    kd_core::limits::check_fits(
         format_args!("a synthetic data set of {c}x{h}x{w} images"),
         bytes,
     )?;
-    let mut rng = crate::init::rng_for(spec.seed, "synthetic/patterns");
+    let mut rng = kd_core::init::rng_for(spec.seed, "synthetic/patterns");
     // A class pattern: a sum of two plane waves per channel.
     let patterns: Vec<Vec<f32>> = (0..spec.classes)
         .map(|_| {
@@ -93,7 +93,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<Splits> {
         .collect();
     let classes: Vec<String> = (0..spec.classes).map(class_name).collect();
     let make = |n: usize, stream: &str| {
-        let mut rng = crate::init::rng_for(spec.seed, stream);
+        let mut rng = kd_core::init::rng_for(spec.seed, stream);
         let mut images = Vec::with_capacity(n * c * h * w);
         let mut labels = Vec::with_capacity(n);
         for _ in 0..n {

@@ -6,7 +6,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use rayon::prelude::*;
 
-use crate::{Error, Result};
+use kd_core::{Error, Result};
 
 /// Decoded images (N x C x H x W bytes) and labels of one parquet file.
 pub struct Decoded {
@@ -25,7 +25,7 @@ pub fn read_parquet_images(
     mut on_row: impl FnMut(usize, usize),
 ) -> Result<Decoded> {
     let bad = |m: String| Error::bad_file(path, m);
-    crate::weights::regular_file(path)?;
+    kd_core::weights::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
         bad(format!(
