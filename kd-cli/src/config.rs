@@ -54,10 +54,10 @@ pub struct DataArgs {
     pub skip_bad_images: Option<bool>,
     /// Per-channel means (0 to 1) to normalise images with, one per channel or
     /// one for all [default: the data set's own, or a folder's training images'].
-    #[arg(long, value_name = "M,M,M", value_delimiter = ',', value_parser = channel_value, requires = "std")]
+    #[arg(long, value_name = "M,M,M", value_delimiter = ',', value_parser = channel_mean, requires = "std")]
     pub mean: Option<Vec<f32>>,
-    /// Per-channel standard deviations to normalise images with (greater than 0).
-    #[arg(long, value_name = "S,S,S", value_delimiter = ',', value_parser = channel_value, requires = "mean")]
+    /// Per-channel standard deviations to normalise images with (greater than 0, at most 1).
+    #[arg(long, value_name = "S,S,S", value_delimiter = ',', value_parser = channel_std, requires = "mean")]
     pub std: Option<Vec<f32>>,
 }
 
@@ -506,7 +506,6 @@ pub fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
     Ok((name.trim().to_string(), value))
 }
 
-/// `--epochs`, `--batch-size`, subsets and the like: a whole number of at least 1.
 /// `--image-size`: a side from 1 to [`kd_train::data::MAX_IMAGE_SIZE`].
 pub fn image_size(s: &str) -> std::result::Result<usize, String> {
     let max = kd_train::data::MAX_IMAGE_SIZE;
@@ -516,15 +515,25 @@ pub fn image_size(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// One value of `--mean` or `--std`: a number from 0 to 1000.
-pub fn channel_value(s: &str) -> std::result::Result<f32, String> {
+/// One value of `--mean`: a number from 0 to 1 (images are scaled to [0, 1]).
+pub fn channel_mean(s: &str) -> std::result::Result<f32, String> {
+    channel_value(s, 0.0, "from 0 to 1")
+}
+
+/// One value of `--std`: greater than 0 (images are divided by it), at most 1.
+pub fn channel_std(s: &str) -> std::result::Result<f32, String> {
+    channel_value(s, f32::MIN_POSITIVE, "greater than 0 and at most 1")
+}
+
+fn channel_value(s: &str, min: f32, range: &str) -> std::result::Result<f32, String> {
     match s.trim().parse::<f32>() {
-        Ok(x) if x.is_finite() && (0.0..=1000.0).contains(&x) => Ok(x),
-        Ok(x) => Err(format!("{x} is not a number from 0 to 1000")),
+        Ok(x) if x.is_finite() && (min..=1.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("{x} is not a number {range}")),
         Err(_) => Err(format!("`{s}` is not a number: write e.g. 0.5,0.5,0.5")),
     }
 }
 
+/// `--epochs`, `--batch-size`, subsets and the like: a whole number of at least 1.
 pub fn positive(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),

@@ -162,11 +162,6 @@ fn normalized(mut splits: Splits, args: &DataArgs) -> Result<Splits> {
             crate::usage!("{flag} has {} values and `{}` has {channels} channel(s): give one value per channel, or one for all", v.len(), splits.train.name);
         }
     }
-    if std.iter().any(|s| *s <= 0.0) {
-        crate::usage!(
-            "--std must be greater than 0 for every channel (an image would be divided by it)"
-        );
-    }
     let per_channel = |v: &Vec<f32>| (0..channels).map(|c| v[c.min(v.len() - 1)]).collect();
     let norm = data::Normalization {
         mean: per_channel(mean),
@@ -194,10 +189,11 @@ fn image_folder(
     let cached = kd_train::cache_dir()
         .join(plugin.name)
         .join(format!("{key}.safetensors"));
+    let count = |s: &Splits| s.train.len() + s.test.len();
     if let Some(splits) = decoded::read_splits(&cached) {
         tracing::info!(
             "{} images of {} from kd's decoded copy {}",
-            files.len(),
+            count(&splits),
             dir.display(),
             cached.display()
         );
@@ -205,16 +201,19 @@ fn image_folder(
     }
     let started = std::time::Instant::now();
     let splits = (images.read)(dir, &options)?;
-    let n = splits.train.len() + splits.test.len();
-    tracing::info!(
-        "decoded {n} images of {} in {:.1} s; kept a copy in {}",
-        dir.display(),
-        started.elapsed().as_secs_f64(),
-        cached.display()
-    );
-    if let Err(e) = decoded::write_splits(&cached, &splits) {
+    let took = started.elapsed().as_secs_f64();
+    let n = count(&splits);
+    match decoded::write_splits(&cached, &splits) {
+        Ok(()) => tracing::info!(
+            "decoded {n} images of {} in {took:.1} s; kept a copy in {}",
+            dir.display(),
+            cached.display()
+        ),
         // The copy only saves time: a full cache disk must not stop a run.
-        tracing::warn!("cannot keep a decoded copy of {}: {e}", dir.display());
+        Err(e) => tracing::warn!(
+            "decoded {n} images of {} in {took:.1} s but cannot keep a copy: {e}",
+            dir.display()
+        ),
     }
     Ok(splits)
 }

@@ -215,7 +215,10 @@ impl Graph {
                     y = self.node("Relu", vec![y], vec![]);
                 }
                 match max_pool {
-                    Some(k) => self.op(&Op::MaxPool { k: *k }, y)?,
+                    Some(k) => {
+                        let (k, stride, padding) = (*k, *k, 0);
+                        self.op(&Op::MaxPool { k, stride, padding }, y)?
+                    }
                     None => y,
                 }
             }
@@ -244,10 +247,21 @@ impl Graph {
                 self.node("Gemm", inputs, vec![proto::int("transB", 1)])
             }
             Op::Relu => self.node("Relu", vec![input], vec![]),
-            Op::MaxPool { k } => {
+            Op::Relu6 => {
+                let device = &kd_core::candle::Device::Cpu;
+                let (min, max) = (Tensor::new(0f32, device)?, Tensor::new(6f32, device)?);
+                let inputs = vec![
+                    input,
+                    self.constant(&min, "clip.min")?,
+                    self.constant(&max, "clip.max")?,
+                ];
+                self.node("Clip", inputs, vec![])
+            }
+            Op::MaxPool { k, stride, padding } => {
                 let attrs = vec![
                     proto::ints("kernel_shape", &[*k, *k]),
-                    proto::ints("strides", &[*k, *k]),
+                    proto::ints("pads", &[*padding; 4]),
+                    proto::ints("strides", &[*stride, *stride]),
                 ];
                 self.node("MaxPool", vec![input], attrs)
             }

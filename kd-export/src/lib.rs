@@ -13,16 +13,17 @@ mod proto;
 
 use anyhow::{bail, Context, Result};
 use kd_core::candle::{DType, Device, Tensor};
+use kd_core::data::Normalization;
 use kd_core::nn::trace::trace;
 use kd_core::{Mode, Model};
-use kd_train::data::Normalization;
 use prost::Message;
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
 use graph::Graph;
 
 /// The ONNX operator set: every op kd writes (Conv, BatchNormalization, Gemm,
-/// Relu, MaxPool, GlobalAveragePool, Flatten, Add, Sub, Div) is in it.
+/// Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Add, Sub,
+/// Div, Concat, Slice, Reshape, Transpose) is in it.
 pub const OPSET: i64 = 17;
 /// The IR version that goes with opset 17.
 const IR_VERSION: i64 = 8;

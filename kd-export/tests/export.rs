@@ -1,9 +1,9 @@
 //! Every registered architecture, exported and run by tract, gives kd's logits.
 use kd_core::candle::{Device, Tensor};
+use kd_core::data::Normalization;
 use kd_core::{ArchConfig, Mode, Model, Student};
 use kd_export::{check, export, model_proto, probe_images, Options};
 use kd_plugins as _;
-use kd_train::data::Normalization;
 
 const CONFIG: ArchConfig = ArchConfig {
     input_shape: [3, 32, 32],

@@ -1,11 +1,14 @@
-//! BatchNorm in training mode for the CPU, forward and backward, fused.
+//! BatchNorm for the CPU, forward and backward, fused: in training with the
+//! batch's statistics, in evaluation with the running ones.
 //!
 //! Built from Candle's generic ops, a training BatchNorm is seven passes
 //! over the activations forward (two reductions over dims 0, 2 and 3 among
-//! them) and as many backward; here it is one pass for the statistics and
-//! one for the output, and two for the gradients, channels (or planes) in
-//! parallel. Statistics are summed in f64, so they agree with PyTorch's
-//! to f32 rounding whatever the batch size.
+//! them) and as many backward, an evaluation one three; here it is one pass
+//! for the statistics (training only) and one for the output, and two for
+//! the gradients, channels (or planes) in parallel. Statistics are summed in
+//! f64, so they agree with PyTorch's to f32 rounding whatever the batch size.
+//! The output is `(x - mean) * (weight / sqrt(var + eps)) + bias`, rounded
+//! step by step as Candle's ops round it.
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -29,6 +32,7 @@ pub fn batch_norm_train(
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
     let x = x.contiguous()?;
+    check_channels(&x, weight, bias, None)?;
     let (n, c, h, w) = x.dims4()?;
     let values = x.flatten_all()?.to_vec1::<f32>()?;
     let plane = h * w;
@@ -48,18 +52,61 @@ pub fn batch_norm_train(
         })
         .collect();
     let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
-    let op = BatchNormTrainOp {
-        invstd: var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect(),
-        mean: mean.clone(),
-    };
-    let y = x.apply_op3(weight, bias, op)?;
+    let y = x.apply_op3(weight, bias, BatchNormOp::new(&mean, &var, eps, true))?;
     Ok((y, BatchStats { mean, var }))
 }
 
-/// (x, weight, bias) -> y with the batch's statistics already computed.
-struct BatchNormTrainOp {
+/// `F.batch_norm(x, training=False)`: normalised with the running `mean`
+/// and `var`. Gradients reach `x`, `weight` and `bias`.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    (mean, var): (&[f32], &[f32]),
+    eps: f64,
+) -> Result<Tensor> {
+    check_channels(x, weight, bias, Some(mean.len().min(var.len())))?;
+    x.contiguous()?
+        .apply_op3(weight, bias, BatchNormOp::new(mean, var, eps, false))
+}
+
+/// Every per-channel input must have one value per channel of `x`: the
+/// kernels index them by channel, so a mismatch is refused here, by name.
+fn check_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, stats: Option<usize>) -> Result<()> {
+    let (_, c, _, _) = x.dims4()?;
+    let (w, b) = (weight.elem_count(), bias.elem_count());
+    if w != c || b != c || stats.is_some_and(|s| s != c) {
+        candle_core::bail!(
+            "batch norm: input {:?} has {c} channels but weight has {w}, bias {b}{}",
+            x.dims(),
+            stats
+                .map(|s| format!(", running statistics {s}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// (x, weight, bias) -> y with the statistics already known; `training`:
+/// they are the batch's own, so the gradient runs through them too.
+struct BatchNormOp {
     mean: Vec<f32>,
+    /// sqrt(var + eps) per channel.
+    denom: Vec<f32>,
     invstd: Vec<f32>,
+    training: bool,
+}
+
+impl BatchNormOp {
+    fn new(mean: &[f32], var: &[f32], eps: f64, training: bool) -> Self {
+        let denom: Vec<f32> = var.iter().map(|v| (v + eps as f32).sqrt()).collect();
+        Self {
+            mean: mean.to_vec(),
+            invstd: denom.iter().map(|d| 1.0 / d).collect(),
+            denom,
+            training,
+        }
+    }
 }
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -75,9 +122,9 @@ fn sizes(l: &Layout) -> Result<(usize, usize, usize)> {
     Ok((n, c, h * w))
 }
 
-impl CustomOp3 for BatchNormTrainOp {
+impl CustomOp3 for BatchNormOp {
     fn name(&self) -> &'static str {
-        "kd-batch-norm-train"
+        "kd-batch-norm"
     }
 
     fn cpu_fwd(
@@ -98,7 +145,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let mut y = output_vec(x.len());
         y.par_chunks_mut(plane).enumerate().for_each(|(p, y)| {
             let ch = p % c;
-            let (m, scale, shift) = (self.mean[ch], self.invstd[ch] * weight[ch], bias[ch]);
+            let (m, scale, shift) = (self.mean[ch], weight[ch] / self.denom[ch], bias[ch]);
             let x = &x[p * plane..][..plane];
             y.iter_mut()
                 .zip(x)
@@ -134,7 +181,7 @@ impl CustomOp3 for BatchNormTrainOp {
 
 /// (dy, x) -> 2 x C: each channel's sum of dy, and of dy times x normalised.
 struct GradSums<'a> {
-    op: &'a BatchNormTrainOp,
+    op: &'a BatchNormOp,
 }
 
 impl CustomOp2 for GradSums<'_> {
@@ -176,7 +223,7 @@ impl CustomOp2 for GradSums<'_> {
 
 /// (dy, x) -> dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
 struct InputGrad<'a> {
-    op: &'a BatchNormTrainOp,
+    op: &'a BatchNormOp,
     weight: Vec<f32>,
     sum_dy: Vec<f32>,
     sum_dy_xhat: Vec<f32>,
@@ -201,10 +248,15 @@ impl CustomOp2 for InputGrad<'_> {
         dx.par_chunks_mut(plane).enumerate().for_each(|(p, dx)| {
             let ch = p % c;
             let (m, invstd) = (self.op.mean[ch], self.op.invstd[ch]);
-            let mean_dy = self.sum_dy[ch] / count;
-            let mean_dy_xhat = self.sum_dy_xhat[ch] / count;
             let scale = self.weight[ch] * invstd;
             let (dy, x) = (&dy[p * plane..][..plane], &x[p * plane..][..plane]);
+            if !self.op.training {
+                // The running statistics are constants: dx = scale * dy.
+                dx.iter_mut().zip(dy).for_each(|(d, &g)| *d = scale * g);
+                return;
+            }
+            let mean_dy = self.sum_dy[ch] / count;
+            let mean_dy_xhat = self.sum_dy_xhat[ch] / count;
             for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
                 let xhat = (x - m) * invstd;
                 *d = scale * (g - mean_dy - xhat * mean_dy_xhat);
@@ -218,7 +270,7 @@ impl CustomOp2 for InputGrad<'_> {
 mod tests {
     use candle_core::{Device, Tensor, Var, D};
 
-    use super::batch_norm_train;
+    use super::{batch_norm_eval, batch_norm_train};
 
     /// Training BatchNorm from Candle's ops: the reference.
     fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
@@ -282,6 +334,49 @@ mod tests {
         }
     }
 
+    /// Evaluation: the same arithmetic as Candle's ops, to the bit, and their gradients.
+    #[test]
+    fn evaluation_matches_candles_ops_to_the_bit() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (3, 5, 4, 6), &dev).unwrap()).unwrap();
+        let weight = Var::from_tensor(&Tensor::randn(1f32, 0.5, 5, &dev).unwrap()).unwrap();
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 0.5, 5, &dev).unwrap()).unwrap();
+        let (mean, var) = ([0.1f32, -0.2, 0.3, 0.0, 1.5], [0.5f32, 1.0, 2.0, 1e-6, 3.0]);
+        let y = batch_norm_eval(&x, &weight, &bias, (&mean, &var), 1e-5).unwrap();
+        let shape = (1, 5, 1, 1);
+        let m = Tensor::new(&mean, &dev).unwrap().reshape(shape).unwrap();
+        let v = Tensor::new(&var, &dev).unwrap().reshape(shape).unwrap();
+        let scale = (weight.reshape(shape).unwrap() / (v + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+        let want = x
+            .broadcast_sub(&m)
+            .unwrap()
+            .broadcast_mul(&scale)
+            .unwrap()
+            .broadcast_add(&bias.reshape(shape).unwrap())
+            .unwrap();
+        assert_eq!(max_diff(&y, &want), 0.0);
+        let mix = Tensor::randn(0f32, 1.0, (3, 5, 4, 6), &dev).unwrap();
+        let grads = (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+        let want_grads = (want * &mix)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("x", &x), ("weight", &weight), ("bias", &bias)] {
+            let (g, w) = (grads.get(v).unwrap(), want_grads.get(v).unwrap());
+            let scale = w
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap();
+            let err = max_diff(g, w) / scale.to_scalar::<f32>().unwrap().max(1.0);
+            assert!(err < 1e-5, "{name}: {err}");
+        }
+    }
+
     #[test]
     fn nan_in_is_nan_out() {
         let dev = Device::Cpu;
@@ -296,5 +391,23 @@ mod tests {
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(y[..4].iter().chain(&y[8..12]).all(|v| v.is_nan()), "{y:?}");
         assert!(stats.mean[0].is_nan() && !stats.mean[1].is_nan());
+    }
+
+    #[test]
+    fn a_weight_of_the_wrong_length_is_refused_by_name() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 3, 2, 2), candle_core::DType::F32, &dev).unwrap();
+        let (weight, bias) = (
+            Tensor::ones(4, candle_core::DType::F32, &dev).unwrap(),
+            Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap(),
+        );
+        let err = batch_norm_train(&x, &weight, &bias, 1e-5).unwrap_err();
+        assert!(
+            err.to_string().contains("3 channels but weight has 4"),
+            "{err}"
+        );
+        let stats = [0f32; 3];
+        let err = batch_norm_eval(&x, &weight, &bias, (&stats, &stats), 1e-5).unwrap_err();
+        assert!(err.to_string().contains("weight has 4"), "{err}");
     }
 }

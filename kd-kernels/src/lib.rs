@@ -41,14 +41,16 @@ mod conv;
 mod depthwise;
 mod direct;
 mod im2col;
+mod padded_pool;
 mod pool;
 #[cfg(test)]
 mod testing;
 mod winograd;
 
-pub use batch_norm::{batch_norm_train, BatchStats};
+pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::Conv2dOp;
 pub use depthwise::DepthwiseConv2dOp;
+pub use padded_pool::MaxPool2dPaddedOp;
 pub use pool::MaxPool2dOp;
 
 /// Candle's own convolution plus a bias: what runs on CUDA, and the reference

@@ -46,7 +46,7 @@ fn planes(l: &Layout, k: usize) -> Result<Planes> {
     })
 }
 
-fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("max_pool2d: the input must be contiguous"),

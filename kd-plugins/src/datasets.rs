@@ -1,5 +1,6 @@
 //! The data sets kd knows, each with every way it can be had. The readers
-//! are kd-core's (CIFAR-10 binary batches, IDX files, synthetic patterns);
+//! are kd-train's (CIFAR binary batches, IDX files, parquet, image folders,
+//! synthetic patterns);
 //! a plugin crate adds a data set the same way.
 use std::path::Path;
 

@@ -317,8 +317,17 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
         err.contains("c.png") && err.contains("cannot be read as an image"),
         "{err}"
     );
+    assert!(err.contains("--skip-bad-images"), "{err}");
+    // Skipped, c.png leaves its class without images: refused, as an empty class is.
+    let err = kd_train::data::load_image_folder(d, &sized(None, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dog holds no readable images"), "{err}");
+    GrayImage::from_fn(36, 36, |x, y| image::Luma([(x * y) as u8]))
+        .save(d.join("train/dog/f.jpg"))
+        .unwrap();
     let skipped = kd_train::data::load_image_folder(d, &sized(None, true)).unwrap();
-    assert_eq!(skipped.train.labels, vec![0, 0], "c.png left out");
+    assert_eq!(skipped.train.labels, vec![0, 0, 1], "c.png left out");
     std::fs::remove_file(d.join("train/dog/c.png")).unwrap();
     std::fs::remove_file(d.join("train/cat/a.png")).unwrap();
     std::fs::remove_file(d.join("val/cat/d.png")).unwrap();
@@ -327,6 +336,16 @@ fn an_image_folder_loads_any_sizes_and_kinds_and_names_a_bad_file() {
         grey.train.shape[0], 1,
         "every training image is grey: one channel"
     );
+    // An empty class folder would shift the labels of every class after it.
+    std::fs::create_dir_all(d.join("train/ant")).unwrap();
+    for read in [
+        image_folder_files(d).map(|_| ()),
+        load_image_folder(d).map(|_| ()),
+    ] {
+        let err = read.unwrap_err().to_string();
+        assert!(err.contains("ant holds no readable images"), "{err}");
+    }
+    std::fs::remove_dir(d.join("train/ant")).unwrap();
     std::fs::create_dir_all(d.join("val/bird")).unwrap();
     let err = load_image_folder(d).unwrap_err().to_string();
     assert!(err.contains("class `bird`"), "{err}");

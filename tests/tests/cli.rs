@@ -1098,6 +1098,10 @@ fn a_folder_of_images_is_decoded_once_and_read_as_asked() {
             &["--dataset", "synthetic", "--mean", "0.5", "--std", "0"][..],
             "greater than 0",
         ),
+        (
+            &["--dataset", "synthetic", "--mean", "nan", "--std", "0.5"][..],
+            "NaN is not a number from 0 to 1",
+        ),
     ] {
         let mut v = vec!["train", "--arch", "light_nn", "--epochs", "1"];
         v.extend(extra);

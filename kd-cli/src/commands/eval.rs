@@ -42,8 +42,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             model.config.input_shape.map(|d| d.to_string()).join(",")
         );
     }
-    // Evaluate with the normalisation the model was trained with.
-    if let Some(n) = info.normalization {
+    // Evaluate with the normalisation the model was trained with, unless
+    // --mean/--std say otherwise.
+    if let (Some(n), None) = (info.normalization, &args.data.mean) {
         data.test.normalization = n;
     }
     let e = kd_train::eval::evaluate(&model, &data.test, kd_train::eval::EVAL_BATCH, &device)?;

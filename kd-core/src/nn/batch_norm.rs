@@ -62,8 +62,11 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if mode != Mode::Eval && super::on_cpu_f32(x) {
-            return self.train_fused(x);
+        if super::on_cpu_f32(x) {
+            return match mode {
+                Mode::Eval => self.eval_fused(x),
+                Mode::Train { .. } => self.train_fused(x),
+            };
         }
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
@@ -79,18 +82,34 @@ impl BatchNorm2d {
             .broadcast_sub(&mean)?
             .broadcast_mul(&scale)?
             .broadcast_add(&self.bias.reshape(shape)?)?;
-        let op = || Op::BatchNorm {
+        // Only evaluation is exported: training normalises with the batch.
+        if mode == Mode::Eval {
+            record(|| self.traced(), &[x], &y);
+        }
+        Ok(y)
+    }
+
+    /// Evaluation on the CPU: kd-kernels' fused BatchNorm with the running
+    /// statistics (recorded for export as the generic path records it).
+    fn eval_fused(&self, x: &Tensor) -> Result<Tensor> {
+        let stats = (
+            self.running_mean.as_tensor().to_vec1::<f32>()?,
+            self.running_var.as_tensor().to_vec1::<f32>()?,
+        );
+        let y =
+            kd_kernels::batch_norm_eval(x, &self.weight, &self.bias, (&stats.0, &stats.1), EPS)?;
+        record(|| self.traced(), &[x], &y);
+        Ok(y)
+    }
+
+    fn traced(&self) -> Op {
+        Op::BatchNorm {
             weight: self.weight.clone(),
             bias: self.bias.clone(),
             mean: self.running_mean.as_tensor().clone(),
             var: self.running_var.as_tensor().clone(),
             eps: EPS,
-        };
-        // Only evaluation is exported: training normalises with the batch.
-        if mode == Mode::Eval {
-            record(op, &[x], &y);
         }
-        Ok(y)
     }
 
     /// Training on the CPU: kd-kernels' fused BatchNorm, then the running

@@ -6,6 +6,7 @@ use rand::Rng;
 
 use kd_kernels::{
     reference_conv2d, reference_max_pool2d, Conv2dOp, DepthwiseConv2dOp, MaxPool2dOp,
+    MaxPool2dPaddedOp,
 };
 
 use crate::network::Mode;
@@ -262,6 +263,16 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     Ok(y)
 }
 
+/// `nn.ReLU6`: `min(max(x, 0), 6)`, NaN kept; the gradient is zero where
+/// `x <= 0` or `x >= 6`, as PyTorch's `hardtanh` backward gives it.
+pub fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
+    let y = relu_values(x)?;
+    // `ge` is false for NaN too.
+    let y = y.ge(6.0)?.where_cond(&(y.ones_like()? * 6.0)?, &y)?;
+    trace::record(|| trace::Op::Relu6, &[x], &y);
+    Ok(y)
+}
+
 fn relu_values(x: &Tensor) -> candle_core::Result<Tensor> {
     // `le` is false for NaN, so NaN takes the `x` branch.
     x.le(0.0)?.where_cond(&x.zeros_like()?, x)
@@ -380,7 +391,37 @@ pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
         true => x.contiguous()?.apply_op1(MaxPool2dOp { k })?,
         false => reference_max_pool2d(x, k)?,
     };
-    trace::record(|| trace::Op::MaxPool { k }, &[x], &y);
+    let op = trace::Op::MaxPool {
+        k,
+        stride: k,
+        padding: 0,
+    };
+    trace::record(|| op, &[x], &y);
+    Ok(y)
+}
+
+/// `nn.MaxPool2d(k, stride, padding)`, windows that may overlap and reach
+/// past the edge (padding counts as minus infinity). Off the CPU, Candle's
+/// pool runs on the padded input: forward only, as Candle has no backward
+/// for overlapping windows.
+pub fn max_pool2d_padded(x: &Tensor, k: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let op = MaxPool2dPaddedOp { k, stride, padding };
+    let y = match on_cpu_f32(x) {
+        true => x.contiguous()?.apply_op1(op)?,
+        false => {
+            let (_, _, h, w) = x.dims4()?;
+            let padded = x
+                .pad_with_zeros(2, padding, padding)?
+                .pad_with_zeros(3, padding, padding)?;
+            let inside = Tensor::ones((h, w), x.dtype(), x.device())?
+                .pad_with_zeros(0, padding, padding)?
+                .pad_with_zeros(1, padding, padding)?;
+            // 0 inside, minus infinity in the padding (log of the mask).
+            let padded = padded.broadcast_add(&inside.log()?)?;
+            padded.max_pool2d_with_stride(k, stride)?
+        }
+    };
+    trace::record(|| trace::Op::MaxPool { k, stride, padding }, &[x], &y);
     Ok(y)
 }
 

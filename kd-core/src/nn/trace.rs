@@ -39,9 +39,13 @@ pub enum Op {
         bias: Option<Tensor>,
     },
     Relu,
-    /// `nn.MaxPool2d(k, stride=k)`.
+    /// `nn.ReLU6`: `min(max(x, 0), 6)`.
+    Relu6,
+    /// `nn.MaxPool2d(k, stride, padding)`.
     MaxPool {
         k: usize,
+        stride: usize,
+        padding: usize,
     },
     /// Mean over the spatial dimensions: N x C x H x W to N x C.
     GlobalAvgPool,

@@ -3,6 +3,7 @@ pub mod resnet;
 pub mod resnetv2;
 pub mod shufflenet;
 pub mod tutorial;
+pub mod tv_mobilenet_v2;
 pub mod vgg;
 pub mod wrn;
 

@@ -1,6 +1,6 @@
 //! kd's decoded copy of a data set that is slow to decode (Hub parquet files
 //! of PNGs, a folder of images): both splits in one safetensors file, images
-//! as u8 and labels as u32, memory-mapped when read back. A folder's copy
+//! as u8 and labels as u32, read back through a memory map. A folder's copy
 //! also holds its shape, classes and normalisation (in the file's metadata)
 //! and is named by [`key`], a hash of every file it was decoded from and of
 //! the options that decoded it, so a changed image never meets a stale copy.

@@ -3,7 +3,8 @@
 //! JPEG, greyscale or colour (RGBA loses its alpha, as torchvision's loader
 //! converts to RGB), any size: each image is resized on its shorter side
 //! and centre-cropped to a square, `--image-size` or else the median shorter
-//! side of the training images rounded to a multiple of 4. One channel when
+//! side of the training images rounded to a multiple of 4 (at most
+//! [`MAX_IMAGE_SIZE`]). One channel when
 //! every training image is greyscale, else three. Decoding runs on every core.
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use kd_core::{Error, Result};
 pub fn load_image_folder(dir: &Path, options: &ImageOptions) -> Result<Splits> {
     let (classes, train_files, test_files) = layout(dir)?;
     let train = decode(&train_files, options.skip_bad_images)?;
+    every_class_has_images(&dir.join(TRAIN), &classes, &train)?;
     let side = match options.image_size {
         Some(s) if s == 0 || s > MAX_IMAGE_SIZE => {
             return Err(Error::config(format!(
@@ -25,7 +27,7 @@ pub fn load_image_folder(dir: &Path, options: &ImageOptions) -> Result<Splits> {
             )))
         }
         Some(s) => s as u32,
-        None => median_side(&train),
+        None => median_side(&train).min(MAX_IMAGE_SIZE as u32),
     };
     let grey = train.iter().all(|(img, _)| !img.color().has_color());
     let shape = [if grey { 1 } else { 3 }, side as usize, side as usize];
@@ -66,13 +68,14 @@ fn median_side(images: &[(DynamicImage, u32)]) -> u32 {
 
 type Files = Vec<(PathBuf, u32)>;
 
+/// The training split's folder; the test split's is the first of [`TEST`] that exists.
+const TRAIN: &str = "train";
+const TEST: [&str; 2] = ["val", "test"];
+
 /// The classes and the training and test files (with their class indices).
 fn layout(dir: &Path) -> Result<(Vec<String>, Files, Files)> {
-    let train_dir = dir.join("train");
-    let test_dir = ["val", "test"]
-        .iter()
-        .map(|s| dir.join(s))
-        .find(|d| d.is_dir());
+    let train_dir = dir.join(TRAIN);
+    let test_dir = TEST.iter().map(|s| dir.join(s)).find(|d| d.is_dir());
     let (Some(test_dir), true) = (test_dir, train_dir.is_dir()) else {
         return Err(Error::config(format!(
             "{} is not an image folder: it needs train/CLASS/* and val/CLASS/* (or test/CLASS/*), one subfolder per class",
@@ -97,7 +100,24 @@ fn layout(dir: &Path) -> Result<(Vec<String>, Files, Files)> {
         )));
     }
     let (train, test) = (files(&train_dir, &classes)?, files(&test_dir, &classes)?);
+    every_class_has_images(&train_dir, &classes, &train)?;
     Ok((classes, train, test))
+}
+
+/// A class without training images is refused, as torchvision's
+/// `ImageFolder` refuses it: it would shift every later class's label.
+fn every_class_has_images<T>(split: &Path, classes: &[String], items: &[(T, u32)]) -> Result<()> {
+    let mut seen = vec![false; classes.len()];
+    items
+        .iter()
+        .for_each(|(_, label)| seen[*label as usize] = true);
+    match seen.iter().position(|s| !s) {
+        Some(i) => Err(Error::config(format!(
+            "{} holds no readable images: add images to it or remove the folder (every class needs training images)",
+            split.join(&classes[i]).display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
@@ -145,14 +165,15 @@ fn files(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>> {
 /// Decodes every file in parallel. The first that cannot be read is named,
 /// or with `skip_bad` every such file is left out and counted in one line.
 fn decode(files: &[(PathBuf, u32)], skip_bad: bool) -> Result<Vec<(DynamicImage, u32)>> {
+    let hint = match skip_bad {
+        true => "",
+        false => ": replace or remove it, or pass --skip-bad-images",
+    };
     let decoded: Vec<Result<(DynamicImage, u32)>> = files
         .par_iter()
         .map(|(path, label)| {
             let img = image::open(path).map_err(|e| {
-                Error::bad_file(
-                    path,
-                    format!("cannot be read as an image ({e}): replace or remove it, or pass --skip-bad-images"),
-                )
+                Error::bad_file(path, format!("cannot be read as an image ({e}){hint}"))
             })?;
             Ok((img, *label))
         })
