@@ -199,18 +199,8 @@ impl Graph {
                 max_pool,
                 groups,
             } => {
-                let k = weight.dim(3)?;
-                let mut inputs = vec![input, self.constant(weight, "conv.weight")?];
-                if let Some(b) = bias {
-                    inputs.push(self.constant(b, "conv.bias")?);
-                }
-                let attrs = vec![
-                    proto::ints("kernel_shape", &[k, k]),
-                    proto::ints("pads", &[*padding; 4]),
-                    proto::ints("strides", &[*stride, *stride]),
-                    proto::int("group", *groups as i64),
-                ];
-                let mut y = self.node("Conv", inputs, attrs);
+                let mut y =
+                    self.conv(input, (weight, bias.as_ref()), (*stride, *padding, *groups))?;
                 if *relu {
                     y = self.node("Relu", vec![y], vec![]);
                 }
@@ -229,13 +219,15 @@ impl Graph {
                 var,
                 eps,
             } => {
-                let inputs = vec![
-                    input,
-                    self.constant(weight, "bn.weight")?,
-                    self.constant(bias, "bn.bias")?,
-                    self.constant(mean, "bn.running_mean")?,
-                    self.constant(var, "bn.running_var")?,
-                ];
+                let mut inputs = vec![input];
+                for (t, name) in [
+                    (weight, "weight"),
+                    (bias, "bias"),
+                    (mean, "running_mean"),
+                    (var, "running_var"),
+                ] {
+                    inputs.push(self.constant(t, &format!("bn.{name}"))?);
+                }
                 let attrs = vec![proto::float("epsilon", *eps as f32)];
                 self.node("BatchNormalization", inputs, attrs)
             }
@@ -247,23 +239,9 @@ impl Graph {
                 self.node("Gemm", inputs, vec![proto::int("transB", 1)])
             }
             Op::Relu => self.node("Relu", vec![input], vec![]),
-            Op::Relu6 => {
-                let device = &kd_core::candle::Device::Cpu;
-                let (min, max) = (Tensor::new(0f32, device)?, Tensor::new(6f32, device)?);
-                let inputs = vec![
-                    input,
-                    self.constant(&min, "clip.min")?,
-                    self.constant(&max, "clip.max")?,
-                ];
-                self.node("Clip", inputs, vec![])
-            }
+            Op::Relu6 => self.clip(input, 0.0, 6.0)?,
             Op::MaxPool { k, stride, padding } => {
-                let attrs = vec![
-                    proto::ints("kernel_shape", &[*k, *k]),
-                    proto::ints("pads", &[*padding; 4]),
-                    proto::ints("strides", &[*stride, *stride]),
-                ];
-                self.node("MaxPool", vec![input], attrs)
+                self.node("MaxPool", vec![input], window(*k, *stride, *padding))
             }
             Op::GlobalAvgPool => {
                 let pooled = self.node("GlobalAveragePool", vec![input], vec![]);
@@ -280,29 +258,70 @@ impl Graph {
                 ];
                 self.node("Slice", inputs, vec![])
             }
-            Op::ChannelShuffle { groups, shape } => {
-                let [c, h, w] = shape.map(|d| d as i64);
-                let g = *groups as i64;
-                // 0 keeps the batch dimension as it comes.
-                let split = self.ints(&[0, g, c / g, h, w], "shuffle.split");
-                let x = self.node("Reshape", vec![input, split], vec![]);
-                let perm = vec![proto::ints("perm", &[0, 2, 1, 3, 4])];
-                let x = self.node("Transpose", vec![x], perm);
-                let merge = self.ints(&[0, c, h, w], "shuffle.merge");
-                self.node("Reshape", vec![x, merge], vec![])
-            }
+            Op::ChannelShuffle { groups, shape } => self.channel_shuffle(input, *groups, *shape),
             Op::AvgPool { k, stride, padding } => {
-                let attrs = vec![
-                    proto::ints("kernel_shape", &[*k, *k]),
-                    proto::ints("strides", &[*stride, *stride]),
-                    proto::ints("pads", &[*padding; 4]),
-                    proto::int("count_include_pad", 1),
-                ];
+                let mut attrs = window(*k, *stride, *padding);
+                attrs.push(proto::int("count_include_pad", 1));
                 self.node("AveragePool", vec![input], attrs)
             }
             Op::Add | Op::Concat => bail!("{op:?} takes more than one input"),
         })
     }
+
+    /// A `Conv` node of a square kernel.
+    fn conv(
+        &mut self,
+        input: String,
+        (weight, bias): (&Tensor, Option<&Tensor>),
+        (stride, padding, groups): (usize, usize, usize),
+    ) -> Result<String> {
+        let k = weight.dim(3)?;
+        let mut inputs = vec![input, self.constant(weight, "conv.weight")?];
+        if let Some(b) = bias {
+            inputs.push(self.constant(b, "conv.bias")?);
+        }
+        let attrs = vec![
+            proto::ints("kernel_shape", &[k, k]),
+            proto::ints("pads", &[padding; 4]),
+            proto::ints("strides", &[stride, stride]),
+            proto::int("group", groups as i64),
+        ];
+        Ok(self.node("Conv", inputs, attrs))
+    }
+
+    /// `Clip` between two constants (opset 11 on takes them as inputs).
+    fn clip(&mut self, input: String, min: f32, max: f32) -> Result<String> {
+        let device = &kd_core::candle::Device::Cpu;
+        let (min, max) = (Tensor::new(min, device)?, Tensor::new(max, device)?);
+        let inputs = vec![
+            input,
+            self.constant(&min, "clip.min")?,
+            self.constant(&max, "clip.max")?,
+        ];
+        Ok(self.node("Clip", inputs, vec![]))
+    }
+
+    /// (g, C/g) channels read as (C/g, g): reshape, transpose, reshape.
+    fn channel_shuffle(&mut self, input: String, groups: usize, shape: [usize; 3]) -> String {
+        let [c, h, w] = shape.map(|d| d as i64);
+        let g = groups as i64;
+        // 0 keeps the batch dimension as it comes.
+        let split = self.ints(&[0, g, c / g, h, w], "shuffle.split");
+        let x = self.node("Reshape", vec![input, split], vec![]);
+        let perm = vec![proto::ints("perm", &[0, 2, 1, 3, 4])];
+        let x = self.node("Transpose", vec![x], perm);
+        let merge = self.ints(&[0, c, h, w], "shuffle.merge");
+        self.node("Reshape", vec![x, merge], vec![])
+    }
+}
+
+/// A pooling window's attributes: square kernel, stride, the same padding on every side.
+fn window(k: usize, stride: usize, padding: usize) -> Vec<AttributeProto> {
+    vec![
+        proto::ints("kernel_shape", &[k, k]),
+        proto::ints("strides", &[stride, stride]),
+        proto::ints("pads", &[padding; 4]),
+    ]
 }
 
 /// The indices of the nodes `output` depends on.

@@ -65,22 +65,27 @@ pub fn batch_norm_eval(
     (mean, var): (&[f32], &[f32]),
     eps: f64,
 ) -> Result<Tensor> {
-    check_channels(x, weight, bias, Some(mean.len().min(var.len())))?;
+    check_channels(x, weight, bias, Some([mean.len(), var.len()]))?;
     x.contiguous()?
         .apply_op3(weight, bias, BatchNormOp::new(mean, var, eps, false))
 }
 
 /// Every per-channel input must have one value per channel of `x`: the
 /// kernels index them by channel, so a mismatch is refused here, by name.
-fn check_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, stats: Option<usize>) -> Result<()> {
+fn check_channels(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stats: Option<[usize; 2]>,
+) -> Result<()> {
     let (_, c, _, _) = x.dims4()?;
     let (w, b) = (weight.elem_count(), bias.elem_count());
-    if w != c || b != c || stats.is_some_and(|s| s != c) {
+    if w != c || b != c || stats.is_some_and(|s| s != [c, c]) {
         candle_core::bail!(
             "batch norm: input {:?} has {c} channels but weight has {w}, bias {b}{}",
             x.dims(),
             stats
-                .map(|s| format!(", running statistics {s}"))
+                .map(|[m, v]| format!(", running mean {m}, running variance {v}"))
                 .unwrap_or_default()
         );
     }
