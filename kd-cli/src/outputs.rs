@@ -188,6 +188,34 @@ pub fn check_folder(what: &str, dir: &Path, overwrite: bool) -> Result<bool> {
     Ok(true)
 }
 
+/// `root/part/...`, created one folder at a time, where `root` is a folder
+/// the user named and the parts are kd's own (`seed-42`, `checkpoints`): a
+/// symbolic link among them would make a resumed run write, rotate and clear
+/// checkpoints outside the folder it was given, so it is refused.
+pub fn own_folder(root: &Path, parts: &[&str]) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for part in parts {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "{} is a symbolic link: the folders inside {} are kd's own, and through a link \
+                 kd would write outside it. Replace the link by a plain folder, or start a new run folder",
+                dir.display(),
+                root.display()
+            ),
+            Ok(m) if !m.is_dir() => bail!(
+                "{} is {}, not a folder: kd keeps its files there; move it away",
+                dir.display(),
+                kind(&m)
+            ),
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?,
+        }
+    }
+    Ok(dir)
+}
+
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

@@ -80,6 +80,20 @@ fn files_kd_keeps_and_files_the_user_has_are_never_replaced() {
         );
     }
 
+    // The folders inside a reproduce run are kd's own: a link there would make
+    // the resumed phase write its checkpoints elsewhere.
+    std::fs::create_dir(d.join("elsewhere")).unwrap();
+    std::fs::remove_file(d.join("run/seed-42/kd.safetensors")).unwrap();
+    let _ = std::fs::remove_dir_all(d.join("run/seed-42/checkpoints"));
+    std::os::unix::fs::symlink(d.join("elsewhere"), d.join("run/seed-42/checkpoints")).unwrap();
+    let mut again = args.clone();
+    again.push("--overwrite");
+    for a in [&["reproduce", "--resume", "run", "-q"][..], &again] {
+        let err = fails(a, d, 1);
+        assert!(err.contains("checkpoints is a symbolic link"), "{a:?}: {err}");
+        assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
+    }
+
     // A dangling symbolic link at --out is the user's: not replaced unasked.
     std::os::unix::fs::symlink(d.join("gone"), d.join("link.safetensors")).unwrap();
     let err = fails(&train(&["--out", "link.safetensors"]), d, 1);

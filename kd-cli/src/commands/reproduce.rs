@@ -311,9 +311,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     // The teacher's outputs, computed once per teacher and shared by every distillation run.
     let mut cache: Option<Option<CachedTeacher>> = None;
     for (i, &seed) in plan.seeds.iter().enumerate() {
-        let dir = plan.out.join(format!("seed-{seed}"));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = crate::outputs::own_folder(&plan.out, &[&format!("seed-{seed}")])?;
         if !(plan.shared_teacher && i > 0) {
             (teacher, cache) = (None, None);
         }
@@ -537,7 +535,7 @@ fn phase(
         return Ok((record(accuracy, seconds), model));
     }
     let params = run_params(&plan.hyper, plan.pair, run, method);
-    let run_dir = dir.join("checkpoints").join(run.name);
+    let run_dir = crate::outputs::own_folder(dir, &["checkpoints", run.name])?;
     let resume = if plan.resuming {
         kd_train::checkpoint::latest(&run_dir)?
     } else {
@@ -645,16 +643,20 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
         remove(out.join(name))?;
     }
     for entry in std::fs::read_dir(out)?.filter_map(|e| e.ok()) {
-        let dir = entry.path();
-        if !(dir.is_dir() && entry.file_name().to_string_lossy().starts_with("seed-")) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(entry.path().is_dir() && name.starts_with("seed-")) {
             continue;
         }
+        let dir = crate::outputs::own_folder(out, &[&name])?;
         remove(dir.join("metrics.jsonl"))?;
         for run in runs {
             let model = dir.join(format!("{}.safetensors", run.name));
             remove(kd_core::weights::adapters_path(&model))?;
             remove(model)?;
-            kd_train::checkpoint::clear(&dir.join("checkpoints").join(run.name))?;
+            kd_train::checkpoint::clear(&crate::outputs::own_folder(
+                &dir,
+                &["checkpoints", run.name],
+            )?)?;
         }
     }
     Ok(())
