@@ -90,7 +90,10 @@ fn files_kd_keeps_and_files_the_user_has_are_never_replaced() {
     again.push("--overwrite");
     for a in [&["reproduce", "--resume", "run", "-q"][..], &again] {
         let err = fails(a, d, 1);
-        assert!(err.contains("checkpoints is a symbolic link"), "{a:?}: {err}");
+        assert!(
+            err.contains("checkpoints is a symbolic link"),
+            "{a:?}: {err}"
+        );
         assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
     }
 
@@ -150,10 +153,19 @@ fn a_model_records_only_what_it_was_made_with() {
         "--seeds 3,4 alone means seeds 3 and 4"
     );
     let meta = tensors(&d.join("run/seed-4/kd.safetensors")).1;
+    let made = &meta["kd.run_config"];
+    assert!(made.contains("seed = 4"), "{made}");
+    // The tutorial's loss weights, which the KD phase trained with; the CE
+    // phase, which has none, records none.
     assert!(
-        meta["kd.run_config"].contains("seed = 4"),
+        made.contains("ce_weight = 0.75") && made.contains("distill_weight = 0.25"),
+        "{made}"
+    );
+    let ce = tensors(&d.join("run/seed-4/ce.safetensors")).1;
+    assert!(
+        !ce["kd.run_config"].contains("ce_weight"),
         "{}",
-        meta["kd.run_config"]
+        ce["kd.run_config"]
     );
     // settings.toml edited between the stop and the resume is noticed.
     let settings = std::fs::read_to_string(d.join("run/settings.toml")).unwrap();

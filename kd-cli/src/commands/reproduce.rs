@@ -667,6 +667,8 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
 /// What a phase's model file records as its settings: the run's, with this
 /// phase's own seed, epochs, architecture and method, so that the record is
 /// true of the file it is in (and a resumed run can tell its files apart).
+/// A phase that distils records the loss weights it trained with (the
+/// recipe's own unless flags set them); one that does not records none.
 fn phase_settings(plan: &Plan, config: &TrainConfig, arch: &str, method: &str) -> Result<String> {
     let mut t: toml::Table = plan.settings.parse().context("own settings parse")?;
     t.insert("seed".into(), toml::Value::Integer(config.seed as i64));
@@ -674,6 +676,16 @@ fn phase_settings(plan: &Plan, config: &TrainConfig, arch: &str, method: &str) -
     t.insert("lr".into(), toml::Value::Float(config.lr));
     t.insert("arch".into(), arch.into());
     t.insert("method".into(), method.into());
+    let distils = registry::method(method)?.needs_teacher();
+    for (key, weight) in [
+        ("ce_weight", config.ce_weight),
+        ("distill_weight", config.distill_weight),
+    ] {
+        match distils {
+            true => t.insert(key.into(), toml::Value::Float(weight)),
+            false => t.remove(key),
+        };
+    }
     Ok(toml::to_string(&t)?)
 }
 
