@@ -522,7 +522,7 @@ fn phase(
         false => plan.pair.student,
     };
     let config = run_config(&plan.cfg, &plan.base, (run, plan.student_lr), seed);
-    let made_for = phase_settings(plan, &config, arch, run.method)?;
+    let made_for = phase_settings(plan, &config, arch, method)?;
     if plan.resuming && path.exists() {
         let expected = (arch, run.method, seed, config.epochs);
         let (model, accuracy, seconds) = keep_finished(plan, &path, (expected, &made_for), device)?;
@@ -535,73 +535,19 @@ fn phase(
         return Ok((record(accuracy, seconds), model));
     }
     let params = run_params(&plan.hyper, plan.pair, run, method);
-    let run_dir = crate::outputs::own_folder(dir, &["checkpoints", run.name])?;
-    let resume = if plan.resuming {
-        kd_train::checkpoint::latest(&run_dir)?
-    } else {
-        None
-    };
-    if let Some(c) = &resume {
-        same_settings(&c.run_config, &run_dir, plan, &made_for)?;
-        c.check_epochs(config.epochs)?;
-    }
-    let policy = CheckpointPolicy {
-        dir: run_dir,
-        every_batches: plan.checkpoint_every,
-        keep_last: 2,
-        run_config: made_for,
-        best_model: None,
-        teacher_hash: None,
-    };
+    let (policy, resume) = checkpoints(plan, dir, run.name, made_for, config.epochs)?;
     if let Some(t) = teacher.as_ref().filter(|_| method.needs_teacher()) {
         t.arch.check_taps(method, &t.config)?;
     }
-    if method.needs_teacher() && cache.is_none() {
-        if let Some(t) = teacher {
-            let mut taps: Vec<&str> = Vec::new();
-            let distilling: Vec<_> = plan
-                .runs
-                .iter()
-                .filter_map(|r| registry::method(r.method).ok())
-                .filter(|m| m.needs_teacher())
-                .collect();
-            for t in distilling.iter().flat_map(|m| m.taps) {
-                if !taps.contains(t) {
-                    taps.push(t);
-                }
-            }
-            let mode = crate::teacher_cache::mode_for(
-                plan.hyper.teacher_cache.unwrap_or_default(),
-                config.augment,
-            );
-            let epochs = distilling.len()
-                * config.epochs
-                * if plan.shared_teacher {
-                    plan.seeds.len()
-                } else {
-                    1
-                };
-            *cache = Some(crate::teacher_cache::build(
-                mode,
-                t,
-                &t.fingerprint()?,
-                &taps,
-                data,
-                device,
-                epochs,
-            )?);
-        }
+    if let Some(t) = teacher
+        .as_ref()
+        .filter(|_| method.needs_teacher() && cache.is_none())
+    {
+        *cache = Some(build_teacher_cache(plan, &config, t, data, device)?);
     }
     let teacher_ref =
         crate::teacher_cache::serving(cache.as_ref().and_then(Option::as_ref), teacher.as_ref());
-    // The first N images keep their indices, so a teacher cache serves them too.
-    let subset = match run.train_subset {
-        Some(n) if n < data.train.len() => Some(kd_train::data::Splits {
-            train: data.train.first(n)?,
-            test: data.test.clone(),
-        }),
-        _ => None,
-    };
+    let subset = training_subset(run, data)?;
     let data = subset.as_ref().unwrap_or(data);
     let mut progress = Progress::new(label, quiet, Some(&metrics))?;
     let spec = PhaseSpec {
@@ -627,6 +573,95 @@ fn phase(
         record(phase.evaluation.accuracy, phase.seconds),
         phase.model,
     ))
+}
+
+/// A phase's checkpoint policy in `dir/checkpoints/NAME`, and on `--resume`
+/// the checkpoint to go on from, after checking that it was made with these
+/// settings and no more epochs.
+fn checkpoints(
+    plan: &Plan,
+    dir: &Path,
+    name: &str,
+    made_for: String,
+    epochs: usize,
+) -> Result<(CheckpointPolicy, Option<kd_train::checkpoint::Checkpoint>)> {
+    let run_dir = crate::outputs::own_folder(dir, &["checkpoints", name])?;
+    let resume = if plan.resuming {
+        kd_train::checkpoint::latest(&run_dir)?
+    } else {
+        None
+    };
+    if let Some(c) = &resume {
+        same_settings(&c.run_config, &run_dir, plan, &made_for)?;
+        c.check_epochs(epochs)?;
+    }
+    let policy = CheckpointPolicy {
+        dir: run_dir,
+        every_batches: plan.checkpoint_every,
+        keep_last: 2,
+        run_config: made_for,
+        best_model: None,
+        teacher_hash: None,
+    };
+    Ok((policy, resume))
+}
+
+/// The teacher's outputs for every distilling phase of the run (all seeds'
+/// when the teacher is shared), with the taps those phases read.
+fn build_teacher_cache(
+    plan: &Plan,
+    config: &TrainConfig,
+    teacher: &Model,
+    data: &kd_train::data::Splits,
+    device: &kd_core::candle::Device,
+) -> Result<Option<CachedTeacher>> {
+    let distilling: Vec<_> = plan
+        .runs
+        .iter()
+        .filter_map(|r| registry::method(r.method).ok())
+        .filter(|m| m.needs_teacher())
+        .collect();
+    let mut taps: Vec<&str> = Vec::new();
+    for t in distilling.iter().flat_map(|m| m.taps) {
+        if !taps.contains(t) {
+            taps.push(t);
+        }
+    }
+    let mode = crate::teacher_cache::mode_for(
+        plan.hyper.teacher_cache.unwrap_or_default(),
+        config.augment,
+    );
+    let seeds = if plan.shared_teacher {
+        plan.seeds.len()
+    } else {
+        1
+    };
+    let epochs = distilling.len() * config.epochs * seeds;
+    crate::teacher_cache::build(
+        mode,
+        teacher,
+        &teacher.fingerprint()?,
+        &taps,
+        data,
+        device,
+        epochs,
+    )
+}
+
+/// A phase's first `train_subset` training images, where it takes fewer than
+/// the data set has. The first N keep their indices, so a teacher cache
+/// serves them too.
+fn training_subset(
+    run: &RecipeRun,
+    data: &kd_train::data::Splits,
+) -> Result<Option<kd_train::data::Splits>> {
+    Ok(match run.train_subset {
+        Some(n) if n < data.train.len() => Some(kd_train::data::Splits {
+            train: data.train.first(n)?,
+            test: data.test.clone(),
+        }),
+        _ => None,
+    })
 }
 
 /// Removes what an earlier run wrote in `out` (for `--overwrite`): its
@@ -669,19 +704,23 @@ fn clear_earlier_run(out: &Path, runs: &[RecipeRun]) -> Result<()> {
 /// true of the file it is in (and a resumed run can tell its files apart).
 /// A phase that distils records the loss weights it trained with (the
 /// recipe's own unless flags set them); one that does not records none.
-fn phase_settings(plan: &Plan, config: &TrainConfig, arch: &str, method: &str) -> Result<String> {
+fn phase_settings(
+    plan: &Plan,
+    config: &TrainConfig,
+    arch: &str,
+    method: &MethodPlugin,
+) -> Result<String> {
     let mut t: toml::Table = plan.settings.parse().context("own settings parse")?;
     t.insert("seed".into(), toml::Value::Integer(config.seed as i64));
     t.insert("epochs".into(), toml::Value::Integer(config.epochs as i64));
     t.insert("lr".into(), toml::Value::Float(config.lr));
     t.insert("arch".into(), arch.into());
-    t.insert("method".into(), method.into());
-    let distils = registry::method(method)?.needs_teacher();
+    t.insert("method".into(), method.name.into());
     for (key, weight) in [
         ("ce_weight", config.ce_weight),
         ("distill_weight", config.distill_weight),
     ] {
-        match distils {
+        match method.needs_teacher() {
             true => t.insert(key.into(), toml::Value::Float(weight)),
             false => t.remove(key),
         };
