@@ -269,40 +269,10 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
     let plan = plan(&args)?;
     let device = crate::models::device(plan.hyper.device.unwrap_or_default())?;
     let data = crate::datasets::load(&plan.cfg.data)?;
-    let base = &plan.base;
     if !quiet {
-        eprintln!(
-            "kd reproduce: recipe `{}` ({} -> {}) on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seeds {:?}{}, device {}",
-            plan.recipe.name,
-            plan.pair.teacher,
-            plan.pair.student,
-            data.train.name,
-            data.train.len(),
-            data.test.len(),
-            data.train.shape,
-            base.epochs,
-            base.batch_size,
-            match plan.student_lr {
-                Some(s) => format!("{} (students {s})", base.lr),
-                None => base.lr.to_string(),
-            },
-            plan.seeds,
-            if plan.shared_teacher { " (one shared teacher)" } else { "" },
-            kd_core::device::name(&device)
-        );
+        announce(&plan, &data, &device);
     }
-    let stored = RunSettings {
-        recipe: Some(plan.recipe.name.to_string()),
-        pair: Some(plan.pair.name()),
-        seeds: plan.seeds.clone(),
-        shared_teacher: plan.shared_teacher,
-        student_lr: plan.student_lr,
-        run: toml::from_str(&plan.settings).context("own settings parse")?,
-    };
-    kd_core::weights::write_atomic(
-        &plan.out.join(SETTINGS_FILE),
-        toml::to_string(&stored)?.as_bytes(),
-    )?;
+    write_settings(&plan)?;
     let resume_hint = format!("kd reproduce --resume {}", plan.out.display());
     crate::install_interrupt_handler(&resume_hint);
 
@@ -336,12 +306,76 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
         }
     }
 
-    let summary = Summary {
+    let summary = summarize(&plan, &data, &device, records, costs)?;
+    println!("{}", summary.table());
+    if let Some(costs) = summary.costs_table() {
+        println!("What the student buys:\n{costs}");
+    }
+    summary.write(&plan.out, plan.recipe.summary)?;
+    if !quiet {
+        eprintln!(
+            "wrote {} (seed-*/ models and metrics, summary.json, report.md, plot.png)",
+            plan.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The one line that says what the run will do, before the first phase.
+fn announce(plan: &Plan, data: &kd_train::data::Splits, device: &kd_core::candle::Device) {
+    let base = &plan.base;
+    eprintln!(
+        "kd reproduce: recipe `{}` ({} -> {}) on {} ({} training / {} test images of {:?}), {} epochs, batch {}, lr {}, seeds {:?}{}, device {}",
+        plan.recipe.name,
+        plan.pair.teacher,
+        plan.pair.student,
+        data.train.name,
+        data.train.len(),
+        data.test.len(),
+        data.train.shape,
+        base.epochs,
+        base.batch_size,
+        match plan.student_lr {
+            Some(s) => format!("{} (students {s})", base.lr),
+            None => base.lr.to_string(),
+        },
+        plan.seeds,
+        if plan.shared_teacher { " (one shared teacher)" } else { "" },
+        kd_core::device::name(device)
+    );
+}
+
+/// The run's settings, as `--resume` reads them back.
+fn write_settings(plan: &Plan) -> Result<()> {
+    let stored = RunSettings {
+        recipe: Some(plan.recipe.name.to_string()),
+        pair: Some(plan.pair.name()),
+        seeds: plan.seeds.clone(),
+        shared_teacher: plan.shared_teacher,
+        student_lr: plan.student_lr,
+        run: toml::from_str(&plan.settings).context("own settings parse")?,
+    };
+    kd_core::weights::write_atomic(
+        &plan.out.join(SETTINGS_FILE),
+        toml::to_string(&stored)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Every phase's record of every seed, aggregated per phase.
+fn summarize(
+    plan: &Plan,
+    data: &kd_train::data::Splits,
+    device: &kd_core::candle::Device,
+    records: Vec<PhaseRun>,
+    costs: BTreeMap<String, Cost>,
+) -> Result<Summary> {
+    Ok(Summary {
         recipe: plan.recipe.name.to_string(),
         dataset: data.train.name.clone(),
         train_images: data.train.len(),
         test_images: data.test.len(),
-        device: kd_core::device::name(&device),
+        device: kd_core::device::name(device),
         seeds: plan.seeds.clone(),
         shared_teacher: plan.shared_teacher,
         settings: plan.settings.parse().context("own settings parse")?,
@@ -357,19 +391,7 @@ pub fn run(args: ReproduceArgs, quiet: bool) -> Result<()> {
             .collect(),
         costs,
     }
-    .aggregate();
-    println!("{}", summary.table());
-    if let Some(costs) = summary.costs_table() {
-        println!("What the student buys:\n{costs}");
-    }
-    summary.write(&plan.out, plan.recipe.summary)?;
-    if !quiet {
-        eprintln!(
-            "wrote {} (seed-*/ models and metrics, summary.json, report.md, plot.png)",
-            plan.out.display()
-        );
-    }
-    Ok(())
+    .aggregate())
 }
 
 /// A phase finished before the interruption: its model, test accuracy and
