@@ -68,17 +68,7 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     // Check names and paths before loading data or training for hours.
     registry::arch(&arch)?;
     method.resolve_params(&hyper.params)?;
-    // The flags given now (a checkpoint's settings hold the resolved weights).
-    let weights_given = flags.hyper.ce_weight.is_some() || flags.hyper.distill_weight.is_some();
-    if !method.needs_teacher() && weights_given {
-        crate::usage!("--ce-weight and --distill-weight weigh cross-entropy against a distillation loss, and method `{}` has none: leave them out (a model must not record a setting that had no effect)", method.name);
-    }
-    if !method.needs_teacher() && cfg.teacher.is_some() {
-        crate::usage!("--teacher is given, but method `{}` does not distil: pass --method NAME (`kd list` shows them; `kd` is Hinton's), or leave out --teacher to train with cross-entropy alone", method.name);
-    }
-    if method.needs_teacher() && cfg.teacher.is_none() {
-        crate::usage!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
-    }
+    check_method_flags(method, &flags, &cfg)?;
     let run_dir = args
         .checkpoints
         .resume
@@ -88,58 +78,8 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
     let resume_hint = format!("kd train --resume {}", run_dir.display());
     // A resumed run may rewrite the outputs it was started with.
     let own = resume.is_some() && then_out.as_deref() == Some(out.as_path());
-    let mut files = Files::new(args.overwrite);
-    if let Some(c) = &args.config {
-        files.input("--config file", c);
-    }
-    if let Some(t) = cfg.teacher.as_deref().filter(|t| !t.starts_with("hf://")) {
-        files.input("--teacher", Path::new(t));
-    }
-    if let Some(d) = &cfg.data.data_dir {
-        files.input("--data-dir", d);
-    }
-    files
-        .input("run folder", &run_dir)
-        .kept_folder("run folder", &run_dir);
-    // (what, path, whether a resumed run rewrites it as its own): a resumed
-    // run appends to its metrics wherever they are.
-    let outputs = [
-        ("--out", Some(out.clone()), own),
-        ("settings file", Some(out.with_extension("toml")), own),
-        (
-            "adapters file",
-            method.needs_teacher().then(|| weights::adapters_path(&out)),
-            own,
-        ),
-        ("--metrics file", args.metrics.clone(), resume.is_some()),
-    ];
-    for (what, path, own) in outputs {
-        match path {
-            Some(p) if own => files.own_output(what, &p),
-            Some(p) => files.output(what, &p),
-            None => &mut files,
-        };
-    }
-    files.check()?;
-    let earlier = resume.is_none()
-        && crate::outputs::check_folder("run folder", &run_dir, args.overwrite).map_err(|e| {
-            if checkpoint::list(&run_dir).is_ok_and(|l| !l.is_empty()) {
-                e.context(format!(
-                    "it holds checkpoints of an earlier run: continue it with `{resume_hint}`"
-                ))
-            } else {
-                e
-            }
-        })?;
-    let lock = checkpoint::RunLock::acquire(&run_dir)?;
-    weights::remove_orphans(&run_dir);
-    if earlier {
-        checkpoint::clear(&run_dir)?;
-    }
-    if let (Some(m), None, true) = (&args.metrics, &resume, args.overwrite) {
-        // A fresh run's metrics start empty; a resumed run's are appended to.
-        std::fs::File::create(m).with_context(|| format!("cannot write {}", m.display()))?;
-    }
+    check_paths(args, &cfg, method, &out, &run_dir, (own, resume.is_some()))?;
+    let lock = claim_run_folder(args, &run_dir, resume.is_some(), &resume_hint)?;
     let toml = RunConfig {
         arch: Some(arch.clone()),
         method: Some(method.name.to_string()),
@@ -161,6 +101,100 @@ fn plan(args: &TrainArgs) -> Result<Plan> {
         toml,
         _lock: lock,
     })
+}
+
+/// `--ce-weight`/`--distill-weight` and `--teacher` only with a method that
+/// distils, and a teacher whenever it does.
+fn check_method_flags(method: &MethodPlugin, flags: &RunConfig, cfg: &RunConfig) -> Result<()> {
+    // The flags given now (a checkpoint's settings hold the resolved weights).
+    let weights_given = flags.hyper.ce_weight.is_some() || flags.hyper.distill_weight.is_some();
+    if !method.needs_teacher() && weights_given {
+        crate::usage!("--ce-weight and --distill-weight weigh cross-entropy against a distillation loss, and method `{}` has none: leave them out (a model must not record a setting that had no effect)", method.name);
+    }
+    if !method.needs_teacher() && cfg.teacher.is_some() {
+        crate::usage!("--teacher is given, but method `{}` does not distil: pass --method NAME (`kd list` shows them; `kd` is Hinton's), or leave out --teacher to train with cross-entropy alone", method.name);
+    }
+    if method.needs_teacher() && cfg.teacher.is_none() {
+        crate::usage!("method `{}` distils from a teacher: pass --teacher FILE (train one first: `kd train --arch NAME --out teacher.safetensors`, without --method)", method.name);
+    }
+    Ok(())
+}
+
+/// Every path the run reads or writes, checked against each other and the
+/// disk before any data is loaded (`own`: a resumed run rewrites the
+/// outputs it was started with).
+fn check_paths(
+    args: &TrainArgs,
+    cfg: &RunConfig,
+    method: &MethodPlugin,
+    out: &Path,
+    run_dir: &Path,
+    (own, resumed): (bool, bool),
+) -> Result<()> {
+    let mut files = Files::new(args.overwrite);
+    if let Some(c) = &args.config {
+        files.input("--config file", c);
+    }
+    if let Some(t) = cfg.teacher.as_deref().filter(|t| !t.starts_with("hf://")) {
+        files.input("--teacher", Path::new(t));
+    }
+    if let Some(d) = &cfg.data.data_dir {
+        files.input("--data-dir", d);
+    }
+    files
+        .input("run folder", run_dir)
+        .kept_folder("run folder", run_dir);
+    // (what, path, whether a resumed run rewrites it as its own): a resumed
+    // run appends to its metrics wherever they are.
+    let outputs = [
+        ("--out", Some(out.to_path_buf()), own),
+        ("settings file", Some(out.with_extension("toml")), own),
+        (
+            "adapters file",
+            method.needs_teacher().then(|| weights::adapters_path(out)),
+            own,
+        ),
+        ("--metrics file", args.metrics.clone(), resumed),
+    ];
+    for (what, path, own) in outputs {
+        match path {
+            Some(p) if own => files.own_output(what, &p),
+            Some(p) => files.output(what, &p),
+            None => &mut files,
+        };
+    }
+    files.check()?;
+    Ok(())
+}
+
+/// Takes the run folder's lock; a fresh run clears an earlier run's
+/// checkpoints there (with --overwrite) and starts its metrics empty.
+fn claim_run_folder(
+    args: &TrainArgs,
+    run_dir: &Path,
+    resumed: bool,
+    resume_hint: &str,
+) -> Result<checkpoint::RunLock> {
+    let earlier = !resumed
+        && crate::outputs::check_folder("run folder", run_dir, args.overwrite).map_err(|e| {
+            if checkpoint::list(run_dir).is_ok_and(|l| !l.is_empty()) {
+                e.context(format!(
+                    "it holds checkpoints of an earlier run: continue it with `{resume_hint}`"
+                ))
+            } else {
+                e
+            }
+        })?;
+    let lock = checkpoint::RunLock::acquire(run_dir)?;
+    weights::remove_orphans(run_dir);
+    if earlier {
+        checkpoint::clear(run_dir)?;
+    }
+    if let (Some(m), false, true) = (&args.metrics, resumed, args.overwrite) {
+        // A fresh run's metrics start empty; a resumed run's are appended to.
+        std::fs::File::create(m).with_context(|| format!("cannot write {}", m.display()))?;
+    }
+    Ok(lock)
 }
 
 /// A planned `kd train` run.
